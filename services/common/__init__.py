@@ -1,0 +1,1 @@
+"""Contracts and helpers shared by every Wenzheng service."""

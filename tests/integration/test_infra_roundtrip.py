@@ -1,0 +1,94 @@
+"""The real local broker and MongoDB-wire server: events of every type through Kafka, documents through Mongo."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+import pytest
+from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError
+
+from services.common.events import SPEC_BY_MODEL, make_event, parse_event
+from services.common.kafka import EventPublisher, new_consumer, new_producer
+from services.common.mongo import new_client
+from tests.common.samples import sample_payloads
+
+pytestmark = pytest.mark.integration
+
+
+async def test_every_event_type_round_trips_through_the_broker(kafka_bootstrap, test_topics):
+    cases = [f"case-{i}" for i in range(12)]
+    sent = {}
+    producer = new_producer(kafka_bootstrap)
+    await producer.start()
+    try:
+        publisher = EventPublisher(producer, source="/tests", names=test_topics)
+        batch = []
+        for case_id in cases:
+            for payload in sample_payloads(case_id):
+                event_topic = publisher.topic_for(payload)
+                event = make_event(payload, source="/tests")
+                batch.append((event_topic, event))
+                sent[event.id] = event
+        await publisher.send_events(batch)
+    finally:
+        await producer.stop()
+
+    all_topics = [getattr(test_topics, k) for k in test_topics.model_dump()]
+    consumer = new_consumer(*all_topics, group_id=None, bootstrap=kafka_bootstrap)
+    await consumer.start()
+    received = {}
+    partitions_by_key = defaultdict(set)
+    order_by_case = defaultdict(list)
+    try:
+        async with asyncio.timeout(60):
+            while len(received) < len(sent):
+                for _tp, records in (await consumer.getmany(timeout_ms=1000)).items():
+                    for record in records:
+                        event = parse_event(record.value)
+                        received[event.id] = event
+                        partitions_by_key[(record.topic, record.key)].add(record.partition)
+                        if record.topic == test_topics.case_events:
+                            order_by_case[record.key].append(event.envelope.sequence)
+    finally:
+        await consumer.stop()
+
+    assert received.keys() == sent.keys()
+    for event_id, event in sent.items():
+        assert received[event_id].data == event.data
+        assert received[event_id].envelope == event.envelope
+    # keyed by subject: one key always lands in one partition, and several partitions are used
+    assert all(len(parts) == 1 for parts in partitions_by_key.values())
+    case_partitions = {next(iter(p)) for (topic, _), p in partitions_by_key.items()
+                       if topic == test_topics.case_events}
+    assert len(case_partitions) > 1
+    # per-case order is kept
+    for sequences in order_by_case.values():
+        assert sequences == [s for s in (p.version for p in sample_payloads() if hasattr(p, "version"))]
+    assert {type(e.data) for e in received.values()} == set(SPEC_BY_MODEL)
+
+
+async def test_documents_upsert_increment_and_unique_index(mongo_url, run_id):
+    client = new_client(mongo_url)
+    db = client[f"wenzheng_test_{run_id}"]
+    try:
+        rollups = db["rollups"]
+        for _ in range(3):
+            await rollups.update_one({"_id": "dept:a:2026-09"}, {"$inc": {"received": 1, "replied": 1}},
+                                     upsert=True)
+        await rollups.update_one({"_id": "dept:a:2026-09"}, {"$inc": {"received": 1}}, upsert=True)
+        doc = await rollups.find_one({"_id": "dept:a:2026-09"})
+        assert doc["received"] == 4 and doc["replied"] == 3
+
+        cases = db["cases"]
+        await cases.create_index([("tracking_number", ASCENDING)], unique=True, name="tracking_unique")
+        await cases.insert_one({"_id": "c1", "tracking_number": "WZ-1"})
+        with pytest.raises(DuplicateKeyError):
+            await cases.insert_one({"_id": "c2", "tracking_number": "WZ-1"})
+        assert await cases.count_documents({}) == 1
+        indexes = {ix["name"] async for ix in await cases.list_indexes()}
+        assert "tracking_unique" in indexes
+    finally:
+        await client.drop_database(db.name)
+        await client.close()
