@@ -10,7 +10,7 @@ INFRA := deploy/local/infra.sh
 SERVICES := deploy/local/services.sh
 PYTEST_ARGS ?=
 
-.PHONY: help venv run stop test test-unit infra-up infra-down infra-status lint schemas bench chaos monitor clean
+.PHONY: help venv run stop test test-unit infra-up infra-down infra-status lint schemas bench chaos monitor ops-check clean
 
 help:
 	@echo "make run           start Kafka, the MongoDB-wire server and every service locally"
@@ -20,6 +20,8 @@ help:
 	@echo "make lint          ruff"
 	@echo "make schemas       regenerate the JSON Schemas in schemas/ from the event models"
 	@echo "make bench         benchmarks (print figures, write var/bench/)"
+	@echo "make chaos         kill parts of the platform under load, check nothing is lost (var/chaos/)"
+	@echo "make monitor       a local Prometheus scraping the services of make run, on :9090"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (set PYTHON=...)")'
@@ -47,16 +49,35 @@ stop:
 	@$(INFRA) down
 
 test: infra-up
+	@scripts/ops/monitor.sh install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
+bench: infra-up
+	$(PY) -m bench.platform_load
+	@for b in bench/intake_*.py bench/stats_*.py bench/notifier_*.py bench/router_*.py; do \
+	  [ -f "$$b" ] || continue; m=$$(basename $$b .py); echo "== bench.$$m"; $(PY) -m bench.$$m || exit 1; done
+
+chaos: infra-up
+	$(PY) -m bench.chaos
+
 lint: venv
-	$(VENV)/bin/ruff check services tests
+	$(VENV)/bin/ruff check services tests scripts bench
 
 schemas: venv
 	$(PY) -m services.common.schemas
+	$(PY) -m services.common.asyncapi
+
+monitor: venv  ## a local Prometheus (rules included) scraping `make run`'s services on :9090
+	@scripts/ops/monitor.sh run
+
+ops-check: venv  ## promtool checks, and generated contracts/dashboards up to date
+	@scripts/ops/monitor.sh check
+	$(PY) -m services.common.asyncapi --check
+	$(PY) -m scripts.ops.dashboards --check
+	$(PY) -m scripts.ops.contract_compat
 
 clean:
 	rm -rf var/ .pytest_cache .ruff_cache

@@ -5,16 +5,11 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 PY=$ROOT/.venv/bin/python
-RUN=$ROOT/var/run
+RUN=${WENZHENG_RUN_DIR:-$ROOT/var/run}
 mkdir -p "$RUN"
 
-# name|module args|port env|default port|what
-SERVICES=(
-  "intake|services.intake|WENZHENG_INTAKE_PORT|8000|citizen, department and supervisor API"
-  "router|services.router worker|WENZHENG_ROUTER_PORT|8001|routing worker"
-  "notifier|services.notifier worker|WENZHENG_NOTIFIER_PORT|8002|alerts and notifications worker"
-  "stats|services.stats|WENZHENG_STATS_PORT|8003|ledger, rates, rankings, bulletins"
-)
+TABLE=$ROOT/deploy/local/services.txt
+mapfile -t SERVICES < <(grep -v '^#' "$TABLE" | grep -v '^[[:space:]]*$' | sed 's/[[:space:]]*|[[:space:]]*/|/g; s/[[:space:]]*$//')
 
 exists() { [ -f "services/$1/__main__.py" ]; }
 alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }

@@ -620,11 +620,11 @@ def json_schema_for(spec: EventSpec) -> dict[str, Any]:
     envelope["properties"]["data"] = data_schema
     envelope["required"] = sorted({*envelope.get("required", []), "data", "dataschema"})
     schema: dict[str, Any] = {
+        **envelope,
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": spec.dataschema,
         "title": spec.type,
         "description": (spec.model.__doc__ or spec.model.__name__).strip().splitlines()[0],
-        **envelope,
     }
     if defs:
         schema["$defs"] = defs
