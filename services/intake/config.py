@@ -1,0 +1,48 @@
+"""Intake settings (env prefix ``WENZHENG_INTAKE_``; the HTTP port is ``WENZHENG_PORT``)."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET = "local-development-secret-change-me"
+
+
+class IntakeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WENZHENG_INTAKE_", extra="ignore")
+
+    database: str = Field("wenzheng_intake", description="the MongoDB database intake owns")
+    credentials_file: str = "var/local/credentials.json"
+    secret: str = Field(DEFAULT_SECRET, description="HMAC key for poster_ref and rating tokens")
+    source: str = "urn:wenzheng:intake"
+
+    # Rate limits: an in-process sliding window, so each replica counts on its own.
+    rate_limit_enabled: bool = True
+    rate_limit_per_phone: int = Field(5, ge=1)
+    rate_limit_phone_window_seconds: float = Field(3600, gt=0)
+    rate_limit_per_ip: int = Field(120, ge=1)
+    rate_limit_ip_window_seconds: float = Field(60, gt=0)
+
+    auto_reopen_on_unsatisfied: bool = False
+    reopen_working_days: int = Field(5, ge=1, le=30)
+    return_window_working_days: int = Field(2, ge=0, le=10)
+    default_working_days: int = Field(5, ge=1, le=60)
+
+    relay_enabled: bool = True
+    relay_bootstrap: str | None = Field(None, description="Kafka for the outbox relay (default: the common one)")
+    relay_batch: int = Field(2000, ge=1)
+    relay_idle_seconds: float = Field(0.2, gt=0, description="poll interval when nothing is pending")
+    relay_min_interval_seconds: float = Field(
+        0.5, ge=0, description="at least this long between two drains: each drain scans the collection on FerretDB")
+    relay_lease_seconds: float = Field(10, gt=0)
+
+    consumer_enabled: bool = True
+    consumer_group: str = "wenzheng-intake"
+
+    page_size_max: int = 200
+
+
+def http_port() -> int:
+    return int(os.environ.get("WENZHENG_PORT", "8000"))

@@ -1,0 +1,530 @@
+"""The case state machine, pure: a table of (state, action) -> new state, guards, and the events each
+accepted command produces. No I/O: handlers load a :class:`Case`, call :func:`decide`, and store the
+outcome (new case + events) in one versioned write.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from services.common import events as ev
+from services.common.events import Actor, CaseStatus, PostKind, Rating, RoutingDecision, RoutingOutcome
+from services.common.workdays import WorkCalendar, default_calendar
+
+S = CaseStatus
+
+
+class Action(StrEnum):
+    ASSIGN = "assign"  # a routing decision: assigned
+    TRIAGE = "triage"  # a routing decision: triage
+    LINK = "link"  # a routing decision: duplicate
+    SIGN = "sign"
+    RETURN = "return"
+    REQUEST_EXTENSION = "request_extension"
+    APPROVE_EXTENSION = "approve_extension"
+    DENY_EXTENSION = "deny_extension"
+    REPLY = "reply"
+    RATE = "rate"
+    REOPEN = "reopen"
+    CLOSE = "close"
+    FLAG = "flag"
+    REASSIGN = "reassign"
+
+
+HANDLING = (S.SIGNED, S.EXTENDED, S.REOPENED)  # a unit is working on it and may reply
+NOT_CLOSED = tuple(s for s in CaseStatus if s is not S.CLOSED)
+
+
+def _table() -> dict[tuple[CaseStatus, Action], CaseStatus]:
+    table: dict[tuple[CaseStatus, Action], CaseStatus] = {}
+    for waiting in (S.SUBMITTED, S.RETURNED):
+        table[waiting, Action.ASSIGN] = S.ASSIGNED
+        table[waiting, Action.TRIAGE] = S.TRIAGE
+        table[waiting, Action.LINK] = S.CLOSED  # linked = closed as a duplicate of the linked case
+    table[S.ASSIGNED, Action.SIGN] = S.SIGNED
+    table[S.ASSIGNED, Action.RETURN] = S.RETURNED
+    table[S.SIGNED, Action.RETURN] = S.RETURNED
+    for working in HANDLING:
+        table[working, Action.REQUEST_EXTENSION] = working
+        table[working, Action.APPROVE_EXTENSION] = S.EXTENDED
+        table[working, Action.DENY_EXTENSION] = working
+        table[working, Action.REPLY] = S.REPLIED
+    table[S.REPLIED, Action.RATE] = S.RATED
+    table[S.REPLIED, Action.REOPEN] = S.REOPENED
+    table[S.RATED, Action.REOPEN] = S.REOPENED
+    for state in (S.SUBMITTED, S.TRIAGE, S.RETURNED, S.ASSIGNED, *HANDLING):
+        table[state, Action.REASSIGN] = S.ASSIGNED
+    for state in NOT_CLOSED:
+        table[state, Action.CLOSE] = S.CLOSED
+    for state in CaseStatus:
+        table[state, Action.FLAG] = state
+    return table
+
+
+TRANSITIONS: dict[tuple[CaseStatus, Action], CaseStatus] = _table()
+OPEN_DEADLINE_STATES = (S.ASSIGNED, *HANDLING)  # overdue = one of these and the deadline has passed
+
+
+def allowed_actions(status: CaseStatus) -> list[str]:
+    return sorted(action.value for (state, action) in TRANSITIONS if state is status)
+
+
+# --------------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------------
+
+
+class DomainError(Exception):
+    code = "domain_error"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class IllegalTransition(DomainError):
+    code = "illegal_transition"
+
+    def __init__(self, status: CaseStatus, action: Action) -> None:
+        self.status = status
+        self.action = action
+        self.allowed = allowed_actions(status)
+        super().__init__(
+            f"cannot {action.value} a case in state {status.value}; allowed actions: {', '.join(self.allowed)}",
+            "status",
+        )
+
+
+class RuleViolation(DomainError):
+    """The transition exists but a guard refuses it (e.g. the return window has closed)."""
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message, field)
+        self.code = code
+
+
+class DecisionIgnored(Exception):
+    """A routing decision that was already applied or answers an outdated case version: skip it."""
+
+
+class MalformedDecision(ValueError):
+    """A routing decision that parses but cannot be applied (missing unit, etc.): dead-letter it."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The case (the fields the state machine needs)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PendingExtension:
+    reason: str
+    extra_working_days: int
+    requested_at: datetime
+
+
+@dataclass(frozen=True)
+class Case:
+    case_id: str
+    tracking_number: str
+    version: int
+    status: CaseStatus
+    created_at: datetime
+    kind: PostKind = PostKind.COMPLAINT
+    category: str | None = None
+    category_name: str | None = None
+    department_id: str | None = None
+    department_name: str | None = None
+    county: str | None = None
+    township: str | None = None
+    deadline: datetime | None = None
+    assigned_at: datetime | None = None
+    working_days: int | None = None
+    routing_round: int = 1
+    routing_source_version: int = 1  # the version of the event that asked the router to decide
+    tried_departments: tuple[str, ...] = ()
+    applied_decisions: tuple[str, ...] = ()
+    return_count: int = 0
+    handling_round: int = 1
+    pending_extension: PendingExtension | None = None
+    rating: Rating | None = None
+    flagged: bool = False
+    linked_case_id: str | None = None
+    closed_at: datetime | None = None
+    replied_at: datetime | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------------
+
+
+class Command:
+    action: ClassVar[Action]
+    actor: ClassVar[Actor]
+
+
+@dataclass(frozen=True)
+class ApplyDecision(Command):
+    decision: RoutingDecision
+    actor: ClassVar[Actor] = Actor.ROUTER
+
+    @property
+    def action(self) -> Action:  # type: ignore[override]
+        return {
+            RoutingOutcome.ASSIGNED: Action.ASSIGN,
+            RoutingOutcome.TRIAGE: Action.TRIAGE,
+            RoutingOutcome.DUPLICATE: Action.LINK,
+        }[self.decision.outcome]
+
+
+@dataclass(frozen=True)
+class Sign(Command):
+    action: ClassVar[Action] = Action.SIGN
+    actor: ClassVar[Actor] = Actor.DEPARTMENT
+
+
+@dataclass(frozen=True)
+class Return(Command):
+    reason: str
+    window_working_days: int = 2
+    action: ClassVar[Action] = Action.RETURN
+    actor: ClassVar[Actor] = Actor.DEPARTMENT
+
+
+@dataclass(frozen=True)
+class RequestExtension(Command):
+    reason: str
+    extra_working_days: int
+    action: ClassVar[Action] = Action.REQUEST_EXTENSION
+    actor: ClassVar[Actor] = Actor.DEPARTMENT
+
+
+@dataclass(frozen=True)
+class ApproveExtension(Command):
+    action: ClassVar[Action] = Action.APPROVE_EXTENSION
+    actor: ClassVar[Actor] = Actor.SUPERVISOR
+
+
+@dataclass(frozen=True)
+class DenyExtension(Command):
+    reason: str | None = None
+    action: ClassVar[Action] = Action.DENY_EXTENSION
+    actor: ClassVar[Actor] = Actor.SUPERVISOR
+
+
+@dataclass(frozen=True)
+class Reply(Command):
+    text: str
+    action: ClassVar[Action] = Action.REPLY
+    actor: ClassVar[Actor] = Actor.DEPARTMENT
+
+
+@dataclass(frozen=True)
+class Rate(Command):
+    rating: Rating
+    reason: str | None = None
+    auto_reopen_on_unsatisfied: bool = False
+    reopen_working_days: int = 5
+    action: ClassVar[Action] = Action.RATE
+    actor: ClassVar[Actor] = Actor.CITIZEN
+
+
+@dataclass(frozen=True)
+class Reopen(Command):
+    reason: str
+    working_days: int = 5
+    automatic: bool = False
+    action: ClassVar[Action] = Action.REOPEN
+    actor: ClassVar[Actor] = Actor.SUPERVISOR
+
+
+@dataclass(frozen=True)
+class Close(Command):
+    reason: str
+    automatic: bool = False
+    action: ClassVar[Action] = Action.CLOSE
+    actor: ClassVar[Actor] = Actor.SUPERVISOR
+
+
+@dataclass(frozen=True)
+class Flag(Command):
+    note: str | None = None
+    action: ClassVar[Action] = Action.FLAG
+    actor: ClassVar[Actor] = Actor.SUPERVISOR
+
+
+@dataclass(frozen=True)
+class Reassign(Command):
+    category: str
+    category_name: str
+    department_id: str
+    department_name: str
+    reason: str
+    working_days: int = 5
+    action: ClassVar[Action] = Action.REASSIGN
+    actor: ClassVar[Actor] = Actor.SUPERVISOR
+
+
+@dataclass(frozen=True)
+class Outcome:
+    case: Case
+    events: list[ev.CaseEvent]
+
+
+# --------------------------------------------------------------------------------------------------
+# Deciding
+# --------------------------------------------------------------------------------------------------
+
+
+class _Builder:
+    """Numbers the events of one command: each event's version is the case version after it."""
+
+    def __init__(self, case: Case, now: datetime) -> None:
+        self.case = case
+        self.now = now
+        self.events: list[ev.CaseEvent] = []
+
+    def add(self, model: type[ev.CaseEvent], actor: Actor, **fields: Any) -> None:
+        version = self.case.version + len(self.events) + 1
+        self.events.append(model(case_id=self.case.case_id, tracking_number=self.case.tracking_number,
+                                 version=version, occurred_at=self.now, actor=actor, **fields))
+
+    def outcome(self, **changes: Any) -> Outcome:
+        new_case = dataclasses.replace(self.case, version=self.case.version + len(self.events), **changes)
+        return Outcome(new_case, self.events)
+
+
+def next_status(status: CaseStatus, action: Action) -> CaseStatus:
+    try:
+        return TRANSITIONS[status, action]
+    except KeyError:
+        raise IllegalTransition(status, action) from None
+
+
+def decide(case: Case, command: Command, now: datetime, calendar: WorkCalendar | None = None) -> Outcome:
+    """Check the transition and its guards; return the new case and its events (or raise)."""
+    calendar = calendar or default_calendar()
+    if isinstance(command, ApplyDecision):
+        _check_decision_is_current(case, command.decision)
+    target = next_status(case.status, command.action)
+    b = _Builder(case, now)
+    match command:
+        case ApplyDecision(decision=d):
+            return _apply_decision(b, d, target, calendar)
+        case Sign():
+            b.add(ev.CaseSigned, command.actor, department_id=_unit(case))
+            return b.outcome(status=target)
+        case Return(reason=reason, window_working_days=window):
+            _guard_return_window(case, now, calendar, window)
+            b.add(ev.CaseReturned, command.actor, department_id=_unit(case), reason=reason,
+                  return_count=case.return_count + 1)
+            tried = (*case.tried_departments, _unit(case))
+            return b.outcome(status=target, return_count=case.return_count + 1, routing_round=case.routing_round + 1,
+                             routing_source_version=b.events[-1].version, tried_departments=tried,
+                             pending_extension=None)
+        case RequestExtension(reason=reason, extra_working_days=days):
+            if case.pending_extension is not None:
+                raise RuleViolation("extension_pending", "an extension request is already waiting for a supervisor")
+            b.add(ev.CaseExtensionRequested, command.actor, department_id=_unit(case), reason=reason,
+                  extra_working_days=days)
+            return b.outcome(status=target, pending_extension=PendingExtension(reason, days, now))
+        case ApproveExtension():
+            pending = _pending(case)
+            previous = case.deadline or now
+            deadline = calendar.add_working_days(previous - timedelta(microseconds=1), pending.extra_working_days)
+            b.add(ev.CaseExtended, command.actor, department_id=_unit(case), previous_deadline=previous,
+                  deadline=deadline, extra_working_days=pending.extra_working_days)
+            return b.outcome(status=target, deadline=deadline, pending_extension=None)
+        case DenyExtension(reason=reason):
+            _pending(case)
+            b.add(ev.CaseExtensionDenied, command.actor, department_id=_unit(case), reason=reason)
+            return b.outcome(status=target, pending_extension=None)
+        case Reply(text=text):
+            deadline = case.deadline or now
+            b.add(ev.CaseReplied, command.actor, department_id=_unit(case), reply=text, deadline=deadline,
+                  on_time=now <= deadline, handling_round=case.handling_round)
+            return b.outcome(status=target, pending_extension=None, replied_at=now)
+        case Rate():
+            return _rate(b, command, target, calendar)
+        case Reopen(reason=reason, working_days=days, automatic=automatic):
+            return _reopen(b, reason, days, automatic, command.actor, calendar)
+        case Close(reason=reason, automatic=automatic):
+            b.add(ev.CaseClosed, command.actor, reason=reason, department_id=case.department_id, automatic=automatic)
+            return b.outcome(status=target, closed_at=now, pending_extension=None)
+        case Flag(note=note):
+            b.add(ev.CaseFlagged, command.actor, note=note)
+            return b.outcome(flagged=True)
+        case Reassign():
+            deadline = calendar.add_working_days(now, command.working_days)
+            b.add(ev.CaseAssigned, command.actor, decision_id=f"supervisor:{secrets.token_hex(8)}",
+                  category=command.category, category_name=command.category_name,
+                  department_id=command.department_id, department_name=command.department_name,
+                  county=case.county, township=case.township, kind=case.kind, deadline=deadline,
+                  working_days=command.working_days, confidence=1.0, reasons=[command.reason[:500]],
+                  model_version="supervisor", routing_round=case.routing_round, reassigned=True)
+            return b.outcome(status=target, category=command.category, category_name=command.category_name,
+                             department_id=command.department_id, department_name=command.department_name,
+                             deadline=deadline, assigned_at=now, working_days=command.working_days,
+                             pending_extension=None)
+    raise TypeError(f"unknown command {type(command).__name__}")  # pragma: no cover
+
+
+def _unit(case: Case) -> str:
+    if case.department_id is None:  # pragma: no cover - the table never lets this happen
+        raise RuleViolation("no_department", "the case has no responsible unit")
+    return case.department_id
+
+
+def _pending(case: Case) -> PendingExtension:
+    if case.pending_extension is None:
+        raise RuleViolation("no_pending_extension", "there is no extension request waiting for a decision")
+    return case.pending_extension
+
+
+def _guard_return_window(case: Case, now: datetime, calendar: WorkCalendar, window_days: int = 2) -> None:
+    if case.assigned_at is None:
+        return
+    until = calendar.add_working_days(case.assigned_at, window_days)
+    if now > until:
+        raise RuleViolation(
+            "return_window_closed",
+            f"a case can only be returned within {window_days} working days of assignment "
+            f"(assigned {case.assigned_at.isoformat()}, window closed {until.isoformat()})",
+            "reason",
+        )
+
+
+def _rate(b: _Builder, command: Rate, target: CaseStatus, calendar: WorkCalendar) -> Outcome:
+    case = b.case
+    b.add(ev.CaseRated, command.actor, department_id=case.department_id, rating=command.rating,
+          reason=command.reason, handling_round=case.handling_round)
+    if command.rating in (Rating.SATISFIED, Rating.BASICALLY_SATISFIED):
+        b.add(ev.CaseClosed, Actor.SYSTEM, reason="群众满意，自动办结", department_id=case.department_id,
+              automatic=True)
+        return b.outcome(status=S.CLOSED, rating=command.rating, closed_at=b.now)
+    if command.auto_reopen_on_unsatisfied:
+        b.case = dataclasses.replace(case, rating=command.rating)
+        return _reopen(b, "群众不满意，自动二次办理", command.reopen_working_days, True, Actor.SYSTEM, calendar)
+    return b.outcome(status=target, rating=command.rating)
+
+
+def _reopen(b: _Builder, reason: str, days: int, automatic: bool, actor: Actor, calendar: WorkCalendar) -> Outcome:
+    case = b.case
+    deadline = calendar.add_working_days(b.now, days)
+    b.add(ev.CaseReopened, actor, department_id=_unit(case), reason=reason, handling_round=case.handling_round + 1,
+          deadline=deadline, automatic=automatic)
+    return b.outcome(status=S.REOPENED, handling_round=case.handling_round + 1, deadline=deadline,
+                     working_days=days, pending_extension=None, rating=case.rating)
+
+
+def _check_decision_is_current(case: Case, decision: RoutingDecision) -> None:
+    if decision.decision_id in case.applied_decisions:
+        raise DecisionIgnored(f"decision {decision.decision_id} already applied")
+    if decision.source_version != case.routing_source_version:
+        raise DecisionIgnored(
+            f"decision answers version {decision.source_version}, the case asked at {case.routing_source_version}")
+
+
+def _apply_decision(b: _Builder, d: RoutingDecision, target: CaseStatus, calendar: WorkCalendar) -> Outcome:
+    case = b.case
+    applied = (*case.applied_decisions, d.decision_id)[-50:]
+    if d.outcome is RoutingOutcome.ASSIGNED:
+        if not d.department_id or not d.category:
+            raise MalformedDecision("an assigned decision needs category and department_id")
+        days = d.working_days or 5
+        deadline = d.deadline or calendar.add_working_days(b.now, days)
+        b.add(ev.CaseAssigned, Actor.ROUTER, decision_id=d.decision_id, category=d.category,
+              category_name=d.category_name or d.category, department_id=d.department_id,
+              department_name=d.department_name or d.department_id, county=d.county, township=d.township,
+              kind=d.kind, deadline=deadline, working_days=days, confidence=d.confidence,
+              reasons=list(d.reasons), model_version=d.model_version, routing_round=case.routing_round)
+        return b.outcome(status=target, category=d.category, category_name=d.category_name or d.category,
+                         department_id=d.department_id, department_name=d.department_name or d.department_id,
+                         county=d.county or case.county, township=d.township or case.township, kind=d.kind,
+                         deadline=deadline, assigned_at=b.now, working_days=days, applied_decisions=applied)
+    if d.outcome is RoutingOutcome.TRIAGE:
+        reason = "; ".join(d.reasons)[:500] or "routing could not decide"
+        b.add(ev.CaseTriaged, Actor.ROUTER, decision_id=d.decision_id, reason=reason, category=d.category,
+              candidates=list(d.tried_departments), confidence=d.confidence, county=d.county, township=d.township)
+        return b.outcome(status=target, category=d.category or case.category, applied_decisions=applied,
+                         county=d.county or case.county, township=d.township or case.township)
+    if not d.linked_case_id:
+        raise MalformedDecision("a duplicate decision needs linked_case_id")
+    reason = "; ".join(d.reasons)[:500] or "duplicate of an open case"
+    b.add(ev.CaseLinked, Actor.ROUTER, decision_id=d.decision_id, linked_case_id=d.linked_case_id, reason=reason)
+    return b.outcome(status=target, linked_case_id=d.linked_case_id, closed_at=b.now, applied_decisions=applied)
+
+
+# --------------------------------------------------------------------------------------------------
+# Small pure helpers: identifiers, secrets, public notes
+# --------------------------------------------------------------------------------------------------
+
+TRACKING_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: easy to read out over the phone
+
+
+def new_tracking_number(now: datetime) -> str:
+    groups = ["".join(secrets.choice(TRACKING_ALPHABET) for _ in range(4)) for _ in range(2)]
+    return f"WZ{now:%y%m}-{groups[0]}-{groups[1]}"
+
+
+def normalise_tracking_number(text: str) -> str:
+    return text.strip().upper().replace(" ", "")
+
+
+def new_case_id() -> str:
+    return f"c-{secrets.token_hex(10)}"
+
+
+def poster_ref(secret: str, phone: str) -> str:
+    return hmac.new(secret.encode(), phone.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def rating_token(secret: str, case_id: str) -> str:
+    """Derived, not stored: an idempotent replay can show it again and nothing secret sits in the database."""
+    return hmac.new(secret.encode(), f"rating:{case_id}".encode(), hashlib.sha256).hexdigest()[:24]
+
+
+def is_overdue(case_status: CaseStatus, deadline: datetime | None, now: datetime) -> bool:
+    return case_status in OPEN_DEADLINE_STATES and deadline is not None and now > deadline
+
+
+def public_note(event: ev.CaseEvent) -> str | None:
+    match event:
+        case ev.CaseSubmitted():
+            return "诉求已受理"
+        case ev.CaseAssigned(department_name=name, reassigned=reassigned):
+            return f"{'改派' if reassigned else '已转交'}{name}办理"
+        case ev.CaseTriaged():
+            return "人工分派中"
+        case ev.CaseLinked():
+            return "与已受理的相同诉求合并办理"
+        case ev.CaseSigned():
+            return "承办单位已签收"
+        case ev.CaseReturned():
+            return "承办单位退回，重新分派中"
+        case ev.CaseExtensionRequested():
+            return "承办单位申请延期"
+        case ev.CaseExtended(deadline=deadline):
+            return f"延期已批准，新办理期限 {deadline.date().isoformat()}"
+        case ev.CaseExtensionDenied():
+            return "延期申请未获批准"
+        case ev.CaseReplied():
+            return "承办单位已答复"
+        case ev.CaseRated():
+            return "群众已评价"
+        case ev.CaseReopened():
+            return "二次办理"
+        case ev.CaseClosed():
+            return "已办结"
+        case ev.CaseFlagged():
+            return "列为典型案例"
+    return None  # pragma: no cover

@@ -1,0 +1,495 @@
+"""Use cases: each loads a case, lets the domain decide, and stores the result in one versioned write."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from services.common import events as ev
+from services.common.clock import Clock
+from services.common.config import TopicSettings
+from services.common.events import Actor, CaseStatus, Channel, Event, Rating, make_event
+from services.common.logging import get_logger, mask_personal_text
+from services.common.workdays import SHANGHAI, WorkCalendar, default_calendar
+from services.intake import domain, metrics
+from services.intake.auth import Principal, Role
+from services.intake.config import IntakeSettings
+from services.intake.directory import Directory
+from services.intake.domain import Case, Command, DecisionIgnored, DomainError, IllegalTransition
+from services.intake.ratelimit import SlidingWindowLimiter
+from services.intake.store import PRIVATE_FIELDS, CaseStore, DuplicateKey, case_from_doc, case_to_fields
+
+log = get_logger(__name__)
+COMMIT_ATTEMPTS = 3
+SMS_QUERY = re.compile(r"^\s*(?:查询|查|CX)\s*[:：]?\s*([A-Za-z0-9\- ]{8,24})\s*$", re.IGNORECASE)
+STATUS_TEXT = {
+    CaseStatus.SUBMITTED: "已受理，正在分派",
+    CaseStatus.ASSIGNED: "已转交承办单位",
+    CaseStatus.TRIAGE: "人工分派中",
+    CaseStatus.SIGNED: "承办单位办理中",
+    CaseStatus.RETURNED: "重新分派中",
+    CaseStatus.EXTENDED: "承办单位办理中（已延期）",
+    CaseStatus.REPLIED: "已答复，请评价",
+    CaseStatus.RATED: "已评价，等待审核",
+    CaseStatus.REOPENED: "二次办理中",
+    CaseStatus.CLOSED: "已办结",
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Errors the entrypoints turn into HTTP answers
+# --------------------------------------------------------------------------------------------------
+
+
+class ServiceError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, field: str | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.extra = extra
+
+
+class NotFound(ServiceError):
+    status, code = 404, "not_found"
+
+
+class Forbidden(ServiceError):
+    status, code = 403, "forbidden"
+
+
+class Conflict(ServiceError):
+    status, code = 409, "conflict"
+
+
+class Invalid(ServiceError):
+    status, code = 422, "invalid"
+
+
+class RateLimited(ServiceError):
+    status, code = 429, "rate_limited"
+
+    def __init__(self, message: str, retry_after: float, field: str | None = None) -> None:
+        super().__init__(message, field)
+        self.retry_after = max(1, int(retry_after + 0.999))
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewPost:
+    channel: Channel
+    title: str
+    body: str
+    contact_phone: str | None
+    name: str | None = None
+    anonymous: bool = False
+    location: ev.Location | None = None
+    attachments: tuple[str, ...] = ()
+    requested_category: str | None = None  # Open311 service_code: a hint for the router, kept on the case
+
+    def fingerprint(self) -> str:
+        raw = json.dumps([self.channel, self.title, self.body, self.contact_phone, self.name, self.anonymous,
+                          self.location.model_dump() if self.location else None, list(self.attachments),
+                          self.requested_category], ensure_ascii=False, sort_keys=True)
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Accepted:
+    status_code: int
+    body: dict[str, Any]
+    replayed: bool = False
+
+
+def outbox_entry(event: Event, topic_key: str) -> dict[str, Any]:
+    """Plain strings only, so the relay can remove exactly this entry with $pullAll."""
+    return {"id": event.id, "topic": topic_key, "key": event.subject, "value": event.to_json().decode(),
+            "at_ms": int(time.time() * 1000)}
+
+
+class IntakeService:
+    def __init__(self, store: CaseStore, settings: IntakeSettings, clock: Clock, directory: Directory,
+                 *, topic_names: TopicSettings | None = None, calendar: WorkCalendar | None = None,
+                 on_commit: Callable[[], None] | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.directory = directory
+        self.topic_names = topic_names
+        self.calendar = calendar or default_calendar()
+        self.on_commit = on_commit or (lambda: None)
+        self.phone_limiter = SlidingWindowLimiter(settings.rate_limit_per_phone,
+                                                  settings.rate_limit_phone_window_seconds)
+        self.ip_limiter = SlidingWindowLimiter(settings.rate_limit_per_ip, settings.rate_limit_ip_window_seconds)
+
+    # ------------------------------------------------------------------ citizens
+    async def submit(self, post: NewPost, *, client_ip: str | None, idempotency_key: str | None) -> Accepted:
+        fingerprint = post.fingerprint()
+        if idempotency_key:
+            replay = await self._replay(idempotency_key, fingerprint)
+            if replay:
+                return replay
+        self._check_rate(post.contact_phone, client_ip)
+        for _ in range(COMMIT_ATTEMPTS):
+            doc = self._new_case_document(post, idempotency_key, fingerprint)
+            try:
+                await self.store.insert(doc)
+            except DuplicateKey:
+                if idempotency_key and (replay := await self._replay(idempotency_key, fingerprint)):
+                    return replay
+                continue  # a tracking-number collision (1 in 10^12): draw again
+            metrics.POSTS.labels(post.channel.value).inc()
+            self.on_commit()
+            return Accepted(201, self._accepted_body(doc))
+        raise Conflict("could not allocate a tracking number, please retry")
+
+    async def _replay(self, key: str, fingerprint: str) -> Accepted | None:
+        doc = await self.store.get_by_idempotency_key(key)
+        if doc is None:
+            return None
+        if doc.get("idempotency_fingerprint") != fingerprint:
+            raise Conflict("this Idempotency-Key was already used for a different request", "Idempotency-Key")
+        return Accepted(201, self._accepted_body(doc), replayed=True)
+
+    def _accepted_body(self, doc: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "tracking_number": doc["tracking_number"],
+            "status": CaseStatus.SUBMITTED.value,
+            "rating_token": domain.rating_token(self.settings.secret, doc["_id"]),
+            "received_at": _iso(doc["created_at"]),
+        }
+
+    def _check_rate(self, phone: str | None, client_ip: str | None) -> None:
+        if not self.settings.rate_limit_enabled:
+            return
+        if client_ip and (wait := self.ip_limiter.check(client_ip)) is not None:
+            raise RateLimited("too many posts from this address", wait)
+        if phone and (wait := self.phone_limiter.check(phone)) is not None:
+            raise RateLimited("too many posts from this phone number", wait, "contact_phone")
+
+    def _new_case_document(self, post: NewPost, idempotency_key: str | None, fingerprint: str) -> dict[str, Any]:
+        now = self.clock.now()
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # what MongoDB keeps: replays match
+        case_id = domain.new_case_id()
+        tracking = domain.new_tracking_number(now)
+        location = post.location
+        if location and location.address:
+            location = location.model_copy(update={"address": mask_personal_text(location.address)})
+        case = Case(case_id=case_id, tracking_number=tracking, version=1, status=CaseStatus.SUBMITTED,
+                    created_at=now, county=location.county if location else None,
+                    township=location.township if location else None)
+        title, body = mask_personal_text(post.title), mask_personal_text(post.body)
+        submitted = ev.CaseSubmitted(
+            case_id=case_id, tracking_number=tracking, version=1, occurred_at=now, actor=Actor.CITIZEN,
+            channel=post.channel, title=title, body=body, location=location, anonymous=post.anonymous,
+            attachment_count=len(post.attachments),
+            poster_ref=domain.poster_ref(self.settings.secret, post.contact_phone) if post.contact_phone else None,
+        )
+        contact = ev.CaseContact(case_id=case_id, tracking_number=tracking, phone=post.contact_phone,
+                                 name=post.name, anonymous=post.anonymous, recorded_at=now)
+        submitted_event = make_event(submitted, source=self.settings.source, time=now)
+        contact_event = make_event(contact, source=self.settings.source, time=now)
+        return {
+            "_id": case_id,
+            **case_to_fields(case),
+            "idempotency_key": idempotency_key or f"auto:{case_id}",
+            "idempotency_fingerprint": fingerprint,
+            "updated_at": now,
+            "channel": post.channel.value,
+            "title": title,
+            "body": body,
+            "location": location.model_dump(exclude_none=True) if location else None,
+            "anonymous": post.anonymous,
+            "attachments": list(post.attachments),
+            "requested_category": post.requested_category,
+            "poster_ref": submitted.poster_ref,
+            "contact": {"phone": post.contact_phone, "name": post.name},
+            "phone_last4": post.contact_phone[-4:] if post.contact_phone else None,
+            "replies": [],
+            "timeline": [_timeline_entry(submitted)],
+            "outbox": [outbox_entry(submitted_event, "case_events"), outbox_entry(contact_event, "case_contacts")],
+            "outbox_count": 2,
+        }
+
+    async def public_view(self, tracking_number: str) -> dict[str, Any]:
+        doc = await self._by_tracking(tracking_number)
+        return public_case_view(doc, self.clock.now())
+
+    async def rate(self, tracking_number: str, rating: Rating, reason: str | None, *, phone_last4: str | None,
+                   rating_token: str | None) -> dict[str, Any]:
+        doc = await self._by_tracking(tracking_number)
+        if not self._is_poster(doc, phone_last4, rating_token):
+            raise Forbidden("only the poster can rate: give phone_last4 or the rating_token", "rating_token")
+        command = domain.Rate(rating=rating, reason=mask_personal_text(reason) if reason else None,
+                              auto_reopen_on_unsatisfied=self.settings.auto_reopen_on_unsatisfied,
+                              reopen_working_days=self.settings.reopen_working_days)
+        doc = await self.execute(doc["_id"], command, None, first=doc)
+        return public_case_view(doc, self.clock.now())
+
+    def _is_poster(self, doc: dict[str, Any], phone_last4: str | None, token: str | None) -> bool:
+        if token and hmac.compare_digest(token, domain.rating_token(self.settings.secret, doc["_id"])):
+            return True
+        last4 = doc.get("phone_last4")
+        return bool(phone_last4 and last4 and hmac.compare_digest(phone_last4, last4))
+
+    async def sms_inbound(self, sender: str, text: str) -> dict[str, Any]:
+        match = SMS_QUERY.match(text)
+        if match:
+            tracking = domain.normalise_tracking_number(match.group(1))
+            doc = await self.store.get_by_tracking(tracking)
+            if doc is None:
+                return {"action": "query", "reply": f"未找到编号为 {tracking} 的诉求，请核对后重试。"}
+            answer = self._status_answer(doc)
+            now = self.clock.now()
+            notification = ev.Notification(
+                notification_id=f"status:{doc['_id']}:{secrets.token_hex(6)}", case_id=doc["_id"],
+                tracking_number=doc["tracking_number"], kind=ev.NotificationKind.STATUS,
+                channel=ev.NotificationChannel.SMS, to=sender, template="status", text=answer, created_at=now)
+            event = make_event(notification, source=self.settings.source, time=now)
+            await self.store.push_outbox(doc["_id"], [outbox_entry(event, "notifications")])
+            self.on_commit()
+            return {"action": "query", "tracking_number": doc["tracking_number"], "reply": answer,
+                    "notification_id": notification.notification_id}
+        text = text.strip()
+        if not text:
+            raise Invalid("the message is empty", "text")
+        post = NewPost(channel=Channel.SMS, title=text[:30], body=text[:5000], contact_phone=sender)
+        accepted = await self.submit(post, client_ip=None, idempotency_key=None)
+        tracking = accepted.body["tracking_number"]
+        return {"action": "post", "tracking_number": tracking,
+                "reply": f"您的诉求已受理，编号 {tracking}。查询进度请回复：查询 {tracking}"}
+
+    def _status_answer(self, doc: dict[str, Any]) -> str:
+        status = CaseStatus(doc["status"])
+        unit = f"，承办单位：{doc['department_name']}" if doc.get("department_name") else ""
+        deadline = ""
+        if doc.get("deadline") and status in domain.OPEN_DEADLINE_STATES:
+            deadline = f"，办理期限：{doc['deadline'].astimezone(SHANGHAI).date().isoformat()}"
+        return f"您的诉求 {doc['tracking_number']} 当前状态：{STATUS_TEXT[status]}{unit}{deadline}。"
+
+    # ------------------------------------------------------------------ units and supervisors
+    async def internal_view(self, case_id: str, principal: Principal) -> dict[str, Any]:
+        doc = await self.store.get(case_id)
+        if doc is None:
+            raise NotFound(f"no case {case_id}", "case_id")
+        _authorize_read(doc, principal)
+        return internal_case_view(doc, self.clock.now())
+
+    async def list_cases(self, principal: Principal, *, status: CaseStatus | None, overdue: bool | None,
+                         page: int, page_size: int) -> dict[str, Any]:
+        now = self.clock.now()
+        query: dict[str, Any] = {}
+        if principal.role is Role.DEPARTMENT:
+            query["department_id"] = principal.unit_id
+        if status is not None:
+            query["status"] = status.value
+        if overdue is True:
+            open_states = [s.value for s in domain.OPEN_DEADLINE_STATES]
+            query["status"] = {"$in": [s for s in open_states if status is None or s == status.value]}
+            query["deadline"] = {"$lt": now}
+        elif overdue is False:
+            query["$or"] = [{"deadline": {"$gte": now}}, {"deadline": None},
+                            {"status": {"$nin": [s.value for s in domain.OPEN_DEADLINE_STATES]}}]
+        docs, total = await self.store.list_cases(query, skip=(page - 1) * page_size, limit=page_size)
+        return {"items": [internal_case_view(d, now) for d in docs], "page": page, "page_size": page_size,
+                "total": total}
+
+    async def triage_queue(self, principal: Principal, page: int, page_size: int) -> dict[str, Any]:
+        if not principal.oversees:
+            raise Forbidden("the triage queue is for supervisors")
+        docs, total = await self.store.list_cases({"status": CaseStatus.TRIAGE.value},
+                                                  skip=(page - 1) * page_size, limit=page_size)
+        now = self.clock.now()
+        return {"items": [internal_case_view(d, now) for d in docs], "page": page, "page_size": page_size,
+                "total": total}
+
+    def reassign_command(self, category: str, department_id: str, reason: str) -> domain.Reassign:
+        cat = self.directory.category(category)
+        unit = self.directory.unit(department_id)
+        if cat is None:
+            raise Invalid(f"unknown category {category!r}", "category")
+        if unit is None:
+            raise Invalid(f"unknown unit {department_id!r}", "department_id")
+        return domain.Reassign(category=cat.code, category_name=cat.name, department_id=unit.id,
+                               department_name=unit.name, reason=reason, working_days=cat.working_days)
+
+    async def command(self, case_id: str, command: Command, principal: Principal) -> dict[str, Any]:
+        doc = await self.execute(case_id, command, principal)
+        return internal_case_view(doc, self.clock.now())
+
+    async def execute(self, case_id: str, command: Command, principal: Principal | None,
+                      first: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Decide and store with an optimistic version check; re-read and retry on a concurrent change."""
+        name = command.action.value
+        load: Callable[[], Awaitable[dict[str, Any] | None]] = lambda: self.store.get(case_id)  # noqa: E731
+        doc = first
+        for attempt in range(COMMIT_ATTEMPTS):
+            if doc is None or attempt:
+                doc = await load()
+            if doc is None:
+                metrics.COMMANDS.labels(name, "not_found").inc()
+                raise NotFound(f"no case {case_id}", "case_id")
+            if principal is not None:
+                _authorize_command(doc, command, principal)
+            case = case_from_doc(doc)
+            now = self.clock.now()
+            try:
+                outcome = domain.decide(case, command, now, self.calendar)
+            except (DomainError, DecisionIgnored) as exc:
+                metrics.COMMANDS.labels(name, "rejected" if isinstance(exc, DomainError) else "ignored").inc()
+                raise
+            events = [make_event(e, source=self.settings.source, time=now) for e in outcome.events]
+            timeline = [_timeline_entry(e) for e in outcome.events]
+            replies = [_reply_entry(e, case) for e in outcome.events if isinstance(e, ev.CaseReplied)]
+            outbox = [outbox_entry(e, "case_events") for e in events]
+            if await self.store.commit(outcome.case, case.version, outbox=outbox, timeline=timeline,
+                                       replies=replies, now=now):
+                metrics.COMMANDS.labels(name, "ok").inc()
+                self.on_commit()
+                doc.update(case_to_fields(outcome.case), updated_at=now)
+                doc["timeline"] = [*doc.get("timeline", []), *timeline]
+                doc["replies"] = [*doc.get("replies", []), *replies]
+                return doc
+            await asyncio.sleep(0.005 * (attempt + 1))
+        metrics.COMMANDS.labels(name, "conflict").inc()
+        raise Conflict("the case was changed concurrently; re-read it and retry", "version")
+
+    # ------------------------------------------------------------------ routing decisions
+    async def apply_decision(self, decision: ev.RoutingDecision) -> str:
+        """Returns what happened: applied, ignored (duplicate/outdated) or raises MalformedDecision."""
+        if await self.store.get(decision.case_id) is None:
+            raise domain.MalformedDecision(f"unknown case {decision.case_id}")
+        try:
+            await self.execute(decision.case_id, domain.ApplyDecision(decision), None)
+        except DecisionIgnored as exc:
+            log.info("decision_ignored", decision_id=decision.decision_id, reason=str(exc))
+            metrics.DECISIONS.labels("ignored").inc()
+            return "ignored"
+        except IllegalTransition as exc:
+            log.info("decision_ignored", decision_id=decision.decision_id, reason=exc.message)
+            metrics.DECISIONS.labels("ignored").inc()
+            return "ignored"
+        metrics.DECISIONS.labels(decision.outcome.value).inc()
+        return "applied"
+
+    async def _by_tracking(self, tracking_number: str) -> dict[str, Any]:
+        doc = await self.store.get_by_tracking(domain.normalise_tracking_number(tracking_number))
+        if doc is None:
+            raise NotFound(f"no post with tracking number {tracking_number!r}", "tracking_number")
+        return doc
+
+
+# --------------------------------------------------------------------------------------------------
+# Authorization and views (pure functions of a stored document)
+# --------------------------------------------------------------------------------------------------
+
+
+def _authorize_read(doc: dict[str, Any], principal: Principal) -> None:
+    if principal.role is Role.DEPARTMENT and doc.get("department_id") != principal.unit_id:
+        raise Forbidden("this case belongs to another unit")
+
+
+def _authorize_command(doc: dict[str, Any], command: Command, principal: Principal) -> None:
+    if command.actor is Actor.DEPARTMENT:
+        if principal.role is not Role.DEPARTMENT:
+            raise Forbidden(f"only the responsible unit can {command.action.value}")
+        _authorize_read(doc, principal)
+    elif command.actor is Actor.SUPERVISOR and not principal.oversees:
+        raise Forbidden(f"only a supervisor can {command.action.value}")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _timeline_entry(event: ev.CaseEvent) -> dict[str, Any]:
+    short = ev.short_type(ev.SPEC_BY_MODEL[type(event)].type).removeprefix("case.")
+    return {"type": short, "at": event.occurred_at, "note": domain.public_note(event), "version": event.version}
+
+
+def _reply_entry(event: ev.CaseReplied, case: Case) -> dict[str, Any]:
+    return {"text": mask_personal_text(event.reply), "at": event.occurred_at, "department_id": event.department_id,
+            "department_name": case.department_name, "handling_round": event.handling_round,
+            "on_time": event.on_time}
+
+
+def _department(doc: dict[str, Any]) -> dict[str, Any] | None:
+    if not doc.get("department_id"):
+        return None
+    return {"id": doc["department_id"], "name": doc.get("department_name") or doc["department_id"]}
+
+
+def _category(doc: dict[str, Any]) -> dict[str, Any] | None:
+    if not doc.get("category"):
+        return None
+    return {"code": doc["category"], "name": doc.get("category_name") or doc["category"]}
+
+
+def public_case_view(doc: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """What anyone holding the tracking number sees: never a phone number or a name."""
+    status = CaseStatus(doc["status"])
+    return {
+        "tracking_number": doc["tracking_number"],
+        "status": status.value,
+        "channel": doc.get("channel"),
+        "title": doc.get("title"),
+        "category": _category(doc),
+        "department": _department(doc),
+        "deadline": _iso(doc.get("deadline")),
+        "overdue": domain.is_overdue(status, doc.get("deadline"), now),
+        "submitted_at": _iso(doc.get("created_at")),
+        "closed_at": _iso(doc.get("closed_at")),
+        "handling_round": doc.get("handling_round", 1),
+        "rating": doc.get("rating"),
+        "replies": [{"text": r["text"], "at": _iso(r["at"]), "department": r.get("department_name"),
+                     "handling_round": r.get("handling_round", 1)} for r in doc.get("replies", [])],
+        "timeline": [{"type": t["type"], "at": _iso(t["at"]), "note": t.get("note")} for t in doc.get("timeline", [])],
+    }
+
+
+def internal_case_view(doc: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """What units and supervisors see: the whole case except contact details and plumbing."""
+    status = CaseStatus(doc["status"])
+    pending = doc.get("pending_extension")
+    view = public_case_view(doc, now)
+    view.update(
+        case_id=doc["_id"],
+        version=doc["version"],
+        body=doc.get("body"),
+        location=doc.get("location"),
+        anonymous=doc.get("anonymous", False),
+        attachments=doc.get("attachments", []),
+        poster_ref=doc.get("poster_ref"),
+        requested_category=doc.get("requested_category"),
+        assigned_at=_iso(doc.get("assigned_at")),
+        working_days=doc.get("working_days"),
+        routing_round=doc.get("routing_round", 1),
+        return_count=doc.get("return_count", 0),
+        tried_departments=doc.get("tried_departments", []),
+        pending_extension={**pending, "requested_at": _iso(pending["requested_at"])} if pending else None,
+        flagged=doc.get("flagged", False),
+        linked_case_id=doc.get("linked_case_id"),
+        allowed_actions=domain.allowed_actions(status),
+        outbox_pending=doc.get("outbox_count", 0),
+        updated_at=_iso(doc.get("updated_at")),
+    )
+    view["timeline"] = [{"type": t["type"], "at": _iso(t["at"]), "note": t.get("note"), "version": t.get("version")}
+                        for t in doc.get("timeline", [])]
+    for private in PRIVATE_FIELDS:
+        view.pop(private, None)
+    return view

@@ -1,0 +1,17 @@
+"""Intake's Prometheus metrics (module-level: one set per process, shared by every app instance)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+from services.common.metrics import ConsumerHealth, metric_name
+
+POSTS = Counter(metric_name("intake", "posts"), "Posts accepted, by channel", ["channel"])
+COMMANDS = Counter(metric_name("intake", "commands"), "Case commands by outcome", ["command", "outcome"])
+OUTBOX_BACKLOG = Gauge(metric_name("intake", "outbox_backlog", "events"), "Accepted events not yet published")
+OUTBOX_OLDEST_AGE = Gauge(metric_name("intake", "outbox_oldest_age", "seconds"),
+                          "Age of the oldest unpublished event the relay has seen")
+PUBLISHED = Counter(metric_name("intake", "outbox_published"), "Events the relay published", ["topic"])
+RELAY_ERRORS = Counter(metric_name("intake", "relay_errors"), "Relay failures (producer recreated)")
+DECISIONS = Counter(metric_name("intake", "routing_decisions"), "Routing decisions by outcome", ["outcome"])
+CONSUMER = ConsumerHealth("intake")

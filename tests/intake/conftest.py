@@ -1,0 +1,208 @@
+"""Intake test harness: the real app (in-process ASGI) against the real Kafka and MongoDB-wire server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from services.common.clock import OffsetClock
+from services.common.config import CommonSettings, TopicSettings
+from services.common.events import RoutingDecision, make_event
+from services.common.kafka import new_producer
+from services.common.mongo import new_client
+from services.common.topics import create_topics
+from services.intake.api import create_app
+from services.intake.auth import Credentials, generate_credentials
+from services.intake.config import IntakeSettings
+from services.intake.directory import BUILTIN_CATEGORIES, BUILTIN_UNITS, Directory
+
+WAIT_SECONDS = 60  # generous: only a ceiling for eventually-consistent steps, never a speed assertion
+
+
+def builtin_directory() -> Directory:
+    return Directory(BUILTIN_CATEGORIES, BUILTIN_UNITS, "builtin")
+
+
+def random_phone() -> str:
+    return "13" + str(secrets.randbelow(7) + 3) + "".join(str(secrets.randbelow(10)) for _ in range(8))
+
+
+def a_post(phone: str | None = None, **overrides: Any) -> dict[str, Any]:
+    body = {
+        "channel": "web",
+        "title": "水西镇路灯不亮",
+        "body": "水西镇和谐路路灯坏了半个月，晚上很黑，请尽快维修。联系电话 " + (phone or random_phone()),
+        "contact_phone": phone or random_phone(),
+        "name": "张三",
+        "location": {"county": "章贡区", "township": "水西镇", "address": "和谐路 12 号"},
+    }
+    body.update(overrides)
+    return body
+
+
+async def eventually(check: Callable[[], Any], what: str, timeout: float = WAIT_SECONDS) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def read_topic(bootstrap: str, topic: str, *, until: Callable[[list[dict]], bool] | None = None,
+                     timeout: float = WAIT_SECONDS) -> list[dict]:
+    """Every message of a topic (all partitions, from the start) as dicts with key/value/partition."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        messages: list[dict] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            ends = await consumer.end_offsets(tps)
+            batch = await consumer.getmany(*tps, timeout_ms=300)
+            for records in batch.values():
+                messages.extend({"key": r.key.decode() if r.key else None, "value": r.value.decode(),
+                                 "partition": r.partition, "offset": r.offset} for r in records)
+            caught_up = all([await consumer.position(tp) >= ends[tp] for tp in tps])
+            if caught_up and (until is None or until(messages)):
+                return messages
+            if time.monotonic() > deadline:
+                return messages
+    finally:
+        await consumer.stop()
+
+
+@dataclass
+class Intake:
+    app: Any
+    client: httpx.AsyncClient
+    credentials: dict[str, Any]
+    clock: OffsetClock
+    settings: IntakeSettings
+    names: TopicSettings
+    bootstrap: str
+
+    @property
+    def runtime(self) -> Any:
+        return self.app.state.runtime
+
+    def dept(self, unit_id: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.credentials['departments'][unit_id]}"}
+
+    @property
+    def supervisor(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.credentials['supervisors']['supervisor']}"}
+
+    async def post(self, **overrides: Any) -> dict[str, Any]:
+        response = await self.client.post("/v1/posts", json=a_post(**overrides))
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    async def case_doc(self, tracking_number: str) -> dict[str, Any]:
+        return await self.runtime.store.get_by_tracking(tracking_number)
+
+    async def decide(self, tracking_number: str, *, outcome: str = "assigned", department_id: str = "zhanggong_gov",
+                     source_version: int | None = None, routing_round: int | None = None,
+                     decision_id: str | None = None, **extra: Any) -> str:
+        doc = await self.case_doc(tracking_number)
+        decision = RoutingDecision(
+            decision_id=decision_id or f"d-{uuid.uuid4().hex[:12]}", case_id=doc["_id"], source_event_id="e",
+            source_version=source_version or doc["routing_source_version"],
+            routing_round=routing_round or doc["routing_round"], outcome=outcome,
+            category="urban_management" if outcome != "triage" else None, category_name="城市管理",
+            department_id=department_id if outcome == "assigned" else None,
+            department_name=dict((u.id, u.name) for u in BUILTIN_UNITS).get(department_id),
+            working_days=5, confidence=0.9, reasons=["关键词: 路灯"], model_version="test",
+            decided_at=datetime.now(UTC), **extra)
+        producer = new_producer(self.bootstrap)
+        await producer.start()
+        try:
+            event = make_event(decision, source="urn:test:router")
+            await producer.send_and_wait(self.names.routing_decisions, event.to_json(), key=event.key)
+        finally:
+            await producer.stop()
+        return decision.decision_id
+
+    async def wait_status(self, tracking_number: str, status: str) -> dict[str, Any]:
+        async def check() -> dict[str, Any] | None:
+            view = (await self.client.get(f"/v1/posts/{tracking_number}")).json()
+            return view if view.get("status") == status else None
+        return await eventually(check, f"{tracking_number} to become {status}")
+
+    async def assigned(self, department_id: str = "zhanggong_gov", **post: Any) -> tuple[str, str]:
+        """A new post routed to ``department_id``: (tracking number, case id)."""
+        accepted = await self.post(**post)
+        await self.decide(accepted["tracking_number"], department_id=department_id)
+        await self.wait_status(accepted["tracking_number"], "assigned")
+        doc = await self.case_doc(accepted["tracking_number"])
+        return accepted["tracking_number"], doc["_id"]
+
+
+@pytest.fixture(scope="session")
+async def intake_topics(kafka_bootstrap: str) -> TopicSettings:
+    run = uuid.uuid4().hex[:10]
+    defaults = TopicSettings().model_dump().items()
+    names = TopicSettings(**{key: f"test.intake.{run}.{default}" for key, default in defaults})
+    await create_topics(kafka_bootstrap, partitions=3, names=names)
+    return names
+
+
+@contextlib.asynccontextmanager
+async def open_intake(kafka_bootstrap: str, mongo_url: str, names: TopicSettings, run: str,
+                      **settings_overrides: Any) -> AsyncIterator[Intake]:
+    credentials = generate_credentials(sorted(u.id for u in BUILTIN_UNITS))
+    options: dict[str, Any] = {
+        "database": f"wenzheng_intake_{run}", "consumer_group": f"intake-test-{run}", "secret": "test-secret",
+        "rate_limit_per_phone": 10_000, "rate_limit_per_ip": 100_000, "relay_idle_seconds": 0.05,
+        "relay_min_interval_seconds": 0,
+        "credentials_file": "/nonexistent",
+    }
+    options.update(settings_overrides)
+    settings = IntakeSettings(**options)
+    common = CommonSettings(kafka_bootstrap=kafka_bootstrap, mongo_url=mongo_url, environment="test")
+    clock = OffsetClock()
+    app = create_app(settings, common=common, names=names, clock=clock, directory=builtin_directory(),
+                     credentials=Credentials.from_mapping(credentials))
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, client=("10.0.0.1", 5555))
+            async with httpx.AsyncClient(transport=transport, base_url="http://intake") as client:
+                yield Intake(app, client, credentials, clock, settings, names, kafka_bootstrap)
+    finally:
+        mongo = new_client(mongo_url)
+        await mongo.drop_database(settings.database)
+        await mongo.close()
+
+
+@pytest.fixture(scope="session")
+async def intake(kafka_bootstrap: str, mongo_url: str, intake_topics: TopicSettings) -> AsyncIterator[Intake]:
+    """One shared running intake for the lifecycle tests (each test makes its own posts)."""
+    async with open_intake(kafka_bootstrap, mongo_url, intake_topics, uuid.uuid4().hex[:10]) as harness:
+        yield harness
+
+
+def decode(messages: list[dict]) -> list[dict]:
+    return [json.loads(m["value"]) for m in messages]
