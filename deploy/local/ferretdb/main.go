@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
 )
@@ -58,6 +59,8 @@ func run(listen, dataDir, logLevel string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+
+	go maintainIDIndexes(ctx, abs, time.Second, logger)
 
 	logger.Warn("wenzheng-ferretdb listening", "listen", listen, "data_dir", abs)
 	return f.Run(ctx)
