@@ -24,6 +24,7 @@ from services.intake import metrics
 from services.intake.store import CaseStore
 
 log = get_logger(__name__)
+SWEEP_EVERY_SECONDS = 60.0  # the full scan for outboxes whose pointer a crash lost
 LEASE = "outbox-relay"
 
 
@@ -58,11 +59,15 @@ class OutboxRelay:
 
     async def run(self) -> None:
         backoff = 0.2
+        next_sweep = 0.0
         while not self.stopping.is_set():
             try:
                 if not await self._hold_lease():
                     await self._idle(self.lease_seconds / 3)
                     continue
+                if time.monotonic() >= next_sweep:
+                    await self.store.sweep_unflagged()
+                    next_sweep = time.monotonic() + SWEEP_EVERY_SECONDS
                 sent = await self.drain_once()
                 backoff = 0.2
                 self.healthy = True
@@ -107,7 +112,7 @@ class OutboxRelay:
             if entries:
                 published[doc["_id"]] = entries
         await asyncio.gather(*(f for _, f in futures))
-        await self.store.mark_published(published)
+        await self.store.mark_published(published, {doc["_id"]: doc["pending_seq"] for doc in docs})
         for topic, _ in futures:
             metrics.PUBLISHED.labels(topic).inc()
         self.published_total += len(futures)

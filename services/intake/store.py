@@ -21,7 +21,8 @@ from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -89,6 +90,12 @@ class CaseStore:
         self.db = db
         self.cases = db["cases"]
         self.leases = db["leases"]
+        # FerretDB's SQLite backend only uses an index for a lookup by _id; everything else scans the table.
+        # So the hot paths read by _id: a tracking number and an Idempotency-Key each get a tiny pointer
+        # document keyed by themselves, and cases with unpublished events are listed in `outbox_pending`.
+        self.by_tracking = db["tracking_numbers"]
+        self.by_idempotency_key = db["idempotency_keys"]
+        self.pending = db["outbox_pending"]
         self.locks = CaseLocks()
 
     async def ensure_indexes(self) -> None:
@@ -102,11 +109,21 @@ class CaseStore:
     async def get(self, case_id: str) -> dict[str, Any] | None:
         return await self.cases.find_one({"_id": case_id}, {"outbox": 0})
 
+    async def _via_pointer(self, pointers: AsyncCollection, field: str, value: str) -> dict[str, Any] | None:
+        pointer = await pointers.find_one({"_id": value})
+        if pointer is not None:
+            return await self.get(pointer["case_id"])
+        # a crash between the case insert and its pointer leaves the pointer missing: find and repair it
+        doc = await self.cases.find_one({field: value}, {"outbox": 0})
+        if doc is not None:
+            await pointers.update_one({"_id": value}, {"$set": {"case_id": doc["_id"]}}, upsert=True)
+        return doc
+
     async def get_by_tracking(self, tracking_number: str) -> dict[str, Any] | None:
-        return await self.cases.find_one({"tracking_number": tracking_number}, {"outbox": 0})
+        return await self._via_pointer(self.by_tracking, "tracking_number", tracking_number)
 
     async def get_by_idempotency_key(self, key: str) -> dict[str, Any] | None:
-        return await self.cases.find_one({"idempotency_key": key}, {"outbox": 0})
+        return await self._via_pointer(self.by_idempotency_key, "idempotency_key", key)
 
     async def list_cases(self, query: dict[str, Any], *, skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         projection = {name: 0 for name in PRIVATE_FIELDS}
@@ -118,6 +135,17 @@ class CaseStore:
     # ------------------------------------------------------------------ writes
     async def insert(self, doc: dict[str, Any]) -> None:
         await self.cases.insert_one(doc)
+        await self.by_tracking.update_one({"_id": doc["tracking_number"]}, {"$set": {"case_id": doc["_id"]}},
+                                          upsert=True)
+        if doc.get("idempotency_key"):
+            await self.by_idempotency_key.update_one({"_id": doc["idempotency_key"]},
+                                                     {"$set": {"case_id": doc["_id"]}}, upsert=True)
+        if doc.get("outbox_count"):
+            await self._flag_pending(doc["_id"])
+
+    async def _flag_pending(self, case_id: str) -> None:
+        """Written after the case: the relay's list of cases to look at (``seq`` tells it of later events)."""
+        await self.pending.update_one({"_id": case_id}, {"$inc": {"seq": 1}}, upsert=True)
 
     async def commit(self, case: Case, expected_version: int, *, outbox: list[dict[str, Any]],
                      timeline: list[dict[str, Any]], replies: list[dict[str, Any]], now: datetime) -> bool:
@@ -131,6 +159,8 @@ class CaseStore:
             update["$push"]["replies"] = {"$each": replies}
         async with self.locks.holding([case.case_id]):
             result = await self.cases.update_one({"_id": case.case_id, "version": expected_version}, update)
+            if result.modified_count == 1 and outbox:
+                await self._flag_pending(case.case_id)
         return result.modified_count == 1
 
     async def push_outbox(self, case_id: str, entries: list[dict[str, Any]]) -> bool:
@@ -138,52 +168,57 @@ class CaseStore:
         async with self.locks.holding([case_id]):
             result = await self.cases.update_one(
                 {"_id": case_id}, {"$push": {"outbox": {"$each": entries}}, "$inc": {"outbox_count": len(entries)}})
+            if result.modified_count == 1:
+                await self._flag_pending(case_id)
         return result.modified_count == 1
 
     # ------------------------------------------------------------------ outbox
     async def pending_outbox(self, limit: int) -> list[dict[str, Any]]:
-        cursor = self.cases.find({"outbox_count": {"$gt": 0}}, {"outbox": 1, "outbox_count": 1}).limit(limit)
-        return await cursor.to_list()
+        """Cases with unpublished events, from the pointer list (each case read by _id)."""
+        pointers = await self.pending.find({}).limit(limit).to_list()
 
-    async def mark_published(self, published: dict[str, list[dict[str, Any]]]) -> None:
-        """Remove exactly the published entries.
+        async def load(pointer: dict[str, Any]) -> dict[str, Any] | None:
+            doc = await self.cases.find_one({"_id": pointer["_id"]}, {"outbox": 1, "outbox_count": 1})
+            if doc is None or not doc.get("outbox_count"):
+                await self.pending.delete_one({"_id": pointer["_id"], "seq": pointer["seq"]})
+                return None
+            return {**doc, "pending_seq": pointer["seq"]}
 
-        Fast path: one ``update_many`` per outbox size, clearing the outboxes whose count did not change
-        since the relay read them (only commands add entries, only the relay removes them). FerretDB scans
-        the collection for every update, so one update per batch instead of one per case matters. Cases that
-        got new events meanwhile lose just the published entries ($pullAll by value).
-        """
+        return [doc for doc in await asyncio.gather(*(load(p) for p in pointers)) if doc is not None]
+
+    async def sweep_unflagged(self) -> int:
+        """The safety net: flag every case whose outbox is not empty (a full scan; at start and now and then).
+        Catches a crash between a case write and its pointer."""
+        flagged = 0
+        async for doc in self.cases.find({"outbox_count": {"$gt": 0}}, {"_id": 1}):
+            await self.pending.update_one({"_id": doc["_id"]}, {"$setOnInsert": {"seq": 0}}, upsert=True)
+            flagged += 1
+        return flagged
+
+    async def mark_published(self, published: dict[str, list[dict[str, Any]]],
+                             seen_seq: dict[str, int] | None = None) -> None:
+        """Remove exactly the published entries, then the pointer unless new events arrived meanwhile."""
         if not published:
             return
+        seen_seq = seen_seq or {}
         async with self.locks.holding(published):
-            by_count: dict[int, list[str]] = {}
             for case_id, entries in published.items():
-                by_count.setdefault(len(entries), []).append(case_id)
-            changed: list[str] = []
-            for count, ids in by_count.items():
-                result = await self.cases.update_many({"_id": {"$in": ids}, "outbox_count": count},
-                                                      {"$set": {"outbox": [], "outbox_count": 0}})
-                if result.matched_count < len(ids):
-                    changed.extend(ids)
-            if not changed:
-                return
-            updates = []
-            for doc in await self.cases.find({"_id": {"$in": changed}}, {"outbox": 1}).to_list():
-                sent = {entry["id"] for entry in published[doc["_id"]]}
-                still_there = [entry for entry in doc.get("outbox") or [] if entry["id"] in sent]
-                if still_there:
-                    updates.append(UpdateOne({"_id": doc["_id"]}, {"$pullAll": {"outbox": still_there},
-                                                                   "$inc": {"outbox_count": -len(still_there)}}))
-            if updates:
-                await self.cases.bulk_write(updates, ordered=False)
+                result = await self.cases.update_one({"_id": case_id, "outbox_count": len(entries)},
+                                                     {"$set": {"outbox": [], "outbox_count": 0}})
+                if result.matched_count == 0:
+                    doc = await self.cases.find_one({"_id": case_id}, {"outbox": 1})
+                    sent = {entry["id"] for entry in entries}
+                    still_there = [e for e in (doc or {}).get("outbox") or [] if e["id"] in sent]
+                    if still_there:
+                        await self.cases.update_one({"_id": case_id}, {"$pullAll": {"outbox": still_there},
+                                                                       "$inc": {"outbox_count": -len(still_there)}})
+                if case_id in seen_seq:
+                    await self.pending.delete_one({"_id": case_id, "seq": seen_seq[case_id]})
 
     async def outbox_backlog(self) -> int:
-        cursor = await self.cases.aggregate([
-            {"$match": {"outbox_count": {"$gt": 0}}},
-            {"$group": {"_id": None, "n": {"$sum": "$outbox_count"}}},
-        ])
-        rows = await cursor.to_list()
-        return int(rows[0]["n"]) if rows else 0
+        """Unpublished events, summed over the cases on the pointer list (each read by _id)."""
+        docs = await self.pending_outbox(limit=0)
+        return sum(int(doc.get("outbox_count", 0)) for doc in docs)
 
     async def acquire_lease(self, name: str, owner: str, now: datetime, seconds: float) -> bool:
         """One relay per deployment publishes (keeps per-case order across replicas)."""
