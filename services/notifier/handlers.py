@@ -1,0 +1,316 @@
+"""The notifier's use cases: apply case events and contacts, scan the ladder, release notifications.
+
+Independent of Kafka: the worker (agents.py) hands in parsed events and a :class:`Publisher`; tests and
+the benchmark use fakes of the publisher and, for pure tests, of the store.
+
+Exactly once, alerts: every case alert is published to the alerts partition with the number of the case's
+case-events partition (same key, same partition count). Whoever owns case-events partition p is the only
+writer of alerts partition p; on assignment it reads that partition to the end (``adopt``) and never
+publishes an id found there. An id enters ``published`` only after the broker acked it, so a crash repeats
+nothing that was acked, and a revoke waits (``lock``) until every publish in flight is acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import Counter as Tally
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from services.common.clock import Clock
+from services.common.events import (
+    Alert,
+    AlertKind,
+    CaseAssigned,
+    CaseClosed,
+    CaseContact,
+    CaseEvent,
+    CaseLinked,
+    CaseReplied,
+    CaseReturned,
+    CaseTriaged,
+    DeadLetter,
+    Notification,
+    utcnow,
+)
+from services.common.logging import get_logger
+from services.common.workdays import WorkCalendar
+from services.notifier.channels import Delivery, Dispatcher
+from services.notifier.config import LadderSettings, NotifierSettings
+from services.notifier.domain import (
+    CaseState,
+    DueIndex,
+    HotspotKey,
+    PlannedNotification,
+    apply_event,
+    choose_channel,
+    due_alerts,
+    hotspot_alert,
+    mask_address,
+    next_due,
+    plan_notification,
+    render,
+)
+from services.notifier.metrics import ALERTS, DEAD_LETTERS, OPEN_CASES, OVERDUE_OPEN_CASES, PENDING_CONTACT
+from services.notifier.store import NotifierStore
+
+log = get_logger(__name__)
+HOTSPOT_PARTITION = 0  # hotspots are raised by the owner of partition 0 only, into alerts partition 0
+
+
+class Publisher(Protocol):
+    async def alerts(self, items: list[tuple[Alert, int, str]]) -> list[bool]:
+        """Publish (alert, partition, key); once every send has an outcome, say which ones were acked."""
+
+    async def notification(self, notification: Notification, partition: int) -> None: ...
+
+    async def dead_letter(self, letter: DeadLetter) -> None: ...
+
+
+class NotifierService:
+    def __init__(self, store: NotifierStore, publisher: Publisher, calendar: WorkCalendar, clock: Clock,
+                 ladder_settings: LadderSettings, settings: NotifierSettings, owner: str) -> None:
+        self.store, self.publisher, self.calendar, self.clock = store, publisher, calendar, clock
+        self.ladder_settings, self.settings, self.owner = ladder_settings, settings, owner
+        self.states: dict[str, CaseState] = {}
+        self.index = DueIndex()
+        self.published_alerts: dict[int, set[str]] = {}
+        self.published_notifications: dict[int, set[str]] = {}
+        self.hotspot_last: dict[str, datetime] = {}
+        self.owned: set[int] = set()
+        self.caught_up: set[int] = set()
+        self.lock = asyncio.Lock()  # one of: a batch, a scan, a rebalance step
+        self.dispatcher: Dispatcher | None = None
+        self.backlog = False  # the last scan stopped at scan_max_cases: more may be due
+
+    # ------------------------------------------------------------------ partitions
+
+    def adopt(self, partition: int, states: Iterable[CaseState], alerts: Iterable[dict[str, Any]],
+              notification_ids: Iterable[str]) -> None:
+        """Take over a partition: its open cases, and what was already published for it."""
+        now = self.clock.now()
+        self.owned.add(partition)
+        published = self.published_alerts.setdefault(partition, set())
+        for alert in alerts:
+            published.add(alert["alert_id"])
+            if alert.get("kind") == AlertKind.HOTSPOT.value:
+                label = HotspotKey(alert.get("category") or "", alert.get("county") or "",
+                                   alert.get("township") or "").label()
+                raised = datetime.fromisoformat(alert["raised_at"])
+                self.hotspot_last[label] = max(raised, self.hotspot_last.get(label, raised))
+        self.published_notifications.setdefault(partition, set()).update(notification_ids)
+        for state in states:
+            self.states[state.case_id] = state
+            self._reschedule(state, now)
+
+    def drop(self, partitions: Iterable[int]) -> None:
+        gone = set(partitions)
+        for case_id in [cid for cid, s in self.states.items() if s.partition in gone]:
+            del self.states[case_id]
+            self.index.remove(case_id)
+        for p in gone:
+            self.owned.discard(p)
+            self.caught_up.discard(p)
+            self.published_alerts.pop(p, None)
+            self.published_notifications.pop(p, None)
+        if HOTSPOT_PARTITION in gone:
+            self.hotspot_last.clear()
+
+    def _reschedule(self, state: CaseState, now: datetime) -> None:
+        published = self.published_alerts.get(state.partition, set())
+        self.index.schedule(state.case_id, next_due(state, now, self.calendar, self.ladder_settings, published))
+
+    # ------------------------------------------------------------------ events
+
+    async def apply_batch(self, events: list[tuple[CaseEvent, int]]) -> int:
+        """Apply case events in order; persist the changed states; plan notifications. Returns how many applied."""
+        now = self.clock.now()
+        changed: dict[str, CaseState] = {}
+        planned = []
+        for event, partition in events:
+            state = apply_event(self.states.get(event.case_id), event, partition)
+            if state is None:
+                continue  # a replay after a crash: already applied
+            changed[state.case_id] = state
+            if state.closed:
+                self.states.pop(state.case_id, None)
+                self.index.remove(state.case_id)
+            else:
+                self.states[state.case_id] = state
+                self._reschedule(state, now)
+            await self._track_hotspot(state, event)
+            notification = plan_notification(state, event)
+            if notification is not None:
+                planned.append((notification, partition))
+        await self.store.save_cases(changed.values())
+        for notification, partition in planned:
+            await self._add_notification(notification, partition, now)
+        return len(changed)
+
+    async def _track_hotspot(self, state: CaseState, event: CaseEvent) -> None:
+        if isinstance(event, CaseAssigned) and event.category and event.township:
+            key = HotspotKey(event.category, event.county or "", event.township)
+            await self.store.open_post(state.case_id, key, event.occurred_at)
+        elif isinstance(event, CaseReplied | CaseClosed | CaseLinked | CaseReturned | CaseTriaged):
+            await self.store.close_post(state.case_id)
+
+    async def _add_notification(self, planned: PlannedNotification, partition: int, now: datetime) -> None:
+        if await self.store.count_waiting(planned.case_id) >= self.settings.pending_per_case_max:
+            PENDING_CONTACT.labels("dropped").inc()
+            log.warning("notification_dropped", notification_id=planned.notification_id, reason="too many pending")
+            return
+        doc = {"_id": planned.notification_id, "case_id": planned.case_id, "tracking_number": planned.tracking_number,
+               "kind": planned.kind.value, "partition": partition, "variables": planned.variables,
+               "status": "waiting", "created_at": now, "attempts": 0, "lease_until": None}
+        if not await self.store.add_notification(doc):
+            return
+        contact = await self.store.contact(planned.case_id)
+        if contact is None:
+            PENDING_CONTACT.labels("waiting").inc()
+            return
+        await self._resolve(doc, contact)
+
+    async def apply_contact(self, contact: CaseContact) -> None:
+        """A contact (possibly after the case events): release what waited for it."""
+        data = contact.model_dump(mode="json")
+        await self.store.save_contact(contact.case_id, data)
+        for doc in await self.store.waiting_for(contact.case_id):
+            PENDING_CONTACT.labels("released").inc()
+            await self._resolve(doc, data)
+
+    async def _resolve(self, doc: dict[str, Any], contact_data: dict[str, Any]) -> None:
+        contact = CaseContact.model_validate(contact_data)
+        route = choose_channel(contact, self.settings.force_channel)
+        if route is None:
+            await self.store.set_status(doc["_id"], "no_contact")
+            return
+        channel, to = route
+        text = render(doc["kind"], doc["variables"])
+        await self.store.mark_ready(doc["_id"], channel.value, to, text)
+        await self.release({**doc, "channel": channel.value, "to": to, "text": text, "status": "ready"})
+
+    async def release(self, doc: dict[str, Any]) -> None:
+        """Publish a ready notification to the notifications topic (once) and hand it to its channel."""
+        partition = doc["partition"]
+        notification = Notification(
+            notification_id=doc["_id"], case_id=doc["case_id"], tracking_number=doc["tracking_number"],
+            kind=doc["kind"], channel=doc["channel"], to=doc["to"], template=doc["kind"], text=doc["text"],
+            created_at=doc["created_at"])
+        published = self.published_notifications.get(partition)
+        if published is not None and notification.notification_id not in published:
+            await self.publisher.notification(notification, partition)
+            published.add(notification.notification_id)
+        if self.dispatcher is not None:
+            self.dispatcher.submit(Delivery(notification, partition, doc.get("attempts", 0)))
+
+    # ------------------------------------------------------------------ the ladder
+
+    async def scan(self) -> int:
+        """Publish every alert due now; returns how many were published."""
+        now = self.clock.now()
+        due = list(itertools.islice(self.index.pop_due(now), self.settings.scan_max_cases))
+        self.backlog = len(due) == self.settings.scan_max_cases
+        deferred, batch, touched = [], [], []
+        for case_id in due:
+            state = self.states.get(case_id)
+            if state is None:
+                continue
+            if state.partition not in self.caught_up:
+                deferred.append(state)  # its partition may still hold a reply we have not read
+                continue
+            published = self.published_alerts.setdefault(state.partition, set())
+            for alert in due_alerts(state, now, self.calendar, self.ladder_settings, published):
+                batch.append((alert, state.partition, state.case_id))
+            touched.append(state)
+        acked = await self._publish(batch)
+        for (alert, partition, _), ok in zip(batch, acked, strict=True):
+            if ok:  # only an acked alert counts as published: the others stay due for the next scan
+                self.published_alerts[partition].add(alert.alert_id)
+                ALERTS.labels(alert.kind.value).inc()
+        for state in touched:
+            self._reschedule(state, now)
+        for state in deferred:
+            self.index.schedule(state.case_id, now)
+        return sum(acked)
+
+    async def _publish(self, batch: list[tuple[Alert, int, str]]) -> list[bool]:
+        if not batch:
+            return []
+        try:
+            acked = await self.publisher.alerts(batch)
+        except Exception:
+            log.exception("alert_publish_failed", count=len(batch))
+            return [False] * len(batch)
+        if not all(acked):
+            log.warning("alert_publish_partly_failed", failed=acked.count(False), count=len(batch))
+        return acked
+
+    async def scan_hotspots(self) -> int:
+        if HOTSPOT_PARTITION not in self.caught_up:
+            return 0
+        now = self.clock.now()
+        since = now - self.ladder_settings.hotspot_window
+        raised = []
+        for hkey in await self.store.busy_places(since, self.ladder_settings.hotspot_min_posts):
+            key, posts = await self.store.open_posts(hkey, since)
+            if key is None:
+                continue
+            alert = hotspot_alert(key, posts, now, self.ladder_settings, self.hotspot_last.get(key.label()))
+            if alert is not None and alert.alert_id not in self.published_alerts[HOTSPOT_PARTITION]:
+                raised.append((key, alert))
+        acked = await self._publish([(a, HOTSPOT_PARTITION, a.alert_id) for _, a in raised])
+        for (key, alert), ok in zip(raised, acked, strict=True):
+            if ok:
+                self.published_alerts[HOTSPOT_PARTITION].add(alert.alert_id)
+                self.hotspot_last[key.label()] = now
+                ALERTS.labels(AlertKind.HOTSPOT.value).inc()
+        return sum(acked)
+
+    # ------------------------------------------------------------------ deliveries
+
+    async def claim(self, delivery: Delivery) -> bool:
+        lease = timedelta(seconds=self.settings.delivery_lease_seconds)
+        doc = await self.store.claim(delivery.notification.notification_id, self.owner, utcnow(), lease)
+        return doc is not None
+
+    async def delivered(self, delivery: Delivery, _error: Exception | None) -> None:
+        await self.store.set_status(delivery.notification.notification_id, "delivered", delivered_at=utcnow(),
+                                    lease_until=None)
+
+    async def failed(self, delivery: Delivery, error: Exception | None) -> None:
+        n = delivery.notification
+        masked = n.model_copy(update={"to": mask_address(n.to)}).model_dump_json()
+        letter = DeadLetter(original_topic="notifications.delivery", partition=delivery.partition, key=n.case_id,
+                            value=masked, reason=f"{n.channel.value} delivery failed after {delivery.attempts} "
+                                                 f"attempts: {str(error)[:300]}",
+                            error_type=type(error).__name__, service="notifier", failed_at=utcnow())
+        await self.publisher.dead_letter(letter)
+        DEAD_LETTERS.labels("delivery").inc()
+        await self.store.set_status(n.notification_id, "dead", lease_until=None)
+        log.warning("notification_dead_lettered", notification_id=n.notification_id, channel=n.channel.value)
+
+    async def sweep(self) -> None:
+        """Expire notifications that never got a contact; re-queue ready ones that were left behind."""
+        max_age = timedelta(hours=self.settings.pending_contact_max_age_hours)
+        expired = await self.store.expire_waiting(utcnow() - max_age)
+        if expired:
+            PENDING_CONTACT.labels("expired").inc(expired)
+        if not self.owned:
+            return
+        in_flight = self.dispatcher.in_flight if self.dispatcher else set()
+        for doc in await self.store.ready(sorted(self.owned), limit=self.settings.queue_size):
+            if doc["_id"] not in in_flight and doc["partition"] in self.owned:
+                await self.release(doc)
+
+    # ------------------------------------------------------------------ metrics
+
+    def refresh_gauges(self) -> None:
+        now = self.clock.now()
+        OPEN_CASES.set(len(self.states))
+        overdue = Tally(s.department_id for s in self.states.values()
+                        if s.awaiting_reply and s.deadline is not None and s.deadline < now)
+        OVERDUE_OPEN_CASES.clear()
+        for department, count in overdue.items():
+            OVERDUE_OPEN_CASES.labels(department or "unknown").set(count)
