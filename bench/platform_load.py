@@ -1,0 +1,254 @@
+"""`make bench`: the whole platform under increasing load, measured end to end.
+
+Starts the four services as separate processes (tests/harness/platform.py, same commands as `make run`,
+private topics and databases), then, in the same run:
+  1. the reference ceiling: raw aiokafka produce/consume throughput on the same broker;
+  2. an open-loop load of realistic posts at increasing rates through intake's public API;
+  3. per post: submit → assigned (seen on the public case-events topic) and submit → counted in stats
+     (stats' `received` counter polled; the k-th accepted post is counted once received ≥ k);
+  4. per-service CPU and memory (psutil), consumer lag at the end.
+Prints a summary and writes var/bench/latest.json. No pass/fail: figures for people to read.
+
+    .venv/bin/python -m bench.platform_load [--rates 200,400,800,1200] [--stage-seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+from aiokafka.admin import AIOKafkaAdminClient
+
+from bench.kafka_reference import measure as kafka_reference
+from services.common.events import parse_event
+from services.common.kafka import new_consumer
+from tests.harness.platform import Platform
+from tests.harness.posts import realistic_post
+
+OUT = Path("var/bench/latest.json")
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return round(ordered[index], 4)
+
+
+@dataclass
+class Record:
+    submitted: dict[str, float] = field(default_factory=dict)  # tracking number -> monotonic submit time
+    accepted_order: list[str] = field(default_factory=list)
+    assigned: dict[str, float] = field(default_factory=dict)
+    latencies_http: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    counted_polls: list[tuple[float, int]] = field(default_factory=list)
+
+
+async def watch_assignments(platform: Platform, record: Record, stop: asyncio.Event) -> None:
+    consumer = new_consumer(platform.topics.case_events, group_id=None, bootstrap=platform.kafka_bootstrap,
+                            auto_offset_reset="latest")
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            for records in (await consumer.getmany(timeout_ms=200, max_records=2000)).values():
+                now = time.monotonic()
+                for message in records:
+                    if b"case.assigned" not in message.value and b"case.triaged" not in message.value:
+                        continue
+                    event = parse_event(message.value)
+                    record.assigned.setdefault(event.data.tracking_number, now)
+    finally:
+        await consumer.stop()
+
+
+async def poll_stats(platform: Platform, record: Record, stop: asyncio.Event) -> None:
+    async with httpx.AsyncClient(base_url=platform.url("stats"), timeout=5) as client:
+        while not stop.is_set():
+            try:
+                response = await client.get("/v1/stats/overview")
+                if response.status_code == 200:
+                    record.counted_polls.append((time.monotonic(), int(response.json()["received"])))
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+
+
+async def submit_stage(client: httpx.AsyncClient, rate: float, seconds: float, record: Record,
+                       rng: random.Random) -> dict:
+    interval = 1 / rate
+    start = time.monotonic()
+    tasks: list[asyncio.Task] = []
+    accepted_before = len(record.accepted_order)
+    sent = 0
+
+    async def one(post: dict) -> None:
+        t0 = time.monotonic()
+        try:
+            response = await client.post("/v1/posts", json=post)
+        except httpx.HTTPError as exc:
+            record.errors[type(exc).__name__] = record.errors.get(type(exc).__name__, 0) + 1
+            return
+        elapsed = time.monotonic() - t0
+        if response.status_code == 201:
+            tracking = response.json()["tracking_number"]
+            record.submitted[tracking] = t0
+            record.accepted_order.append(tracking)
+            record.latencies_http.append(elapsed)
+        else:
+            key = f"http_{response.status_code}"
+            record.errors[key] = record.errors.get(key, 0) + 1
+
+    while (now := time.monotonic()) - start < seconds:
+        due = int((now - start) / interval) + 1
+        while sent < due:
+            tasks.append(asyncio.create_task(one(realistic_post(rng))))
+            sent += 1
+        await asyncio.sleep(min(interval, 0.005))
+    await asyncio.gather(*tasks)
+    elapsed = time.monotonic() - start
+    accepted = len(record.accepted_order) - accepted_before
+    return {"offered_per_second": rate, "sent": sent, "accepted": accepted,
+            "accepted_per_second": round(accepted / elapsed, 1), "seconds": round(elapsed, 2)}
+
+
+def counted_latencies(record: Record) -> list[float]:
+    """The k-th accepted post counts as counted when stats first reports received ≥ k."""
+    latencies, poll_index = [], 0
+    polls = record.counted_polls
+    ordered = sorted(record.accepted_order, key=lambda t: record.submitted[t])
+    for k, tracking in enumerate(ordered, start=1):
+        while poll_index < len(polls) and polls[poll_index][1] < k:
+            poll_index += 1
+        if poll_index == len(polls):
+            break
+        latencies.append(max(0.0, polls[poll_index][0] - record.submitted[tracking]))
+    return latencies
+
+
+async def consumer_lag(platform: Platform) -> dict[str, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=platform.kafka_bootstrap)
+    await admin.start()
+    consumer = new_consumer(group_id=None, bootstrap=platform.kafka_bootstrap)
+    await consumer.start()
+    try:
+        lags = {}
+        for group_id, _protocol in await admin.list_consumer_groups():
+            if not isinstance(group_id, str):
+                continue
+            offsets = await admin.list_consumer_group_offsets(group_id)
+            mine = {tp: meta.offset for tp, meta in offsets.items() if tp.topic.startswith(f"e2e.{platform.run_id}.")}
+            if not mine:
+                continue
+            ends = await consumer.end_offsets(list(mine))
+            lags[group_id] = int(sum(max(0, ends[tp] - off) for tp, off in mine.items() if off >= 0))
+        return lags
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+def process_usage(platform: Platform) -> dict[str, psutil.Process]:
+    return {r.label: psutil.Process(r.process.pid) for group in platform.replicas.values() for r in group
+            if r.process and r.process.poll() is None}
+
+
+async def run(rates: list[float], stage_seconds: float, drain_seconds: float, reference_messages: int) -> dict:
+    platform = Platform(run_id=f"bench{uuid.uuid4().hex[:6]}", base_port=18100,
+                        extra_env={"WENZHENG_INTAKE_RATE_LIMIT_ENABLED": "false", "WENZHENG_LOG_LEVEL": "WARNING"})
+    reference = await kafka_reference(platform.kafka_bootstrap, reference_messages, 700)
+    print(f"reference: raw aiokafka produce {reference['produce_per_second']}/s, "
+          f"consume {reference['consume_per_second']}/s")
+    platform.start_all()
+    record, stop = Record(), asyncio.Event()
+    processes = process_usage(platform)
+    for p in processes.values():
+        p.cpu_percent(None)
+    cpu_start = {label: sum(p.cpu_times()[:2]) for label, p in processes.items()}
+    watchers = [asyncio.create_task(watch_assignments(platform, record, stop)),
+                asyncio.create_task(poll_stats(platform, record, stop))]
+    await asyncio.sleep(1.0)
+    rng = random.Random(20261127)
+    stages = []
+    load_started = time.monotonic()
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    try:
+        async with httpx.AsyncClient(base_url=platform.url("intake"), timeout=30, limits=limits) as client:
+            for rate in rates:
+                stage = await submit_stage(client, rate, stage_seconds, record, rng)
+                print(f"stage {rate:>6.0f}/s offered: {stage['accepted_per_second']}/s accepted "
+                      f"({stage['accepted']}/{stage['sent']})")
+                stages.append(stage)
+        load_seconds = time.monotonic() - load_started
+        drain_deadline = time.monotonic() + drain_seconds
+        while time.monotonic() < drain_deadline:
+            counted = record.counted_polls[-1][1] if record.counted_polls else 0
+            if len(record.assigned) >= len(record.accepted_order) and counted >= len(record.accepted_order):
+                break
+            await asyncio.sleep(0.5)
+        usage = {label: {"cpu_seconds": round(sum(p.cpu_times()[:2]) - cpu_start[label], 2),
+                         "cpu_percent_avg": round(100 * (sum(p.cpu_times()[:2]) - cpu_start[label]) / load_seconds, 1),
+                         "rss_mib": round(p.memory_info().rss / 2**20, 1)}
+                 for label, p in processes.items() if p.is_running()}
+        lag = await consumer_lag(platform)
+    finally:
+        stop.set()
+        await asyncio.gather(*watchers, return_exceptions=True)
+        platform.stop_all()
+
+    assigned = [record.assigned[t] - record.submitted[t] for t in record.accepted_order if t in record.assigned]
+    counted = counted_latencies(record)
+    sustained = max((s["accepted_per_second"] for s in stages if s["accepted"] >= 0.99 * s["sent"]), default=0)
+    end_to_end_rate = len(record.accepted_order) / max(load_seconds, 1e-9)
+    result = {
+        "run_id": platform.run_id,
+        "stages": stages,
+        "accepted_total": len(record.accepted_order),
+        "errors": record.errors,
+        "sustained_accepted_posts_per_second": sustained,
+        "http_submit_seconds": {"p50": percentile(record.latencies_http, 0.5),
+                                "p95": percentile(record.latencies_http, 0.95),
+                                "p99": percentile(record.latencies_http, 0.99)},
+        "submit_to_assigned_seconds": {"n": len(assigned), "p50": percentile(assigned, 0.5),
+                                       "p95": percentile(assigned, 0.95), "p99": percentile(assigned, 0.99)},
+        "submit_to_counted_seconds": {"n": len(counted), "p50": percentile(counted, 0.5),
+                                      "p95": percentile(counted, 0.95), "p99": percentile(counted, 0.99)},
+        "services": usage,
+        "consumer_lag_at_end": lag,
+        "reference": reference,
+        "ratio_posts_to_raw_produce": round(sustained / reference["produce_per_second"], 4),
+        "ratio_posts_to_raw_consume": round(sustained / reference["consume_per_second"], 4),
+        "overall_accepted_per_second": round(end_to_end_rate, 1),
+        "median_http_seconds": round(statistics.median(record.latencies_http), 4) if record.latencies_http else None,
+    }
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.platform_load")
+    parser.add_argument("--rates", default="200,400,800,1200")
+    parser.add_argument("--stage-seconds", type=float, default=10)
+    parser.add_argument("--drain-seconds", type=float, default=60)
+    parser.add_argument("--reference-messages", type=int, default=50_000)
+    args = parser.parse_args(argv)
+    rates = [float(r) for r in args.rates.split(",")]
+    result = asyncio.run(run(rates, args.stage_seconds, args.drain_seconds, args.reference_messages))
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    print(f"written to {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,25 @@
+"""Router settings (``WENZHENG_ROUTER_*``; the HTTP port is ``WENZHENG_PORT``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL_DIR = Path(__file__).with_name("models") / "default"
+
+
+class RouterSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WENZHENG_ROUTER_", extra="ignore")
+
+    app_id: str = Field("wenzheng-router", description="faust app id = consumer group and table prefix")
+    port: int = Field(8001, validation_alias=AliasChoices("WENZHENG_PORT", "WENZHENG_ROUTER_PORT"))
+    database: str = "wenzheng_router"
+    model_dir: Path = DEFAULT_MODEL_DIR
+    data_dir: Path = Field(Path("var/router"), description="faust's local data (tables are rebuilt from Kafka)")
+    triage_confidence: float = Field(0.45, ge=0, le=1, description="below this the case goes to triage")
+    max_returns: int = Field(2, ge=1, description="after this many returns the case goes to triage")
+    duplicate_window_days: int = Field(7, ge=1)
+    duplicate_similarity: float = Field(0.6, ge=0, le=1, description="character-bigram Jaccard")
+    partitions: int = Field(6, validation_alias=AliasChoices("WENZHENG_TOPIC_PARTITIONS", "WENZHENG_ROUTER_PARTITIONS"))
