@@ -26,6 +26,12 @@ def submitted(case_id: str, text: str, location: Location | None = None) -> Case
                          actor="citizen", channel="web", title=text[:20], body=text, location=location)
 
 
+def start_worker(env: dict[str, str], log_path) -> subprocess.Popen:
+    with log_path.open("wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "services.router", "worker"], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
 @pytest.fixture
 async def worker(kafka_bootstrap, mongo_url, test_topics, run_id, tmp_path):
     env = {**os.environ, "WENZHENG_KAFKA_BOOTSTRAP": kafka_bootstrap, "WENZHENG_MONGO_URL": mongo_url,
