@@ -39,9 +39,7 @@ async def worker(kafka_bootstrap, mongo_url, test_topics, run_id, tmp_path):
            "WENZHENG_ROUTER_DATABASE": f"wenzheng_router_{run_id}", "WENZHENG_PORT": str(PORT),
            "WENZHENG_ROUTER_DATA_DIR": str(tmp_path)}
     env.update({f"WENZHENG_TOPIC_{k.upper()}": v for k, v in test_topics.model_dump().items()})
-    process = subprocess.Popen([sys.executable, "-m", "services.router", "worker"], env=env,
-                               stdout=open(tmp_path / "log", "wb"), stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    process = start_worker(env, tmp_path / "log")
     async with httpx.AsyncClient() as client:
         for _ in range(120):
             try:
