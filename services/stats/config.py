@@ -1,0 +1,29 @@
+"""Stats settings (env prefix ``WENZHENG_STATS_``; the HTTP port is ``WENZHENG_PORT``, default 8003)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StatsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WENZHENG_STATS_", extra="ignore")
+
+    database: str = Field("wenzheng_stats", description="the MongoDB database stats owns")
+    consumer_enabled: bool = True
+    consumer_group: str = "wenzheng-stats"
+    instance_id: str = Field(default_factory=socket.gethostname, description="names this replica's markers")
+    max_batch: int = Field(2000, ge=1, description="events applied per batch (one bulk write round)")
+    write_concurrency: int = Field(4, ge=1)
+    min_sample: int = Field(30, ge=1, description="cases a unit needs to be ranked, praised or criticised")
+    list_size: int = Field(5, ge=1, description="units in the praise and criticism lists")
+    metrics_max_units: int = Field(200, ge=1, description="bound on the per-unit gauge label values")
+    page_size_max: int = 200
+    source: str = "urn:wenzheng:stats"
+
+
+def http_port() -> int:
+    return int(os.environ.get("WENZHENG_PORT", "8003"))

@@ -1,0 +1,42 @@
+"""Prometheus metrics of the stats service; per-unit gauges are bounded by ``metrics_max_units``."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+
+from services.common.metrics import ConsumerHealth, metric_name
+from services.stats.domain import Summary
+
+SERVICE = "stats"
+RATES = ("reply_rate", "on_time_rate", "satisfaction_rate")
+
+
+class StatsMetrics:
+    def __init__(self, registry: CollectorRegistry = REGISTRY, max_units: int = 200) -> None:
+        self.max_units = max_units
+        self.health = ConsumerHealth(SERVICE, registry)
+        self.events_applied = Counter(metric_name(SERVICE, "events_applied"),
+                                      "Events applied to the ledger (duplicates excluded)", registry=registry)
+        self.duplicates = Counter(metric_name(SERVICE, "duplicate_events"),
+                                  "Events already in the ledger, ignored", registry=registry)
+        self.dead_letters = Counter(metric_name(SERVICE, "dead_letters"), "Messages dead-lettered", registry=registry)
+        self.apply_lag = Gauge(metric_name(SERVICE, "apply_lag", "seconds"),
+                               "Now minus the time of the newest event in the last applied batch", registry=registry)
+        self.ledger_size = Gauge(metric_name(SERVICE, "ledger", "cases"), "Cases in the ledger", registry=registry)
+        self.unit_rate = Gauge(metric_name(SERVICE, "unit_rate", "ratio"),
+                               "Live rate of a unit over all time", ["unit", "rate"], registry=registry)
+        self.overall_rate = Gauge(metric_name(SERVICE, "rate", "ratio"), "Live platform-wide rate", ["rate"],
+                                  registry=registry)
+
+    def publish_rates(self, overall: Summary, by_unit: dict[str, Summary], today: date) -> None:
+        rates = overall.rates(today)
+        for name in RATES:
+            if rates[name]["value"] is not None:
+                self.overall_rate.labels(rate=name).set(rates[name]["value"])
+        for unit in sorted(by_unit)[: self.max_units]:
+            rates = by_unit[unit].rates(today)
+            for name in RATES:
+                if rates[name]["value"] is not None:
+                    self.unit_rate.labels(unit=unit, rate=name).set(rates[name]["value"])

@@ -1,0 +1,93 @@
+"""``train`` and ``evaluate`` on small CSVs, each printing one JSON object."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from services.router.cli import main
+from services.router.classifier import load_model
+
+POSTS = [
+    ("路灯", "小区门口路灯坏了", "urban_management"), ("井盖", "路上井盖丢了", "urban_management"),
+    ("摊贩", "流动摊贩占道经营", "urban_management"), ("欠薪", "老板拖欠工资三个月", "labor_social_security"),
+    ("社保", "公司不交社保", "labor_social_security"), ("工伤", "工伤认定太慢", "labor_social_security"),
+    ("停电", "最近经常停电", "utilities_telecom"), ("停水", "小区停水三天", "utilities_telecom"),
+    ("宽带", "宽带老是断网", "utilities_telecom"),
+]
+
+
+def write_csv(path: Path, header: list[str], rows: list[tuple[str, ...]]) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
+    assert main(list(argv)) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1
+    return json.loads(out[0])
+
+
+@pytest.fixture()
+def data(tmp_path: Path) -> Path:
+    return write_csv(tmp_path / "posts.csv", ["title", "body", "label"], POSTS * 3)
+
+
+def test_train_joins_text_columns_and_reports_cross_validation(tmp_path: Path, data: Path, capsys):
+    result = run(capsys, "train", "--data", str(data), "--text-column", "title", "--text-column", "body",
+                 "--label-column", "label", "--out", str(tmp_path / "model"), "--cv", "3")
+    assert result["training_size"] == 27
+    assert result["metrics"]["cross_validation"]["folds"] == 3
+    model = load_model(tmp_path / "model")
+    assert model.info["metrics"]["cross_validation"]["macro_f1"] == result["metrics"]["cross_validation"]["macro_f1"]
+    assert model.predict(["停电停电"]) == ["utilities_telecom"]
+
+
+def test_evaluate_prints_the_scores_and_the_speed(tmp_path: Path, data: Path, capsys):
+    run(capsys, "train", "--data", str(data), "--text-column", "title", "--text-column", "body",
+        "--out", str(tmp_path / "model"))
+    result = run(capsys, "evaluate", "--model", str(tmp_path / "model"), "--data", str(data), "--text-column", "title",
+                 "--text-column", "body", "--label-column", "label")
+    assert {"macro_f1", "accuracy", "per_label_f1", "n", "posts_per_second"} <= set(result)
+    assert result["n"] == 27 and result["macro_f1"] == 1.0 and result["posts_per_second"] > 0
+
+
+def test_evaluate_with_a_label_map_and_the_keyword_baseline(tmp_path: Path, capsys):
+    data = write_csv(tmp_path / "other.csv", ["text", "cat"], [("路灯坏了", "市政"), ("拖欠工资", "人社"), ("天气", "其他")])
+    label_map = tmp_path / "map.yaml"
+    label_map.write_text("市政: urban_management\n人社: labor_social_security\n", encoding="utf-8")
+    result = run(capsys, "evaluate", "--keywords-only", "--data", str(data), "--text-column", "text",
+                 "--label-column", "cat", "--label-map", str(label_map))
+    assert result["per_label_f1"]["urban_management"] == 1.0
+    assert result["labels_unknown_to_model"] == ["其他"]
+    assert result["model_version"].startswith("keywords-")
+
+
+def test_evaluate_can_leave_out_rows_seen_in_training(tmp_path: Path, capsys):
+    seen = write_csv(tmp_path / "seen.csv", ["text", "label"], [("路灯 坏了", "urban_management")])
+    data = write_csv(tmp_path / "eval.csv", ["text", "label"],
+                     [("路灯坏了", "urban_management"), ("拖欠工资", "labor_social_security")])
+    result = run(capsys, "evaluate", "--keywords-only", "--data", str(data), "--text-column", "text",
+                 "--exclude-overlap", str(seen))
+    assert result["n"] == 1
+
+
+def test_corrections_override_training_rows(tmp_path: Path, data: Path, capsys):
+    corrections = write_csv(tmp_path / "corrections.csv", ["text", "label"],
+                            [("宽带 宽带老是断网", "urban_management")] * 3)
+    result = run(capsys, "train", "--data", str(data), "--text-column", "title", "--text-column", "body",
+                 "--out", str(tmp_path / "model"), "--corrections", str(corrections))
+    assert result["training_size"] == 27 - 3 + 3
+    assert load_model(tmp_path / "model").info["data"]["corrections"] == 3
+
+
+def test_a_missing_column_is_an_error_naming_it(data: Path, tmp_path: Path, capsys):
+    assert main(["evaluate", "--keywords-only", "--data", str(data), "--text-column", "content"]) == 2
+    assert "content" in capsys.readouterr().err

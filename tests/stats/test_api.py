@@ -1,0 +1,113 @@
+"""The HTTP API against the real database (the consumer is off; the ledger is filled by the projector)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from services.common.clock import FixedClock
+from services.common.mongo import new_client
+from services.stats.api import create_app
+from services.stats.config import StatsSettings
+from services.stats.handlers import Projector
+from services.stats.simulate import simulate
+from services.stats.store import StatsStore
+from tests.stats.support import apply_in_batches, facts_of
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+async def api(mongo_url: str):
+    import os
+    import uuid
+
+    from services.common.config import common_settings
+
+    run_id = uuid.uuid4().hex[:10]
+    previous = os.environ.get("WENZHENG_MONGO_URL")
+    os.environ["WENZHENG_MONGO_URL"] = mongo_url
+
+    common_settings.cache_clear()
+    name = f"wenzheng_stats_{run_id}"
+    client = new_client(mongo_url)
+    sim = simulate(80, seed=17, units=4)
+    await apply_in_batches(Projector(StatsStore(client[name]), "fill"), facts_of(sim), 1000)
+    settings = StatsSettings(database=name, consumer_enabled=False, min_sample=5, instance_id=f"api-{run_id}")
+    app = create_app(settings, clock=FixedClock(datetime(2026, 11, 27, tzinfo=UTC)), registry=CollectorRegistry())
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://stats") as http:
+            yield http, sim
+    await client.drop_database(name)
+    await client.close()
+    if previous is None:
+        os.environ.pop("WENZHENG_MONGO_URL", None)
+    else:
+        os.environ["WENZHENG_MONGO_URL"] = previous
+    common_settings.cache_clear()
+
+
+async def test_overview_departments_and_report(api) -> None:
+    http, sim = api
+    truth = sim.truth(datetime(2026, 11, 27).date())
+    overview = (await http.get("/v1/stats/overview")).json()
+    assert overview["received"] == truth["all"]["received"] == 80
+    assert overview["reply_rate"]["numerator"] == truth["all"]["replied"]
+    month = (await http.get("/v1/stats/overview", params={"month": "2025-03"})).json()
+    days = (await http.get("/v1/stats/overview", params={"from": "2025-03-01", "to": "2025-03-31"})).json()
+    assert month["received"] == days["received"] > 0
+    part = (await http.get("/v1/stats/overview", params={"from": "2025-03-10", "to": "2025-04-20"})).json()
+    assert 0 < part["received"] < 80
+    ranking = (await http.get("/v1/stats/departments", params={"sort": "reply_rate"})).json()
+    lows = [r["reply_rate"]["wilson_low"] for r in ranking["ranking"]]
+    assert lows == sorted(lows, reverse=True)
+    unit = ranking["ranking"][0]["id"]
+    assert (await http.get(f"/v1/stats/departments/{unit}")).json()["received"] == truth[f"unit:{unit}"]["received"]
+    assert (await http.get("/v1/stats/categories")).status_code == 200
+    assert (await http.get("/v1/stats/counties")).status_code == 200
+    series = (await http.get("/v1/stats/timeseries", params={"granularity": "monthly"})).json()
+    assert sum(p["received"] for p in series["points"]) == 80
+    daily = (await http.get("/v1/stats/timeseries", params={"granularity": "daily", "from": "2025-03-01",
+                                                            "to": "2025-05-10"})).json()
+    assert sum(p["received"] for p in daily["points"]) == 80
+    report = (await http.get("/v1/reports/monthly", params={"month": "2025-03"})).json()
+    assert report["totals"]["received"] == month["received"]
+    assert all("tracking_number" in c for c in report["overdue_and_escalated"])
+    csv_text = (await http.get("/v1/reports/monthly", params={"month": "2025-03", "format": "csv"})).text
+    assert csv_text.startswith("rank,unit,received") and "TOTAL" in csv_text
+    page = await http.get("/v1/reports/monthly", params={"month": "2025-03"}, headers={"accept": "text/html"})
+    assert page.headers["content-type"].startswith("text/html") and "<svg" in page.text
+    cases = (await http.get("/v1/cases", params={"unit": unit, "page_size": 5})).json()
+    assert 0 < len(cases["items"]) <= 5 and all(c["unit"] == unit for c in cases["items"])
+    overdue = (await http.get("/v1/cases", params={"overdue": "true", "page_size": 200})).json()
+    assert len(overdue["items"]) == truth["all"]["overdue_open"]
+    metrics = (await http.get("/metrics")).text
+    assert "wenzheng_stats_events_applied_total" in metrics
+    assert (await http.get("/healthz")).status_code == 200
+
+
+@pytest.mark.parametrize("path,params,field", [
+    ("/v1/stats/overview", {"month": "2025-13"}, "month"),
+    ("/v1/stats/overview", {"from": "nope"}, "from"),
+    ("/v1/stats/overview", {"from": "2025-05-01", "to": "2025-04-01"}, "to"),
+    ("/v1/stats/departments", {"sort": "bogus"}, "sort"),
+    ("/v1/stats/departments", {"min_sample": "0"}, "min_sample"),
+    ("/v1/stats/timeseries", {"granularity": "hourly"}, "granularity"),
+    ("/v1/reports/monthly", {"month": "2025-03", "format": "pdf"}, "format"),
+    ("/v1/reports/monthly", {}, "month"),
+    ("/v1/cases", {"page": "0"}, "page"),
+])
+async def test_bad_input_is_a_4xx_naming_the_field(api, path: str, params: dict, field: str) -> None:
+    http, _sim = api
+    response = await http.get(path, params=params)
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == field
+
+
+async def test_unknown_unit_is_404(api) -> None:
+    http, _sim = api
+    response = await http.get("/v1/stats/departments/nobody")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
