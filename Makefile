@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed-stamp
 INFRA := deploy/local/infra.sh
 SERVICES := deploy/local/services.sh
 PYTEST_ARGS ?=
+# where the local infrastructure listens (deploy/local/infra.sh reads the same variables)
+export WENZHENG_KAFKA_BOOTSTRAP ?= 127.0.0.1:$(or $(WENZHENG_KAFKA_PORT),9092)
+export WENZHENG_MONGO_URL ?= mongodb://127.0.0.1:$(or $(WENZHENG_MONGO_PORT),27017)/
 
 .PHONY: help venv run stop test test-unit infra-up infra-down infra-status lint schemas bench chaos monitor ops-check clean
 

@@ -8,7 +8,8 @@ every consumed topic. After the load, the platform drains and the script checks:
   duplicated        cases with more than one distinct `submitted` event, or stats counting more than accepted
   rate_mismatches   stats' overview fields that differ from the ground truth (received, replied, rated, satisfied)
   duplicate_alerts  alert ids published more than once
-  dead_letters_unexpected  dead letters other than the injected ones
+  dead_letters_unexpected  dead letters for anything but the injected messages (each consumer of a topic
+                    dead-letters each injected message; malformed_not_dead_lettered counts any it missed)
 Writes var/chaos/latest.json and exits non-zero if any is not zero.
 
     .venv/bin/python -m bench.chaos [--seconds 90] [--rate 40]
@@ -104,50 +105,56 @@ async def act(client: httpx.AsyncClient, token: str | None, data, truth: Truth, 
     if token is None:
         return
     auth = {"Authorization": f"Bearer {token}"}
-    for path, body in ((f"/v1/cases/{data.case_id}/sign", {}),
-                       (f"/v1/cases/{data.case_id}/reply", {"text": "已安排人员处理，感谢您的监督。"})):
-        for _ in range(10):
-            try:
-                response = await client.post(path, json=body, headers=auth)
-            except httpx.HTTPError:
-                await asyncio.sleep(0.5)
-                continue
-            if response.status_code < 500:
-                break
-            await asyncio.sleep(0.5)
-        else:
-            return
-        if response.status_code not in (200, 201):
+    for path, body, done_states in (
+            (f"/v1/cases/{data.case_id}/sign", {}, {"signed"}),
+            (f"/v1/cases/{data.case_id}/reply", {"text": "已安排人员处理。"}, {"replied", "rated", "closed"})):
+        if not await landed(client, path, body, auth, done_states):
             return
     truth.replied.add(data.tracking_number)
     if rng.random() < 0.5:
         rating = rng.choice(["satisfied", "basically_satisfied", "unsatisfied"])
         token_for_rating = truth.accepted.get(data.tracking_number)
-        for _ in range(10):
-            try:
-                response = await client.post(f"/v1/posts/{data.tracking_number}/rating",
-                                             json={"rating": rating, "rating_token": token_for_rating})
-            except httpx.HTTPError:
-                await asyncio.sleep(0.5)
-                continue
-            if response.status_code < 500:
-                break
-        if response.status_code in (200, 201):
+        if await landed(client, f"/v1/posts/{data.tracking_number}/rating",
+                        {"rating": rating, "rating_token": token_for_rating}, {}, {"rated", "closed"}):
             truth.rated[data.tracking_number] = rating
 
 
-async def inject_malformed(platform: Platform) -> int:
+async def landed(client: httpx.AsyncClient, path: str, body: dict, headers: dict, done_states: set[str]) -> bool:
+    """Send a command until it is answered. After a lost answer (the server died mid-request) a retry may meet
+    409 because the first attempt was stored: the 409 names the case's state, which tells whether it landed."""
+    retried = False
+    for _ in range(20):
+        try:
+            response = await client.post(path, json=body, headers=headers)
+        except httpx.HTTPError:
+            retried = True
+            await asyncio.sleep(0.5)
+            continue
+        if response.status_code >= 500:
+            retried = True
+            await asyncio.sleep(0.5)
+            continue
+        if response.status_code in (200, 201):
+            return True
+        if retried and response.status_code == 409:
+            return response.json().get("error", {}).get("status") in done_states
+        return False
+    return False
+
+
+async def inject_malformed(platform: Platform) -> set[tuple[str, int, int]]:
+    """Returns (topic, partition, offset) of every injected message."""
     producer = new_producer(platform.kafka_bootstrap, max_request_size=1_048_576)
     await producer.start()
-    count = 0
+    injected = set()
     try:
         for topic in (platform.topics.case_events, platform.topics.routing_decisions, platform.topics.alerts):
             for value in MALFORMED:
-                await producer.send_and_wait(topic, value, key=b"chaos-malformed")
-                count += 1
+                meta = await producer.send_and_wait(topic, value, key=b"chaos-malformed")
+                injected.add((topic, meta.partition, meta.offset))
     finally:
         await producer.stop()
-    return count
+    return injected
 
 
 def infra(command: str) -> None:
@@ -165,7 +172,7 @@ async def faults(platform: Platform, log: list[str], spacing: float, malformed: 
         print(f"[chaos] {what}")
         await asyncio.to_thread(action)
 
-    await step("inject malformed messages", lambda: malformed.update(count=asyncio.run(inject_malformed(platform))))
+    await step("inject malformed messages", lambda: malformed.update(injected=asyncio.run(inject_malformed(platform))))
     await step("kill -9 intake", lambda: platform.restart("intake"))
     await step("kill -9 router (both replicas)", lambda: (platform.kill("router", 0), platform.kill("router", 1),
                                                           platform.start("router", 0), platform.start("router", 1),
@@ -202,7 +209,7 @@ async def read_topic(platform: Platform, topic: str) -> list:
         await consumer.stop()
 
 
-async def verify(platform: Platform, truth: Truth, injected: int) -> dict:
+async def verify(platform: Platform, truth: Truth, injected: set[tuple[str, int, int]]) -> dict:
     events = await read_topic(platform, platform.topics.case_events)
     submitted_ids: dict[str, set[str]] = {}
     for message in events:
@@ -219,7 +226,12 @@ async def verify(platform: Platform, truth: Truth, injected: int) -> dict:
             alert_ids[parse_event(message.value).data.alert_id] += 1
         except ValueError:
             continue
-    dead = await read_topic(platform, platform.topics.dead_letter)
+    dead_letters = [parse_event(m.value).data for m in await read_topic(platform, platform.topics.dead_letter)]
+    # every consumer of a topic dead-letters each injected message once; anything else is unexpected
+    dead_where = Counter((d.service, d.original_topic, d.partition, d.offset) for d in dead_letters)
+    unexpected = [k for k in dead_where if (k[1], k[2], k[3]) not in injected]
+    repeated = [k for k, n in dead_where.items() if n > 1]
+    not_dead_lettered = [i for i in injected if not any((k[1], k[2], k[3]) == i for k in dead_where)]
 
     missing_in_intake = 0
     async with httpx.AsyncClient(base_url=platform.url("intake"), timeout=10) as client:
@@ -247,9 +259,12 @@ async def verify(platform: Platform, truth: Truth, injected: int) -> dict:
         "rate_mismatch_detail": mismatches,
         "duplicate_alerts": sum(1 for n in alert_ids.values() if n > 1),
         "alerts_published": len(alert_ids),
-        "dead_letters": len(dead),
-        "dead_letters_injected": injected,
-        "dead_letters_unexpected": max(0, len(dead) - injected),
+        "dead_letters": len(dead_letters),
+        "malformed_injected": len(injected),
+        "malformed_not_dead_lettered": len(not_dead_lettered),
+        "dead_letters_by_service": dict(Counter(d.service for d in dead_letters)),
+        "dead_letters_unexpected": len(unexpected),
+        "dead_letters_repeated": len(repeated),
         "stats_overview": {k: overview.get(k) for k in ("received", "replied", "rated", "satisfied",
                                                          "reply_rate", "satisfaction_rate")},
         "http_errors_retried": dict(truth.http_errors),
@@ -260,7 +275,7 @@ async def run(seconds: float, rate: float, drain: float) -> dict:
     platform = Platform(run_id=f"chaos{uuid.uuid4().hex[:6]}", base_port=18300,
                         extra_env={"WENZHENG_INTAKE_RATE_LIMIT_ENABLED": "false"})
     platform.start_all(counts={"router": 2})
-    truth, stop, log, malformed = Truth(), asyncio.Event(), [], {"count": 0}
+    truth, stop, log, malformed = Truth(), asyncio.Event(), [], {"injected": set()}
     rng = random.Random(7)
     try:
         load = asyncio.create_task(citizen_load(platform, truth, seconds, rate, rng))
@@ -279,9 +294,11 @@ async def run(seconds: float, rate: float, drain: float) -> dict:
                     break
                 await asyncio.sleep(1)
         await asyncio.sleep(5)  # let replies and ratings settle
+        platform.advance_clock(30 * 86400)  # a month on: every unreplied case climbs the alert ladder
+        await asyncio.sleep(20)
         stop.set()
         await units
-        result = await verify(platform, truth, malformed["count"])
+        result = await verify(platform, truth, malformed["injected"])
         result["faults"] = log
         return result
     finally:
@@ -300,8 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=2, ensure_ascii=False))
-    bad = [k for k in ("lost", "duplicated", "rate_mismatches", "duplicate_alerts", "dead_letters_unexpected")
-           if result[k]]
+    bad = [k for k in ("lost", "duplicated", "rate_mismatches", "duplicate_alerts", "dead_letters_unexpected",
+                       "malformed_not_dead_lettered") if result[k]]
     print("chaos: OK" if not bad else f"chaos: FAILED on {', '.join(bad)}")
     return 1 if bad else 0
 

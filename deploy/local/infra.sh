@@ -20,7 +20,7 @@ PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 
 CACHE=$ROOT/.cache
 VAR=$ROOT/var
-KAFKA_LIBS=$CACHE/kafka/libs-$KAFKA_VERSION
+KAFKA_LIBS=$CACHE/kafka/libs-$KAFKA_VERSION-$(cksum < deploy/local/kafka/pom.xml | cut -d" " -f1)
 KAFKA_DIR=$VAR/kafka
 FERRET_BIN=$CACHE/ferretdb/wenzheng-ferretdb
 FERRET_DIR=$VAR/ferretdb

@@ -380,7 +380,7 @@ class TrainingParams:
     head_chars: int = 30
     head_ngram_range: tuple[int, int] = (1, 3)
     head_weight: float = 0.5
-    keyword_weight: float = 0.3
+    keyword_weight: float = 0.1
     c: float = 1.0
     calibration_folds: int = 3
     seed: int = 0

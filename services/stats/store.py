@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from services.stats.domain import COUNTERS, Counters, parse_rollup_id
 
@@ -32,6 +32,7 @@ class StatsStore:
         self.meta = db["meta"]
         self._sem = asyncio.Semaphore(concurrency)
         self._known_rollups: set[str] = set()
+        self._meta_lock = asyncio.Lock()
 
     async def _limited(self, aw: Awaitable[Any]) -> Any:
         async with self._sem:
@@ -121,6 +122,12 @@ class StatsStore:
             await self._add_to_set("periods", "months", period)
 
     async def _add_to_set(self, doc_id: str, field: str, value: str) -> None:
+        # FerretDB applies findAndModify as read-modify-write: two concurrent $addToSet on one document can
+        # lose a value, so this process serialises them (one rollup document is never updated concurrently)
+        async with self._meta_lock:
+            await self._add_to_set_unlocked(doc_id, field, value)
+
+    async def _add_to_set_unlocked(self, doc_id: str, field: str, value: str) -> None:
         try:
             await self.meta.find_one_and_update({"_id": doc_id}, {"$addToSet": {field: value}}, upsert=True)
         except DuplicateKeyError:  # two concurrent upserts created it: the second now simply updates

@@ -5,6 +5,7 @@ developer's `make run` or another test. Used by the end-to-end tests and by `mak
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -71,6 +72,7 @@ class Platform:
     replicas: dict[str, list[Replica]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        atexit.register(self.stop_all)  # never leave services behind, even when the caller is interrupted
         self.dir = self.workdir / self.run_id
         self.dir.mkdir(parents=True, exist_ok=True)
         self.clock_file = self.dir / "clock_offset"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from services.router.cli import main
 from services.router.classifier import load_model
+from services.router.cli import main
 
 POSTS = [
     ("路灯", "小区门口路灯坏了", "urban_management"), ("井盖", "路上井盖丢了", "urban_management"),

@@ -135,6 +135,8 @@ class PostWriter:
             body.append(sentence())
         if kind == "complaint" and self.rng.random() < 0.4:
             body.insert(1, fill(self._pick(shared["complaint_linkers"])))
+        if kind == "complaint" and self.rng.random() < 0.35:
+            body.insert(self.rng.randrange(1, len(body) + 1), self._pick(shared["fillers"]))
         if self.rng.random() < (0.6 if kind == "complaint" else 0.4):
             body.insert(0, fill(self._pick(shared["intros"])))
         if self.rng.random() < 0.5:
@@ -153,6 +155,7 @@ class PostWriter:
 
 
 def generate(per_category: int = PER_CATEGORY, seed: int = SEED) -> list[tuple[str, str]]:
+    """(text, label) rows, ``per_category`` distinct posts of each category."""
     reference = load_reference()
     templates = Templates.load()
     templates.check(reference)
