@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from functools import lru_cache
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
@@ -25,8 +26,16 @@ class StatsMetrics:
         self.apply_lag = Gauge(metric_name(SERVICE, "apply_lag", "seconds"),
                                "Now minus the time of the newest event in the last applied batch", registry=registry)
         self.ledger_size = Gauge(metric_name(SERVICE, "ledger", "cases"), "Cases in the ledger", registry=registry)
-        self.unit_rate = Gauge(metric_name(SERVICE, "unit_rate", "ratio"),
-                               "Live rate of a unit over all time", ["unit", "rate"], registry=registry)
+        # one gauge per rate, by unit and its county: what the recording rules and dashboards aggregate
+        labels = ["department", "county"]
+        self.unit_rates = {
+            "reply_rate": Gauge(metric_name(SERVICE, "reply_rate", "ratio"), "Live reply rate of a unit",
+                                labels, registry=registry),
+            "on_time_rate": Gauge(metric_name(SERVICE, "on_time_rate", "ratio"), "Live on-time rate of a unit",
+                                  labels, registry=registry),
+            "satisfaction_rate": Gauge(metric_name(SERVICE, "satisfaction_rate", "ratio"),
+                                       "Live satisfaction rate of a unit", labels, registry=registry),
+        }
         self.overall_rate = Gauge(metric_name(SERVICE, "rate", "ratio"), "Live platform-wide rate", ["rate"],
                                   registry=registry)
 
@@ -39,4 +48,20 @@ class StatsMetrics:
             rates = by_unit[unit].rates(today)
             for name in RATES:
                 if rates[name]["value"] is not None:
-                    self.unit_rate.labels(unit=unit, rate=name).set(rates[name]["value"])
+                    self.unit_rates[name].labels(department=unit, county=unit_county(unit)).set(rates[name]["value"])
+
+
+@lru_cache
+def _unit_counties() -> dict[str, str]:
+    """A unit's county-level jurisdiction ("city" for city-wide units), from the router's unit registry."""
+    try:
+        from services.router.reference import load_units
+
+        return {unit.id: unit.jurisdiction for unit in load_units().units}
+    except Exception:  # the registry is reference data of another service: rates still export without it
+        return {}
+
+
+def unit_county(unit_id: str) -> str:
+    return _unit_counties().get(unit_id, "unknown")
+
