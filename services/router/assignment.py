@@ -25,9 +25,10 @@ from typing import Protocol
 
 from services.router.reference import Category, Division, Kind, ReferenceData, Unit, load_reference
 
-INQUIRY_CUES = ("咨询", "请问", "是否", "如何", "怎么办", "怎样", "能否", "可否", "可不可以", "能不能", "哪里办",
-                "需要什么", "什么时候", "有没有", "想了解", "想问")
-COMPLAINT_CUES = ("投诉", "举报", "反映", "曝光", "强烈要求", "严重影响", "不作为", "维权", "恳请", "求助")
+INQUIRY_CUES = ("咨询", "请问", "是否", "如何", "怎么办", "怎样", "能否", "可否", "可不可以",
+                "能不能", "哪里办", "需要什么", "什么时候", "有没有", "想了解", "想问")
+COMPLAINT_CUES = ("投诉", "举报", "反映", "曝光", "强烈要求", "严重影响", "不作为", "维权", "恳请",
+                  "求助")
 
 
 class LocationLike(Protocol):
@@ -73,7 +74,8 @@ class PlaceFinder:
             for township in division.townships:
                 owners.setdefault(township, []).append(division.name)
         self._mentions: dict[str, _Mention] = {t: _Mention(t, tuple(o), True) for t, o in owners.items()}
-        self._mentions.update({n: _Mention(n, (d,), False) for n, d in names.items()})  # a name beats a township
+        # a division's name or alias beats a township of the same spelling
+        self._mentions.update({n: _Mention(n, (d,), False) for n, d in names.items()})
         terms = sorted(self._mentions, key=lambda t: (-len(t), t))
         self._pattern = re.compile("|".join(map(re.escape, terms)))
 
@@ -201,8 +203,8 @@ class Assigner:
             reasons.append(f"已退回, 不再派给: {'、'.join(names)}")
         if not ranked:
             reasons.append("没有尚未尝试的承办单位")
-            return Assignment(None, None, details.kind_days.for_kind(kind), kind, place.county, place.township,
-                              tuple(reasons), ())
+            return Assignment(None, None, details.kind_days.for_kind(kind), kind, place.county,
+                              place.township, tuple(reasons), ())
         chosen = ranked[0]
         reasons.append(chosen.reason)
         working_days = chosen.unit.sla_days or details.kind_days.for_kind(kind)
@@ -218,8 +220,10 @@ class Assigner:
                 local += self._local_units(category, text, division, path)
         return local + self._city_units(category, text, place.county, bool(local))
 
-    def _local_units(self, category: Category, text: str, division: str, path: str | None) -> list[_Candidate]:
-        answering = [u for u in self.units.values() if u.jurisdiction == division and category.id in u.categories]
+    def _local_units(self, category: Category, text: str, division: str,
+                     path: str | None) -> list[_Candidate]:
+        answering = [u for u in self.units.values()
+                     if u.jurisdiction == division and category.id in u.categories]
         bureaus = sorted((u for u in answering if u.kind == "county_dept"),
                          key=lambda u: -len(_keyword_hits(u, text)))
         governments = [u for u in answering if u.kind != "county_dept"]
@@ -232,11 +236,12 @@ class Assigner:
         elif county is None:
             why = "未识别到县区, 由市级部门办理"
         else:
-            why = f"{county}无对应承办单位, 由市级部门办理" if not after_local else "县区已尝试, 由市级部门办理"
+            why = "县区已尝试, 由市级部门办理" if after_local else f"{county}无对应承办单位, 由市级部门办理"
         city = [u for u in self.units.values() if u.city_wide and category.id in u.categories]
         hits = {u.id: _keyword_hits(u, text) for u in city}
         by_keyword = sorted((u for u in city if hits[u.id]), key=lambda u: -len(hits[u.id]))
-        candidates = [_Candidate(u, f"{why}: 关键词 {'、'.join(hits[u.id][:3])} → {u.name}") for u in by_keyword]
+        candidates = [_Candidate(u, f"{why}: 关键词 {'、'.join(hits[u.id][:3])} → {u.name}")
+                      for u in by_keyword]
         fallback = self.units.get(category.city_unit)
         if fallback is not None:
             candidates.append(_Candidate(fallback, f"{why} → {fallback.name}"))

@@ -42,6 +42,7 @@ _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant for the polyn
 _DROPPED = np.array([ord(c) for c in " \t\r\n\f\v\u3000\xa0\u200b\ufeff"], dtype=np.uint32)
 
 KeywordsByCategory = Mapping[str, Sequence[str]]
+_Triplet = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -99,7 +100,7 @@ class _Windows:
             hashes[n] = (running * _MULTIPLIER + np.uint64(n)) | np.uint64(1)  # never 0: 0 marks a free slot
         return cls(corpus, hashes)
 
-    def select(self, ns: Sequence[int], max_chars: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def select(self, ns: Sequence[int], max_chars: int | None = None) -> _Triplet:
         """(hash, document, start) of every window of the given lengths, optionally only those lying within
         the first ``max_chars`` characters of their document."""
         parts = []
@@ -158,13 +159,14 @@ class _KeyTable:
         found = np.where(self.slots[home] == keys, self.values[home], -1)
         check = np.flatnonzero((found < 0) & self.overflowed[home])
         if len(check):
-            positions = np.minimum(np.searchsorted(self.overflow_keys, keys[check]), len(self.overflow_keys) - 1)
+            positions = np.searchsorted(self.overflow_keys, keys[check])
+            positions = np.minimum(positions, len(self.overflow_keys) - 1)
             hit = self.overflow_keys[positions] == keys[check]
             found[check[hit]] = self.overflow_values[positions[hit]]
         return found
 
 
-def _counts(docs: np.ndarray, columns: np.ndarray, n_columns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _counts(docs: np.ndarray, columns: np.ndarray, n_columns: int) -> _Triplet:
     """(document, column, count) of the distinct pairs, sorted by document."""
     pairs, counts = np.unique(docs * max(n_columns, 1) + columns, return_counts=True)
     rows, columns = np.divmod(pairs, max(n_columns, 1))
@@ -282,11 +284,12 @@ class KeywordIndex:
         starts, found = np.concatenate(start_parts), self.table.find(np.concatenate(hash_parts))
         return windows.corpus.doc_of[starts[found >= 0]], found[found >= 0]
 
-    def category_counts(self, docs: np.ndarray, keywords: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def category_counts(self, docs: np.ndarray, keywords: np.ndarray) -> _Triplet:
         """(row, category, count) of keyword occurrences, from :meth:`matches`."""
         return _counts(docs, self.category_of_keyword[keywords], len(self.categories))
 
-    def hits_by_document(self, docs: np.ndarray, keywords: np.ndarray, n_docs: int) -> list[dict[str, list[str]]]:
+    def hits_by_document(self, docs: np.ndarray, keywords: np.ndarray,
+                         n_docs: int) -> list[dict[str, list[str]]]:
         """For each document: category → the distinct keywords found."""
         found: list[dict[str, list[str]]] = [{} for _ in range(n_docs)]
         for doc, keyword in zip(docs.tolist(), keywords.tolist(), strict=True):
@@ -407,24 +410,23 @@ class _Blocks:
     def width(self) -> int:
         return len(self.body) + len(self.head) + len(self.keywords.categories)
 
+    @property
+    def longest_window(self) -> int:
+        return max(self.params.ngram_range[1], self.params.head_ngram_range[1], self.keywords.max_length)
+
     def features(self, texts: Sequence[str]) -> _Batch:
         corpus = _Corpus.of(texts)
-        windows = corpus.windows(max(self.params.ngram_range[1], self.params.head_ngram_range[1],
-                                     self.keywords.max_length))
+        windows = corpus.windows(self.longest_window)
         docs, matched = self.keywords.matches(windows)
-        blocks = [self.body.transform(windows), self.head.transform(windows),
-                  self.keywords.category_counts(docs, matched)]
-        offsets = [0, len(self.body), len(self.body) + len(self.head)]
-        scales = [1.0, self.params.head_weight, self.params.keyword_weight]
-        rows = np.concatenate([b[0] for b in blocks])
-        order = np.argsort(rows, kind="stable")
-        columns = np.concatenate([b[1] + offset for b, offset in zip(blocks, offsets, strict=True)])
-        blocks[2] = (blocks[2][0], blocks[2][1], np.log1p(blocks[2][2]))
-        values = np.concatenate([b[2] * scale for b, scale in zip(blocks, scales, strict=True)])
-        indptr = np.zeros(corpus.n_docs + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=corpus.n_docs), out=indptr[1:])
-        matrix = sp.csr_matrix((values[order].astype(np.float32), columns[order], indptr),
-                               shape=(corpus.n_docs, self.width))
+        head_rows, head_columns, head_values = self.head.transform(windows)
+        keyword_rows, categories, counts = self.keywords.category_counts(docs, matched)
+        keyword_offset = len(self.body) + len(self.head)
+        blocks = [  # (row, column, value), each block's columns after the previous block's
+            self.body.transform(windows),
+            (head_rows, head_columns + len(self.body), head_values * self.params.head_weight),
+            (keyword_rows, categories + keyword_offset, np.log1p(counts) * self.params.keyword_weight),
+        ]
+        matrix = _csr_from_triplets(blocks, corpus.n_docs, self.width)
         return _Batch(matrix, self.keywords.hits_by_document(docs, matched, corpus.n_docs))
 
     def name(self, column: int) -> str:
@@ -434,6 +436,16 @@ class _Blocks:
         if column < len(self.head):
             return self.head.grams[column]
         return f"<关键词:{self.keywords.categories[column - len(self.head)]}>"
+
+
+def _csr_from_triplets(blocks: Sequence[_Triplet], n_rows: int, n_columns: int) -> sp.csr_matrix:
+    """One float32 CSR matrix from blocks of (row, column, value), none repeating a cell."""
+    rows, columns, values = (np.concatenate(part) for part in zip(*blocks, strict=True))
+    order = np.argsort(rows, kind="stable")
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+    matrix = (values[order].astype(np.float32), columns[order], indptr)
+    return sp.csr_matrix(matrix, shape=(n_rows, n_columns))
 
 
 @dataclass
@@ -495,7 +507,9 @@ class TextClassifier:
         explanations = []
         for start, end in zip(matrix.indptr[:-1].tolist(), matrix.indptr[1:].tolist(), strict=True):
             row = contributions[start:end]
-            top = np.argpartition(-row, candidates)[:candidates] if len(row) > candidates else np.arange(len(row))
+            top = np.arange(len(row))
+            if len(row) > candidates:
+                top = np.argpartition(-row, candidates)[:candidates]
             top = top[np.argsort(-row[top])]
             grams = [self.blocks.name(int(matrix.indices[start + i])) for i in top.tolist() if row[i] > 0]
             explanations.append(_readable(grams, limit))
@@ -521,9 +535,10 @@ class TextClassifier:
         created = datetime.now(UTC).replace(microsecond=0)
         fingerprint = json.dumps([list(texts), list(labels), asdict(params), keywords.keywords,
                                   None if weights is None else weights.tolist()], ensure_ascii=False)
+        digest = hashlib.sha256(fingerprint.encode()).hexdigest()
         info = {
             "format": FORMAT_VERSION,
-            "model_version": f"charsvm-{created:%Y%m%d}-{hashlib.sha256(fingerprint.encode()).hexdigest()[:10]}",
+            "model_version": f"charsvm-{created:%Y%m%d}-{digest[:10]}",
             "created_at": created.isoformat(),
             "labels": classes,
             "training_size": len(texts),
@@ -558,7 +573,8 @@ class TextClassifier:
             raise ValueError(f"{directory / META_FILE}: model format {info.get('format')!r}, "
                              f"this code reads {FORMAT_VERSION}; retrain the model")
         state = joblib.load(directory / MODEL_FILE)
-        params = TrainingParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in info["params"].items()})
+        params = TrainingParams(**{k: tuple(v) if isinstance(v, list) else v
+                                   for k, v in info["params"].items()})
         blocks = _Blocks(state.pop("body"), state.pop("head"), state.pop("keywords"), params)
         return cls(blocks=blocks, info=info, **state)
 
@@ -575,7 +591,8 @@ def _softmax(scores: np.ndarray) -> np.ndarray:
 def _fit_linear(matrix: sp.csr_matrix, y: np.ndarray, sample_weight: np.ndarray | None,
                 params: TrainingParams) -> tuple[np.ndarray, np.ndarray, float, list[str]]:
     """A LinearSVC on all the data, with an inverse temperature fitted on cross-validated decision values
-    (``CalibratedClassifierCV(method="temperature", ensemble=False)``): probabilities = softmax(β · margins)."""
+    (``CalibratedClassifierCV(method="temperature", ensemble=False)``):
+    probabilities = softmax(β · margins)."""
     svm = LinearSVC(C=params.c, class_weight="balanced", random_state=params.seed)
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
@@ -613,12 +630,15 @@ def scores_for(gold: Sequence[str], predicted: Sequence[str]) -> dict[str, Any]:
 
 
 def timed_predictions(classifier: TextClassifier | KeywordClassifier,
-                      texts: Sequence[str]) -> tuple[list[str], float]:
-    """Full classifications (explanations included) of all texts in one batch, and posts per second."""
-    started = time.perf_counter()
+                      texts: Sequence[str]) -> tuple[list[str], dict[str, float]]:
+    """Full classifications (explanations included) of all texts in one batch, and the speed: posts per
+    second of wall-clock time, and per second of this process's CPU time (steadier on a shared machine)."""
+    wall, cpu = time.perf_counter(), time.process_time()
     results = classifier.classify_batch(texts)
-    elapsed = max(time.perf_counter() - started, 1e-9)
-    return [r.category for r in results], round(len(texts) / elapsed, 1)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    speed = {"posts_per_second": round(len(texts) / max(wall, 1e-9), 1),
+             "posts_per_cpu_second": round(len(texts) / max(cpu, 1e-9), 1)}
+    return [r.category for r in results], speed
 
 
 def cross_validate(texts: Sequence[str], labels: Sequence[str], keywords_by_category: KeywordsByCategory,

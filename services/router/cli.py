@@ -1,16 +1,17 @@
-"""``python -m services.router train|evaluate``: train the text model, or measure a model (or the keyword rules)
-on a labelled CSV. Both print one JSON object on stdout.
+"""``python -m services.router train|evaluate``: train the text model, or measure a model (or the keyword
+rules) on a labelled CSV. Both print one JSON object on stdout.
 
     train --data CSV --text-column text [--text-column title ...] --label-column label --out DIR
           [--corrections CSV] [--cv 5]
     evaluate (--model DIR | --keywords-only) --data CSV --text-column text --label-column label
-          [--label-map YAML] [--exclude-overlap CSV]
+          [--label-map YAML] [--exclude-overlap CSV [--exclude-text-column text]]
 
 Several ``--text-column`` are joined with a space (title and body). ``--corrections`` adds labelled posts
 (columns ``text``, ``label``: supervisors' reassignments) that override training rows with the same text and
 count double. ``--label-map`` maps the data's labels onto the model's (a YAML mapping). ``--exclude-overlap``
-drops evaluation rows whose text (whitespace removed) also occurs in another CSV's ``text`` column, e.g. the
-training data.
+drops evaluation rows whose text also occurs in another CSV's ``text`` column (e.g. the training data), near
+duplicates included: whitespace is ignored and 5-character shingles overlapping by Jaccard >= 0.8 count as the
+same post.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import csv
 import json
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,26 +38,36 @@ from services.router.classifier import (
 from services.router.reference import REFERENCE_DIR, TAXONOMY_FILE, load_taxonomy
 
 CORRECTION_WEIGHT = 2.0
+NEAR_DUPLICATE = 0.8
 
 
 class DataError(ValueError):
     """A CSV or label map the command cannot use; the message says which file and column."""
 
 
-def read_rows(path: Path, text_columns: Sequence[str], label_column: str) -> list[tuple[str, str]]:
-    """(text, label) per row; rows with an empty text or label are skipped."""
+def _read_columns(path: Path, text_columns: Sequence[str], label_column: str | None) -> list[tuple[str, str]]:
     csv.field_size_limit(sys.maxsize)
+    wanted = [*text_columns, *([label_column] if label_column else [])]
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
             reader = csv.DictReader(handle)
-            missing = [c for c in (*text_columns, label_column) if c not in (reader.fieldnames or [])]
+            missing = [c for c in wanted if c not in (reader.fieldnames or [])]
             if missing:
                 raise DataError(f"{path}: no column(s) {', '.join(missing)}; it has {reader.fieldnames}")
-            rows = [(" ".join((row[c] or "").strip() for c in text_columns).strip(), (row[label_column] or "").strip())
-                    for row in reader]
+            return [(" ".join((row[c] or "").strip() for c in text_columns).strip(),
+                     (row[label_column] or "").strip() if label_column else "") for row in reader]
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc}") from exc
+
+
+def read_rows(path: Path, text_columns: Sequence[str], label_column: str) -> list[tuple[str, str]]:
+    """(text, label) per row; rows with an empty text or label are skipped."""
+    rows = _read_columns(path, text_columns, label_column)
     return [(text, label) for text, label in rows if text and label]
+
+
+def read_texts(path: Path, column: str) -> list[str]:
+    return [text for text, _ in _read_columns(path, [column], None) if text]
 
 
 def read_label_map(path: Path) -> dict[str, str]:
@@ -70,6 +82,31 @@ def read_label_map(path: Path) -> dict[str, str]:
 
 def compact(text: str) -> str:
     return "".join(text.split())
+
+
+def shingles(text: str, size: int = 5) -> set[str]:
+    text = compact(text)
+    return {text[i : i + size] for i in range(max(len(text) - size + 1, 1))}
+
+
+def near_duplicates(texts: Sequence[str], others: Sequence[str],
+                    threshold: float = NEAR_DUPLICATE) -> set[int]:
+    """Indexes of ``texts`` whose 5-character shingles overlap one of ``others`` with Jaccard >= threshold:
+    the same post, also when copied with a typo fixed or a name changed."""
+    postings: dict[str, list[int]] = {}
+    other_sizes = []
+    for index, other in enumerate(others):
+        grams = shingles(other)
+        other_sizes.append(len(grams))
+        for gram in grams:
+            postings.setdefault(gram, []).append(index)
+    found = set()
+    for index, text in enumerate(texts):
+        grams = shingles(text)
+        shared = Counter(other for gram in grams for other in postings.get(gram, ()))
+        if any(n / (len(grams) + other_sizes[o] - n) >= threshold for o, n in shared.items()):
+            found.add(index)
+    return found
 
 
 def with_corrections(rows: list[tuple[str, str]], corrections: list[tuple[str, str]]) -> tuple[
@@ -101,9 +138,12 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     rows = read_rows(args.data, args.text_column, args.label_column)
+    excluded = 0
     if args.exclude_overlap:
-        seen = {compact(text) for text, _ in read_rows(args.exclude_overlap, ["text"], "label")}
-        rows = [(text, label) for text, label in rows if compact(text) not in seen]
+        seen = read_texts(args.exclude_overlap, args.exclude_text_column)
+        duplicates = near_duplicates([text for text, _ in rows], seen)
+        rows = [row for index, row in enumerate(rows) if index not in duplicates]
+        excluded = len(duplicates)
     if args.label_map:
         mapping = read_label_map(args.label_map)
         rows = [(text, mapping.get(label, label)) for text, label in rows]
@@ -116,11 +156,12 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         classifier = TextClassifier.load(args.model)
     texts, gold = [t for t, _ in rows], [label for _, label in rows]
     unknown = sorted(set(gold) - set(classifier.labels))
-    predicted, per_second = timed_predictions(classifier, texts)
-    result = {**scores_for(gold, predicted), "posts_per_second": per_second,
-              "model_version": classifier.model_version}
+    predicted, speed = timed_predictions(classifier, texts)
+    result = {**scores_for(gold, predicted), **speed, "model_version": classifier.model_version}
     if unknown:
         result["labels_unknown_to_model"] = unknown
+    if args.exclude_overlap:
+        result["excluded_overlap"] = excluded
     return result
 
 
@@ -146,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--model", type=Path)
     which.add_argument("--keywords-only", action="store_true")
     evaluator.add_argument("--label-map", type=Path)
-    evaluator.add_argument("--exclude-overlap", type=Path)
+    evaluator.add_argument("--exclude-overlap", type=Path,
+                           help="a CSV whose posts are left out (near duplicates too)")
+    evaluator.add_argument("--exclude-text-column", default="text")
     return parser
 
 

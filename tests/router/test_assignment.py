@@ -22,8 +22,8 @@ def assigner() -> Assigner:
 
 
 def test_a_township_named_only_in_the_text_lands_on_its_county(assigner: Assigner):
-    result = assigner.assign("urban_management", "尊敬的领导：我是水西镇居民，我们小区的路灯坏了半个月了，晚上出行很不安全",
-                             keywords=["路灯"])
+    text = "尊敬的领导：我是水西镇居民，我们小区的路灯坏了半个月了，晚上出行很不安全"
+    result = assigner.assign("urban_management", text, keywords=["路灯"])
     assert (result.county, result.township) == ("章贡区", "水西镇")
     assert result.unit_id == "zhanggong_gov"
     assert result.reasons[0] == "关键词: 路灯"
@@ -83,13 +83,15 @@ def test_rerouting_excludes_the_units_already_tried(assigner: Assigner):
     second = assigner.assign("urban_management", "水西镇路灯坏了", exclude={first.unit_id})
     assert (first.unit_id, second.unit_id) == ("zhanggong_gov", "city_urban_management")
     assert any("章贡区人民政府" in r for r in second.reasons)
-    last = assigner.assign("urban_management", "水西镇路灯坏了", exclude={"zhanggong_gov", "city_urban_management"})
+    last = assigner.assign("urban_management", "水西镇路灯坏了",
+                           exclude={"zhanggong_gov", "city_urban_management"})
     assert last.unit_id is None and last.candidates == ()
 
 
 def test_inactive_units_are_skipped():
     reference = Assigner.default().reference
-    units = [u.model_copy(update={"active": False}) if u.id == "yudu_hrss" else u for u in reference.units.units]
+    units = [u.model_copy(update={"active": False}) if u.id == "yudu_hrss" else u
+             for u in reference.units.units]
     patched = type(reference)(reference.taxonomy, reference.units.model_copy(update={"units": units}),
                               reference.gazetteer)
     assert Assigner(patched).assign("labor_social_security", "于都县欠薪").unit_id == "yudu_gov"

@@ -172,12 +172,13 @@ def test_training_on_any_label_set_and_round_trip(tmp_path: Path, keywords):
     loaded = load_model(tmp_path / "m")
     assert loaded.classify_batch(texts) == model.classify_batch(texts)
     assert loaded.model_version == model.model_version
-    assert json.loads((tmp_path / "m" / "model.json").read_text(encoding="utf-8"))["metrics"] == {"note": "test"}
+    meta = json.loads((tmp_path / "m" / "model.json").read_text(encoding="utf-8"))
+    assert meta["metrics"] == {"note": "test"}
 
 
 def test_two_labels_work(keywords):
-    model = TextClassifier.train(["停电了", "停水了", "电费高", "水费高"] * 3, ["电", "水", "电", "水"] * 3, keywords,
-                                 TrainingParams(min_df=1))
+    texts, labels = ["停电了", "停水了", "电费高", "水费高"] * 3, ["电", "水", "电", "水"] * 3
+    model = TextClassifier.train(texts, labels, keywords, TrainingParams(min_df=1))
     assert model.predict(["又停电了"]) == ["电"]
     assert model.classify("又停电了").top_features
 

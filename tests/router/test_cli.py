@@ -46,21 +46,23 @@ def test_train_joins_text_columns_and_reports_cross_validation(tmp_path: Path, d
     assert result["training_size"] == 27
     assert result["metrics"]["cross_validation"]["folds"] == 3
     model = load_model(tmp_path / "model")
-    assert model.info["metrics"]["cross_validation"]["macro_f1"] == result["metrics"]["cross_validation"]["macro_f1"]
+    stored = model.info["metrics"]["cross_validation"]
+    assert stored["macro_f1"] == result["metrics"]["cross_validation"]["macro_f1"]
     assert model.predict(["停电停电"]) == ["utilities_telecom"]
 
 
 def test_evaluate_prints_the_scores_and_the_speed(tmp_path: Path, data: Path, capsys):
     run(capsys, "train", "--data", str(data), "--text-column", "title", "--text-column", "body",
         "--out", str(tmp_path / "model"))
-    result = run(capsys, "evaluate", "--model", str(tmp_path / "model"), "--data", str(data), "--text-column", "title",
-                 "--text-column", "body", "--label-column", "label")
+    result = run(capsys, "evaluate", "--model", str(tmp_path / "model"), "--data", str(data),
+                 "--text-column", "title", "--text-column", "body", "--label-column", "label")
     assert {"macro_f1", "accuracy", "per_label_f1", "n", "posts_per_second"} <= set(result)
     assert result["n"] == 27 and result["macro_f1"] == 1.0 and result["posts_per_second"] > 0
 
 
 def test_evaluate_with_a_label_map_and_the_keyword_baseline(tmp_path: Path, capsys):
-    data = write_csv(tmp_path / "other.csv", ["text", "cat"], [("路灯坏了", "市政"), ("拖欠工资", "人社"), ("天气", "其他")])
+    data = write_csv(tmp_path / "other.csv", ["text", "cat"],
+                     [("路灯坏了", "市政"), ("拖欠工资", "人社"), ("天气", "其他")])
     label_map = tmp_path / "map.yaml"
     label_map.write_text("市政: urban_management\n人社: labor_social_security\n", encoding="utf-8")
     result = run(capsys, "evaluate", "--keywords-only", "--data", str(data), "--text-column", "text",
@@ -71,12 +73,15 @@ def test_evaluate_with_a_label_map_and_the_keyword_baseline(tmp_path: Path, caps
 
 
 def test_evaluate_can_leave_out_rows_seen_in_training(tmp_path: Path, capsys):
-    seen = write_csv(tmp_path / "seen.csv", ["text", "label"], [("路灯 坏了", "urban_management")])
+    post = "我们小区门口的路灯坏了半个月了，晚上出行很不安全，希望尽快维修。"
+    seen = write_csv(tmp_path / "seen.csv", ["content"], [(post.replace("半个月", "半 个月"),),
+                                                          (post.replace("希望尽快维修", "请尽快修好"),)])
     data = write_csv(tmp_path / "eval.csv", ["text", "label"],
-                     [("路灯坏了", "urban_management"), ("拖欠工资", "labor_social_security")])
+                     [(post, "urban_management"), ("拖欠工资", "labor_social_security"),
+                      ("井盖丢了好几天", "urban_management")])
     result = run(capsys, "evaluate", "--keywords-only", "--data", str(data), "--text-column", "text",
-                 "--exclude-overlap", str(seen))
-    assert result["n"] == 1
+                 "--exclude-overlap", str(seen), "--exclude-text-column", "content")
+    assert (result["n"], result["excluded_overlap"]) == (2, 1)
 
 
 def test_corrections_override_training_rows(tmp_path: Path, data: Path, capsys):

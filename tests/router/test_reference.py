@@ -16,8 +16,8 @@ from services.router.reference import (
     load_units,
 )
 
-COUNTIES = ["章贡区", "南康区", "赣县区", "瑞金市", "龙南市", "信丰县", "大余县", "上犹县", "崇义县", "安远县", "定南县",
-            "全南县", "宁都县", "于都县", "兴国县", "会昌县", "寻乌县", "石城县"]
+COUNTIES = ["章贡区", "南康区", "赣县区", "瑞金市", "龙南市", "信丰县", "大余县", "上犹县", "崇义县",
+            "安远县", "定南县", "全南县", "宁都县", "于都县", "兴国县", "会昌县", "寻乌县", "石城县"]
 
 
 @pytest.fixture()
@@ -69,7 +69,8 @@ def test_a_missing_field_is_reported(reference_copy: Path):
 
 def test_an_unknown_category_of_a_unit_is_reported_by_the_cross_check(reference_copy: Path):
     edit(reference_copy / "units.yaml", "categories: [health]}", "categories: [healthcare]}")
-    with pytest.raises(ReferenceDataError, match=r"units\.yaml.*field 'categories': unknown category 'healthcare'"):
+    expected = r"units\.yaml.*field 'categories': unknown category 'healthcare'"
+    with pytest.raises(ReferenceDataError, match=expected):
         load_reference(reference_copy)
 
 

@@ -97,7 +97,8 @@ class PostWriter:
         division = self.rng.choice(self.counties)
         township = self._pick(division.townships)
         simple = {"road": "roads", "estate": "estates", "company": "companies", "identity": "identities",
-                  "duration": "durations", "money": "money", "count": "counts", "month": "months", "year": "years"}
+                  "duration": "durations", "money": "money", "count": "counts", "month": "months",
+                  "year": "years"}
 
         def draw(key: str) -> str:
             if key in own:
