@@ -14,6 +14,10 @@ from services.router.reference import load_reference
 
 class ModelRoutingEngine:
     def __init__(self, classifier, assigner: Assigner) -> None:
+        unknown = sorted(set(classifier.labels) - set(assigner.categories))
+        if unknown:
+            # e.g. a model trained on another corpus's labels: routing needs the taxonomy's categories
+            raise ValueError(f"model labels {unknown} are not categories of the taxonomy; retrain on its ids")
         self.classifier = classifier
         self.assigner = assigner
         self.categories = assigner.categories

@@ -97,3 +97,17 @@ def test_similarity_is_symmetric_and_bounded():
     assert similarity("路灯坏了", "路灯坏了") == 1.0
     assert similarity("abc", "xyz") == 0.0
     assert similarity("路灯坏了很久", "路灯坏了") == similarity("路灯坏了", "路灯坏了很久")
+
+
+def test_engine_refuses_a_model_whose_labels_are_not_taxonomy_categories():
+    import pytest
+
+    from services.router.assignment import Assigner
+    from services.router.engine import ModelRoutingEngine
+
+    class ForeignModel:
+        labels = ("城乡建设", "交通运输")
+        model_version = "foreign"
+
+    with pytest.raises(ValueError, match="not categories"):
+        ModelRoutingEngine(ForeignModel(), Assigner.default())
