@@ -34,6 +34,7 @@ from services.common.events import parse_event
 from services.common.kafka import new_consumer, new_producer
 from tests.harness.platform import ROOT, Platform
 from tests.harness.posts import realistic_post
+from tests.harness.topics import read_topic
 
 OUT = Path("var/chaos/latest.json")
 MALFORMED = [b"not json at all", b'{"specversion": "1.0"}', b"\xff\xfe\x00", b"[]",
@@ -190,27 +191,8 @@ async def faults(platform: Platform, log: list[str], spacing: float, malformed: 
     await step("pause the MongoDB-wire server for 5 s", pause_mongo)
 
 
-async def read_topic(platform: Platform, topic: str) -> list:
-    consumer = new_consumer(topic, group_id=None, bootstrap=platform.kafka_bootstrap)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(list(consumer.assignment()) or [])
-        records = []
-        idle = 0
-        while idle < 3:
-            batch = await consumer.getmany(timeout_ms=1000)
-            if not batch:
-                idle += 1
-            for part in batch.values():
-                records.extend(part)
-        del ends
-        return records
-    finally:
-        await consumer.stop()
-
-
 async def verify(platform: Platform, truth: Truth, injected: set[tuple[str, int, int]]) -> dict:
-    events = await read_topic(platform, platform.topics.case_events)
+    events = await read_topic(platform.kafka_bootstrap, platform.topics.case_events)
     submitted_ids: dict[str, set[str]] = {}
     for message in events:
         try:
@@ -219,14 +201,15 @@ async def verify(platform: Platform, truth: Truth, injected: set[tuple[str, int,
             continue
         if event.short_type == "case.submitted":
             submitted_ids.setdefault(event.data.tracking_number, set()).add(event.id)
-    alerts = await read_topic(platform, platform.topics.alerts)
+    alerts = await read_topic(platform.kafka_bootstrap, platform.topics.alerts)
     alert_ids = Counter()
     for message in alerts:
         try:
             alert_ids[parse_event(message.value).data.alert_id] += 1
         except ValueError:
             continue
-    dead_letters = [parse_event(m.value).data for m in await read_topic(platform, platform.topics.dead_letter)]
+    dead = await read_topic(platform.kafka_bootstrap, platform.topics.dead_letter)
+    dead_letters = [parse_event(m.value).data for m in dead]
     # every consumer of a topic dead-letters each injected message once; anything else is unexpected
     dead_where = Counter((d.service, d.original_topic, d.partition, d.offset) for d in dead_letters)
     unexpected = [k for k in dead_where if (k[1], k[2], k[3]) not in injected]

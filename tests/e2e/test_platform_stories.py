@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from services.common.events import parse_event
-from services.common.kafka import new_consumer
 from tests.harness.platform import Platform
+from tests.harness.topics import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 PHONE = "13912345678"
@@ -186,41 +186,21 @@ def test_overdue_case_climbs_the_alert_ladder_when_time_moves(platform, tokens):
 
 
 def alert_kinds_for(platform, view, tracking: str) -> set[str]:
-    async def read() -> set[str]:
-        consumer = new_consumer(platform.topics.alerts, group_id=None, bootstrap=platform.kafka_bootstrap)
-        await consumer.start()
-        kinds: set[str] = set()
+    kinds: set[str] = set()
+    for message in asyncio.run(read_topic(platform.kafka_bootstrap, platform.topics.alerts, idle_polls=2,
+                                          poll_ms=500)):
         try:
-            for _ in range(3):
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    for message in records:
-                        try:
-                            alert = parse_event(message.value).data
-                        except ValueError:
-                            continue
-                        if alert.tracking_number == tracking:
-                            kinds.add(alert.kind.value)
-        finally:
-            await consumer.stop()
-        return kinds
-
-    return asyncio.run(read())
+            alert = parse_event(message.value).data
+        except ValueError:
+            continue
+        if alert.tracking_number == tracking:
+            kinds.add(alert.kind.value)
+    return kinds
 
 
 def test_public_topic_subscriber_sees_every_case_and_no_personal_data(platform):
-    async def read() -> list[bytes]:
-        consumer = new_consumer(platform.topics.case_events, group_id=None, bootstrap=platform.kafka_bootstrap)
-        await consumer.start()
-        values = []
-        try:
-            for _ in range(4):
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    values.extend(m.value for m in records)
-        finally:
-            await consumer.stop()
-        return values
-
-    values = asyncio.run(read())
+    values = [m.value for m in asyncio.run(read_topic(platform.kafka_bootstrap, platform.topics.case_events,
+                                                      idle_polls=2, poll_ms=500))]
     assert values
     for raw in values:
         event = parse_event(raw)
