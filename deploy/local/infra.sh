@@ -61,11 +61,32 @@ provision_kafka() {
 
 provision_ferretdb() {
   local src=deploy/local/ferretdb
-  if [ -x "$FERRET_BIN" ] && [ "$FERRET_BIN" -nt "$src/main.go" ] && [ "$FERRET_BIN" -nt "$src/go.sum" ]; then return; fi
+  if [ -x "$FERRET_BIN" ] && [ -z "$(find "$src" -newer "$FERRET_BIN" -type f)" ]; then return; fi
   need go "install Go 1.24 or newer"
   log "building FerretDB v1.24.2 (SQLite backend) from the Go module proxy (once, about a minute) ..."
   mkdir -p "$(dirname "$FERRET_BIN")"
-  (cd "$src" && go build -trimpath -o "$FERRET_BIN" .) || die "go build of the FerretDB server failed"
+  local build
+  build=$(ferretdb_patched_tree "$src") || die "could not apply our patches to FerretDB"
+  (cd "$build" && go build -trimpath -o "$FERRET_BIN" .) || die "go build of the FerretDB server failed"
+}
+
+# Our patches to FerretDB (deploy/local/ferretdb/*.patch, against the module's own tree) go into a copy
+# of the module, and a copy of our program builds against it with a `replace`: the module cache stays
+# pristine (Go refuses overlays of files in it). Prints the directory to build in.
+ferretdb_patched_tree() {
+  local src=$1 moddir work patch
+  (cd "$src" && go mod download github.com/FerretDB/FerretDB) >&2 || return 1
+  moddir=$(cd "$src" && go list -m -f '{{.Dir}}' github.com/FerretDB/FerretDB) || return 1
+  work=$CACHE/ferretdb/build
+  rm -rf "$work" && mkdir -p "$work/program"
+  cp -R "$moddir" "$work/FerretDB" && chmod -R u+w "$work/FerretDB"
+  for patch in "$src"/*.patch; do
+    [ -e "$patch" ] || continue
+    patch --silent --directory "$work/FerretDB" -p1 < "$patch" >&2 || return 1
+  done
+  cp "$src"/*.go "$src"/go.mod "$src"/go.sum "$work/program/"
+  (cd "$work/program" && go mod edit -replace github.com/FerretDB/FerretDB=../FerretDB) >&2 || return 1
+  printf '%s\n' "$work/program"
 }
 
 write_kafka_config() {

@@ -92,3 +92,33 @@ async def test_documents_upsert_increment_and_unique_index(mongo_url, run_id):
     finally:
         await client.drop_database(db.name)
         await client.close()
+
+
+async def test_id_pushdown_never_changes_what_a_filter_matches(mongo_url, run_id):
+    """The local server's patch (deploy/local/ferretdb/id-pushdown.patch) narrows rows by `_id` before the
+    rest of the filter runs; every other condition must still apply, and odd `$in` lists still work."""
+    client = new_client(mongo_url)
+    db = client[f"wenzheng_pushdown_{run_id}"]
+    try:
+        docs = [{"_id": f"c{i}", "version": i % 3, "tags": ["a", "b"] if i % 2 else ["c"]} for i in range(30)]
+        await db.things.insert_many(docs)
+        await db.things.insert_one({"_id": 7, "version": 0})
+
+        assert (await db.things.update_one({"_id": "c4", "version": 0}, {"$set": {"x": 1}})).modified_count == 0
+        assert (await db.things.update_one({"_id": "c4", "version": 1}, {"$set": {"x": 1}})).modified_count == 1
+        assert (await db.things.delete_one({"_id": "c5", "version": 0})).deleted_count == 0
+
+        ids = ["c1", "c2", "c3", "missing"]
+        found = await db.things.find({"_id": {"$in": ids}, "tags": "a"}).to_list()
+        assert sorted(d["_id"] for d in found) == ["c1", "c3"]
+        mixed = await db.things.find({"_id": {"$in": ["c0", 7]}}).to_list()
+        assert sorted(str(d["_id"]) for d in mixed) == ["7", "c0"]
+        assert await db.things.count_documents({"_id": {"$in": ["c1", "c2"]}, "version": {"$gt": 1}}) == 1
+        assert await db.things.count_documents({"_id": {"$nin": ["c1"]}}) == 30
+        assert await db.things.count_documents({"_id": {"$in": [f"c{i}" for i in range(1500)]}}) == 30
+
+        result = await db.things.update_many({"_id": {"$in": ids}, "version": 1}, {"$inc": {"version": 10}})
+        assert result.modified_count == 1
+        assert (await db.things.find_one({"_id": "c1"}))["version"] == 11
+    finally:
+        await client.drop_database(db.name)

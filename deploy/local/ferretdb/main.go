@@ -24,15 +24,21 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:27017", "TCP address to listen on")
 	dataDir := flag.String("data-dir", "var/ferretdb", "directory holding the SQLite database files")
 	logLevel := flag.String("log-level", "warn", "log level: debug, info, warn, error")
+	synchronous := flag.String("synchronous", "normal",
+		"SQLite synchronous pragma: normal (fsync at WAL checkpoints; survives a killed process) or full (fsync every commit; also survives power loss)")
 	flag.Parse()
 
-	if err := run(*listen, *dataDir, *logLevel); err != nil {
+	if *synchronous != "normal" && *synchronous != "full" {
+		fmt.Fprintf(os.Stderr, "wenzheng-ferretdb: -synchronous must be normal or full, got %q\n", *synchronous)
+		os.Exit(2)
+	}
+	if err := run(*listen, *dataDir, *logLevel, *synchronous); err != nil {
 		fmt.Fprintln(os.Stderr, "wenzheng-ferretdb:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen, dataDir, logLevel string) error {
+func run(listen, dataDir, logLevel, synchronous string) error {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 		return fmt.Errorf("bad -log-level %q: %w", logLevel, err)
@@ -51,7 +57,10 @@ func run(listen, dataDir, logLevel string) error {
 		Listener:  ferretdb.ListenerConfig{TCP: listen},
 		Logger:    logger,
 		Handler:   "sqlite",
-		SQLiteURL: "file:" + abs + "/",
+		// FerretDB adds busy_timeout, WAL and auto_vacuum itself. SQLite's default synchronous=FULL
+		// fsyncs the WAL on every commit, which caps writes at the disk's flush rate; in WAL mode NORMAL
+		// keeps the database consistent and loses nothing when a process is killed, only on power loss.
+		SQLiteURL: "file:" + abs + "/?_pragma=synchronous(" + synchronous + ")",
 	})
 	if err != nil {
 		return err
