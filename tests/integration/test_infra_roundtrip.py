@@ -6,7 +6,7 @@ import asyncio
 from collections import defaultdict
 
 import pytest
-from pymongo import ASCENDING
+from pymongo import ASCENDING, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from services.common.events import SPEC_BY_MODEL, make_event, parse_event
@@ -120,5 +120,21 @@ async def test_id_pushdown_never_changes_what_a_filter_matches(mongo_url, run_id
         result = await db.things.update_many({"_id": {"$in": ids}, "version": 1}, {"$inc": {"version": 10}})
         assert result.modified_count == 1
         assert (await db.things.find_one({"_id": "c1"}))["version"] == 11
+    finally:
+        await client.drop_database(db.name)
+
+
+async def test_one_update_command_may_carry_more_statements_than_the_server_has_connections(mongo_url, run_id):
+    """FerretDB kept every statement's query open until the command ended: 101+ updates in one bulk write
+    waited forever for a pooled connection (deploy/local/ferretdb/update-closes-each-query.patch)."""
+    client = new_client(mongo_url)
+    db = client[f"wenzheng_bulk_{run_id}"]
+    try:
+        await db.things.insert_many([{"_id": f"c{i}", "n": 0} for i in range(300)])
+        async with asyncio.timeout(60):
+            result = await db.things.bulk_write([UpdateOne({"_id": f"c{i}", "n": 0}, {"$inc": {"n": 1}})
+                                                 for i in range(300)], ordered=False)
+        assert result.modified_count == 300
+        assert await db.things.count_documents({"n": 1}) == 300
     finally:
         await client.drop_database(db.name)
