@@ -114,16 +114,21 @@ async def consume_events(
     expected_topic_key: str | None = None,
     on_dead_letter: Callable[[ConsumerRecord, Exception], None] | None = None,
     stop: asyncio.Event | None = None,
+    concurrent_keys: int = 1,
 ) -> None:
     """Validate each record, hand it to ``handler``, commit after each batch.
 
     A record that is not a valid event is dead-lettered with the reason and the loop goes on.
     A handler error is not swallowed: the batch is not committed and the service restarts from
     the last commit, which idempotent handlers make harmless.
+
+    With ``concurrent_keys`` > 1, the records of a batch are handled in order within each key (one case)
+    while up to that many keys are handled at once; the batch is committed when all of them are done.
     """
-    while stop is None or not stop.is_set():
-        batches = await consumer.getmany(timeout_ms=500, max_records=500)
-        for tp, records in batches.items():
+    limit = asyncio.Semaphore(max(1, concurrent_keys))
+
+    async def handle_in_order(records: list[ConsumerRecord]) -> None:
+        async with limit:
             for record in records:
                 try:
                     event = parse_event(record.value or b"", expected_topic=expected_topic_key)
@@ -133,6 +138,20 @@ async def consume_events(
                         on_dead_letter(record, exc)
                     continue
                 await handler(event, record)
+
+    while stop is None or not stop.is_set():
+        batches = await consumer.getmany(timeout_ms=500, max_records=500)
+        for tp, records in batches.items():
+            if concurrent_keys <= 1:
+                await handle_in_order(records)
+            else:
+                by_key: dict[bytes | None, list[ConsumerRecord]] = {}
+                for record in records:
+                    by_key.setdefault(record.key, []).append(record)
+                results = await asyncio.gather(*(handle_in_order(group) for group in by_key.values()),
+                                               return_exceptions=True)
+                if failure := next((r for r in results if isinstance(r, BaseException)), None):
+                    raise failure
             await consumer.commit({tp: records[-1].offset + 1})
 
 

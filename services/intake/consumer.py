@@ -21,6 +21,7 @@ from services.intake.domain import MalformedDecision
 from services.intake.handlers import IntakeService
 
 log = get_logger(__name__)
+CONCURRENT_CASES = 32  # decisions for different cases are applied side by side; one case's stay in order
 
 
 class DecisionConsumer:
@@ -67,7 +68,8 @@ class DecisionConsumer:
                 try:
                     await consume_events(consumer, self.handle, publisher=self.publisher, service="intake",
                                          expected_topic_key="routing_decisions", stop=self.stop_event,
-                                         on_dead_letter=lambda *_: self._count_dead_letter())
+                                         on_dead_letter=lambda *_: self._count_dead_letter(),
+                                         concurrent_keys=CONCURRENT_CASES)
                 finally:
                     lag_task.cancel()
                 backoff = 0.5

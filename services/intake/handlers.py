@@ -372,10 +372,11 @@ class IntakeService:
     # ------------------------------------------------------------------ routing decisions
     async def apply_decision(self, decision: ev.RoutingDecision) -> str:
         """Returns what happened: applied, ignored (duplicate/outdated) or raises MalformedDecision."""
-        if await self.store.get(decision.case_id) is None:
+        doc = await self.store.get(decision.case_id)
+        if doc is None:
             raise domain.MalformedDecision(f"unknown case {decision.case_id}")
         try:
-            await self.execute(decision.case_id, domain.ApplyDecision(decision), None)
+            await self.execute(decision.case_id, domain.ApplyDecision(decision), None, first=doc)
         except DecisionIgnored as exc:
             log.info("decision_ignored", decision_id=decision.decision_id, reason=str(exc))
             metrics.DECISIONS.labels("ignored").inc()

@@ -24,7 +24,7 @@ from services.intake import metrics
 from services.intake.store import CaseStore
 
 log = get_logger(__name__)
-SWEEP_EVERY_SECONDS = 60.0  # the full scan for outboxes whose pointer a crash lost
+SWEEP_EVERY_SECONDS = 600.0  # the full scan for outboxes whose pointer a crash lost: first on getting the lease
 LEASE = "outbox-relay"
 
 

@@ -21,10 +21,10 @@ from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, DeleteOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.common.events import CaseStatus, PostKind, Rating
 from services.intake.domain import Case, PendingExtension
@@ -85,6 +85,73 @@ class CaseLocks:
             yield
 
 
+DUPLICATE_KEY = 11000
+IDS_PER_QUERY = 1000  # the local server pushes `_id: {$in: ...}` down up to this many ids
+
+
+def chunks(items: list[Any], size: int = IDS_PER_QUERY) -> Iterable[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+async def insert_each(collection: AsyncCollection, docs: list[dict[str, Any]]) -> dict[int, Exception]:
+    """``insert_many`` that does not stop at the first bad document: the errors by index in ``docs``
+    (a duplicate key as :class:`DuplicateKeyError`). Anything else, like a lost connection, raises."""
+    if not docs:
+        return {}
+    try:
+        await collection.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors") or []
+        if exc.details.get("writeConcernErrors") or not errors:
+            raise
+        return {error["index"]: (DuplicateKeyError if error.get("code") == DUPLICATE_KEY else BulkWriteError)(
+                    error.get("errmsg", "write error"), error.get("code"), error) for error in errors}
+    return {}
+
+
+class GroupCommit:
+    """New cases that arrive together are written together: one ``insert_many`` for the cases and one for
+    each pointer collection, instead of four round trips per post. A batch is whatever queued while the
+    previous one was being written, so a lone post waits for nobody, and under load each write carries
+    many posts. Each caller still learns its own outcome (a duplicate tracking number or Idempotency-Key
+    fails only that post)."""
+
+    def __init__(self, store: CaseStore, max_batch: int = 256) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def insert(self, doc: dict[str, Any]) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((doc, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_all(), name="intake-group-commit")
+        await done
+
+    async def _flush_all(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+            try:
+                errors = await self.store.insert_batch([doc for doc, _ in batch])
+            except Exception as exc:  # the database is unreachable: every post of the batch fails alike
+                errors = dict.fromkeys(range(len(batch)), exc)
+            except BaseException:  # shutting down: nobody may wait forever
+                for _, done in batch + self._queue:
+                    if not done.done():
+                        done.set_exception(RuntimeError("intake is shutting down"))
+                self._queue = []
+                raise
+            for index, (_, done) in enumerate(batch):
+                if done.done():  # the caller went away (client disconnected)
+                    continue
+                if index in errors:
+                    done.set_exception(errors[index])
+                else:
+                    done.set_result(None)
+
+
 class CaseStore:
     def __init__(self, db: AsyncDatabase) -> None:
         self.db = db
@@ -97,6 +164,7 @@ class CaseStore:
         self.by_idempotency_key = db["idempotency_keys"]
         self.pending = db["outbox_pending"]
         self.locks = CaseLocks()
+        self.group_commit = GroupCommit(self)
 
     async def ensure_indexes(self) -> None:
         await self.cases.create_index("tracking_number", unique=True)
@@ -134,14 +202,23 @@ class CaseStore:
 
     # ------------------------------------------------------------------ writes
     async def insert(self, doc: dict[str, Any]) -> None:
-        await self.cases.insert_one(doc)
-        await self.by_tracking.update_one({"_id": doc["tracking_number"]}, {"$set": {"case_id": doc["_id"]}},
-                                          upsert=True)
-        if doc.get("idempotency_key"):
-            await self.by_idempotency_key.update_one({"_id": doc["idempotency_key"]},
-                                                     {"$set": {"case_id": doc["_id"]}}, upsert=True)
-        if doc.get("outbox_count"):
-            await self._flag_pending(doc["_id"])
+        """Store a new case (with its outbox) and its pointers; raises DuplicateKeyError like insert_one."""
+        await self.group_commit.insert(doc)
+
+    async def insert_batch(self, docs: list[dict[str, Any]]) -> dict[int, Exception]:
+        """New cases first, then the pointers of those that were stored. A crash in between leaves pointers
+        missing, which lookups repair and :meth:`sweep_unflagged` finds; never a pointer to nothing."""
+        errors = await insert_each(self.cases, docs)
+        stored = [doc for index, doc in enumerate(docs) if index not in errors]
+        pointers = [
+            (self.by_tracking, [{"_id": d["tracking_number"], "case_id": d["_id"]} for d in stored]),
+            (self.by_idempotency_key, [{"_id": d["idempotency_key"], "case_id": d["_id"]} for d in stored
+                                       if d.get("idempotency_key") and not d["idempotency_key"].startswith("auto:")]),
+            (self.pending, [{"_id": d["_id"], "seq": 1} for d in stored if d.get("outbox_count")]),
+        ]
+        # a pointer that already exists was written by a lookup's repair or by the sweep: same case, keep it
+        await asyncio.gather(*(insert_each(collection, rows) for collection, rows in pointers))
+        return errors
 
     async def _flag_pending(self, case_id: str) -> None:
         """Written after the case: the relay's list of cases to look at (``seq`` tells it of later events)."""
@@ -174,17 +251,24 @@ class CaseStore:
 
     # ------------------------------------------------------------------ outbox
     async def pending_outbox(self, limit: int) -> list[dict[str, Any]]:
-        """Cases with unpublished events, from the pointer list (each case read by _id)."""
+        """Cases with unpublished events, from the pointer list (read in batches by _id)."""
         pointers = await self.pending.find({}).limit(limit).to_list()
+        seq_by_id = {pointer["_id"]: pointer["seq"] for pointer in pointers}
+        docs: list[dict[str, Any]] = []
+        for ids in chunks(list(seq_by_id)):
+            docs += await self.cases.find({"_id": {"$in": ids}}, {"outbox": 1, "outbox_count": 1}).to_list()
+        with_events = [{**doc, "pending_seq": seq_by_id[doc["_id"]]} for doc in docs if doc.get("outbox_count")]
+        stale = {case_id: seq for case_id, seq in seq_by_id.items()
+                 if case_id not in {doc["_id"] for doc in with_events}}
+        if stale:
+            async with self.locks.holding(stale):
+                await self._drop_pointers(stale)
+        return with_events
 
-        async def load(pointer: dict[str, Any]) -> dict[str, Any] | None:
-            doc = await self.cases.find_one({"_id": pointer["_id"]}, {"outbox": 1, "outbox_count": 1})
-            if doc is None or not doc.get("outbox_count"):
-                await self.pending.delete_one({"_id": pointer["_id"], "seq": pointer["seq"]})
-                return None
-            return {**doc, "pending_seq": pointer["seq"]}
-
-        return [doc for doc in await asyncio.gather(*(load(p) for p in pointers)) if doc is not None]
+    async def _drop_pointers(self, seq_by_id: dict[str, int]) -> None:
+        """Remove pointers, each only if no new event flagged it since it was read (its ``seq`` moved)."""
+        for ids in chunks(list(seq_by_id)):
+            await self.pending.bulk_write([DeleteOne({"_id": i, "seq": seq_by_id[i]}) for i in ids], ordered=False)
 
     async def sweep_unflagged(self) -> int:
         """The safety net: flag every case whose outbox is not empty (a full scan; at start and now and then).
@@ -197,23 +281,34 @@ class CaseStore:
 
     async def mark_published(self, published: dict[str, list[dict[str, Any]]],
                              seen_seq: dict[str, int] | None = None) -> None:
-        """Remove exactly the published entries, then the pointer unless new events arrived meanwhile."""
+        """Remove exactly the published entries, then the pointers unless new events arrived meanwhile.
+
+        The usual case, nothing added since the relay read the outbox, is one bulk write that empties each
+        outbox on condition that it still holds as many entries as were sent. Cases that changed meanwhile
+        are read back and lose only the entries that were sent."""
         if not published:
             return
         seen_seq = seen_seq or {}
         async with self.locks.holding(published):
-            for case_id, entries in published.items():
-                result = await self.cases.update_one({"_id": case_id, "outbox_count": len(entries)},
-                                                     {"$set": {"outbox": [], "outbox_count": 0}})
-                if result.matched_count == 0:
-                    doc = await self.cases.find_one({"_id": case_id}, {"outbox": 1})
-                    sent = {entry["id"] for entry in entries}
-                    still_there = [e for e in (doc or {}).get("outbox") or [] if e["id"] in sent]
-                    if still_there:
-                        await self.cases.update_one({"_id": case_id}, {"$pullAll": {"outbox": still_there},
-                                                                       "$inc": {"outbox_count": -len(still_there)}})
-                if case_id in seen_seq:
-                    await self.pending.delete_one({"_id": case_id, "seq": seen_seq[case_id]})
+            ids = list(published)
+            modified = 0
+            for part in chunks(ids):
+                emptied = [UpdateOne({"_id": i, "outbox_count": len(published[i])},
+                                     {"$set": {"outbox": [], "outbox_count": 0}}) for i in part]
+                result = await self.cases.bulk_write(emptied, ordered=False)
+                modified += result.modified_count
+            if modified < len(ids):
+                await self._remove_sent_entries(published)
+            await self._drop_pointers({i: seen_seq[i] for i in ids if i in seen_seq})
+
+    async def _remove_sent_entries(self, published: dict[str, list[dict[str, Any]]]) -> None:
+        for ids in chunks(list(published)):
+            for doc in await self.cases.find({"_id": {"$in": ids}}, {"outbox": 1}).to_list():
+                sent = {entry["id"] for entry in published[doc["_id"]]}
+                still_there = [e for e in doc.get("outbox") or [] if e["id"] in sent]
+                if still_there:
+                    await self.cases.update_one({"_id": doc["_id"]}, {"$pullAll": {"outbox": still_there},
+                                                                      "$inc": {"outbox_count": -len(still_there)}})
 
     async def outbox_backlog(self) -> int:
         """Unpublished events, summed over the cases on the pointer list (each read by _id)."""

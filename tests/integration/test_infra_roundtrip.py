@@ -138,3 +138,64 @@ async def test_one_update_command_may_carry_more_statements_than_the_server_has_
         assert await db.things.count_documents({"n": 1}) == 300
     finally:
         await client.drop_database(db.name)
+
+
+async def test_consuming_several_cases_at_once_keeps_each_cases_order(kafka_bootstrap, test_topics, run_id):
+    """consume_events(concurrent_keys=N): different keys interleave, one key's events stay in order, a
+    malformed record is dead-lettered, and the batch is committed only when every key is done."""
+    from services.common.kafka import consume_events
+
+    producer = new_producer(kafka_bootstrap)
+    await producer.start()
+    try:
+        publisher = EventPublisher(producer, source="/tests", names=test_topics)
+        batch = [(test_topics.case_events, make_event(payload, source="/tests"))
+                 for i in range(8) for payload in sample_payloads(f"case-{i}")
+                 if publisher.topic_for(payload) == test_topics.case_events]
+        await publisher.send_events(batch)
+        await producer.send_and_wait(test_topics.case_events, b"{not json", key=b"case-0")
+    finally:
+        await producer.stop()
+
+    seen: dict[str, list[int]] = defaultdict(list)
+    in_flight, most_in_flight = 0, 0
+    stop = asyncio.Event()
+    dead = []
+
+    async def handler(event, record):
+        nonlocal in_flight, most_in_flight
+        in_flight += 1
+        most_in_flight = max(most_in_flight, in_flight)
+        await asyncio.sleep(0.01)
+        seen[record.key.decode()].append(event.envelope.sequence)
+        in_flight -= 1
+        stop_when_all_done()
+
+    def on_dead_letter(record, exc):
+        dead.append(record.offset)
+        stop_when_all_done()
+
+    def stop_when_all_done():
+        if sum(map(len, seen.values())) == len(batch) and dead:
+            stop.set()
+
+    consumer = new_consumer(test_topics.case_events, group_id=f"test-{run_id}", bootstrap=kafka_bootstrap)
+    await consumer.start()
+    producer = new_producer(kafka_bootstrap)
+    await producer.start()
+    try:
+        async with asyncio.timeout(60):
+            await consume_events(consumer, handler, publisher=EventPublisher(producer, source="/tests",
+                                                                             names=test_topics),
+                                 service="tests", stop=stop, concurrent_keys=8,
+                                 on_dead_letter=on_dead_letter)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+    sent_order: dict[str, list[int]] = defaultdict(list)
+    for _, event in batch:
+        sent_order[event.key.decode()].append(event.envelope.sequence)
+    assert dict(seen) == dict(sent_order)
+    assert most_in_flight > 1
+    assert len(dead) == 1
