@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -235,7 +236,20 @@ _SMS_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": _SMS_SCHEMA}, "application/x-www-form-urlencoded": {"schema": _SMS_SCHEMA}}}}
 
 
-@citizen.post("/sms/inbound", responses={422: {}, 429: {}}, openapi_extra=_SMS_BODY)
+def _sms_gateway(request: Request,
+                 token: Annotated[str | None, Header(alias="X-Sms-Gateway-Token")] = None) -> None:
+    """Only the SMS gateway may say which phone a text came from: it proves itself with a shared secret."""
+    expected = request.app.state.runtime.settings.sms_gateway_token
+    if expected is None:
+        return
+    if not token:
+        raise Unauthorized("the SMS gateway's token is required", "X-Sms-Gateway-Token")
+    if not hmac.compare_digest(token.encode(), expected.encode()):
+        raise Unauthorized("wrong SMS gateway token", "X-Sms-Gateway-Token")
+
+
+@citizen.post("/sms/inbound", responses={401: {}, 422: {}, 429: {}}, openapi_extra=_SMS_BODY,
+              dependencies=[Depends(_sms_gateway)])
 async def sms_inbound(request: Request, service: ServiceDep) -> dict[str, Any]:
     """The SMS gateway's webhook: `查询 <tracking number>` answers the status, other text becomes a post."""
     raw: Any
@@ -371,7 +385,7 @@ def _error(http_status: int, code: str, message: str, field: str | None, request
            **extra: Any) -> JSONResponse:
     if request.url.path.startswith("/open311/"):
         return JSONResponse([{"code": http_status, "description": message}], status_code=http_status)
-    headers = {"WWW-Authenticate": "Bearer"} if http_status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if http_status == 401 and field == "Authorization" else None
     if "retry_after" in extra:
         headers = {"Retry-After": str(extra.pop("retry_after"))}
     body = {"error": {"code": code, "message": message, "field": field, **extra}}
@@ -441,8 +455,10 @@ def load_credentials(settings: IntakeSettings, common: CommonSettings) -> Creden
         credentials = Credentials.empty()
     except (OSError, ValueError, AttributeError) as exc:
         raise SystemExit(f"intake: cannot read credentials {settings.credentials_file}: {exc}") from exc
-    if common.environment == "production" and settings.secret == DEFAULT_SECRET:
+    if common.environment == "production" and settings.secret in (DEFAULT_SECRET, ""):
         raise SystemExit("intake: set WENZHENG_INTAKE_SECRET; refusing to start in production with the default")
+    if common.environment == "production" and not settings.sms_gateway_token:
+        raise SystemExit("intake: set WENZHENG_INTAKE_SMS_GATEWAY_TOKEN; refusing to start in production without it")
     if common.environment == "production" and not len(credentials):
         raise SystemExit(f"intake: no credentials in {settings.credentials_file}; refusing to start in production")
     if not len(credentials):

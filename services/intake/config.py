@@ -25,6 +25,10 @@ class IntakeSettings(BaseSettings):
     rate_limit_per_ip: int = Field(120, ge=1)
     rate_limit_ip_window_seconds: float = Field(60, gt=0)
 
+    sms_gateway_token: str | None = Field(
+        None, description="shared secret the SMS gateway sends in the X-Sms-Gateway-Token header of its "
+                          "webhook calls; required in production, optional locally")
+
     auto_reopen_on_unsatisfied: bool = False
     reopen_working_days: int = Field(5, ge=1, le=30)
     return_window_working_days: int = Field(2, ge=0, le=10)
@@ -35,7 +39,7 @@ class IntakeSettings(BaseSettings):
     relay_batch: int = Field(2000, ge=1)
     relay_idle_seconds: float = Field(0.2, gt=0, description="poll interval when nothing is pending")
     relay_min_interval_seconds: float = Field(
-        0.5, ge=0, description="at least this long between two drains: each drain scans the collection on FerretDB")
+        0.05, ge=0, description="at least this long between two drains under load, so each drain carries more")
     relay_lease_seconds: float = Field(10, gt=0)
 
     consumer_enabled: bool = True

@@ -34,6 +34,12 @@ def test_every_platform_service_runs_from_the_one_image_with_a_healthcheck(name)
     assert service["environment"]["WENZHENG_KAFKA_BOOTSTRAP"] == "kafka:9092"
 
 
+def test_intake_secrets_come_from_the_operator_and_are_required():
+    environment = SERVICES["intake"]["environment"]
+    for variable in ("WENZHENG_INTAKE_SECRET", "WENZHENG_INTAKE_SMS_GATEWAY_TOKEN"):
+        assert environment[variable].startswith("${" + variable + ":?"), variable
+
+
 @pytest.mark.parametrize("name", SCALED)
 def test_scaled_services_publish_no_fixed_host_port(name):
     assert "ports" not in SERVICES[name], f"{name} must scale with --scale: no fixed host port"
@@ -60,5 +66,6 @@ def test_dockerfile_installs_the_project():
 )
 def test_docker_compose_config_is_valid():
     result = subprocess.run(["docker", "compose", "config", "-q"], cwd=ROOT, capture_output=True, text=True,
-                            env={"WENZHENG_CREDENTIALS_FILE": str(ROOT / "pyproject.toml"), "PATH": "/usr/bin:/bin"})
+                            env={"WENZHENG_CREDENTIALS_FILE": str(ROOT / "pyproject.toml"), "PATH": "/usr/bin:/bin",
+                                 "WENZHENG_INTAKE_SECRET": "s", "WENZHENG_INTAKE_SMS_GATEWAY_TOKEN": "t"})
     assert result.returncode == 0, result.stderr

@@ -91,9 +91,17 @@ def test_credentials_command_writes_tokens_once(tmp_path: Path) -> None:
     assert (path.stat().st_mode & 0o077) == 0
 
 
-def test_production_refuses_to_start_without_credentials(tmp_path: Path) -> None:
-    env = {"WENZHENG_ENVIRONMENT": "production", "WENZHENG_INTAKE_CREDENTIALS_FILE": str(tmp_path / "none.json"),
-           "WENZHENG_INTAKE_SECRET": "a-production-secret", "PATH": "/usr/bin:/bin"}
+@pytest.mark.parametrize(("missing", "named"), [("WENZHENG_INTAKE_CREDENTIALS_FILE", "no credentials"),
+                                               ("WENZHENG_INTAKE_SMS_GATEWAY_TOKEN", "SMS_GATEWAY_TOKEN"),
+                                               ("WENZHENG_INTAKE_SECRET", "WENZHENG_INTAKE_SECRET")])
+def test_production_refuses_to_start_without_its_secrets(tmp_path: Path, missing: str, named: str) -> None:
+    credentials = tmp_path / "credentials.json"
+    credentials.write_text(json.dumps({"admin": "an-admin-token-of-some-length"}))
+    env = {"WENZHENG_ENVIRONMENT": "production", "WENZHENG_INTAKE_CREDENTIALS_FILE": str(credentials),
+           "WENZHENG_INTAKE_SECRET": "a-production-secret", "WENZHENG_INTAKE_SMS_GATEWAY_TOKEN": "a-gateway-secret",
+           "PATH": "/usr/bin:/bin"}
+    env[missing] = str(tmp_path / "none.json") if missing.endswith("_FILE") else ""
     result = subprocess.run([sys.executable, "-c", "from services.intake.__main__ import app_factory; app_factory()"],
                             cwd=ROOT, capture_output=True, text=True, env=env)
     assert result.returncode != 0 and "refusing to start" in result.stderr
+    assert named in result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections import Counter
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from services.common.config import TopicSettings
 from services.common.events import parse_event
 from services.common.kafka import new_producer
+from services.common.mongo import new_client
 from services.intake import metrics
 from tests.intake.conftest import Intake, decode, eventually, open_intake, random_phone, read_topic
 
@@ -108,3 +110,23 @@ async def test_outage_posts_accepted_then_published_exactly_once(kafka_bootstrap
 
 async def _relay_failed(harness: Intake) -> bool:
     return harness.runtime.relay.last_error is not None and metrics.RELAY_ERRORS._value.get() > 0
+
+
+async def test_the_sms_webhook_takes_texts_only_from_the_gateway(kafka_bootstrap, mongo_url, intake_topics) -> None:
+    """With a gateway token configured, a text without it (or with a wrong one) is refused and stores nothing."""
+    async with open_intake(kafka_bootstrap, mongo_url, intake_topics, uuid.uuid4().hex[:10],
+                           sms_gateway_token="gateway-secret") as gated:
+        text = {"from": random_phone(), "text": "小区门口路灯坏了半个月"}
+        missing = await gated.client.post("/v1/sms/inbound", data=text)
+        wrong = await gated.client.post("/v1/sms/inbound", data=text, headers={"X-Sms-Gateway-Token": "guess"})
+        for refused in (missing, wrong):
+            assert refused.status_code == 401
+            assert refused.json()["error"]["field"] == "X-Sms-Gateway-Token"
+        mongo = new_client(mongo_url)
+        try:
+            assert await mongo[gated.settings.database].cases.count_documents({}) == 0
+        finally:
+            await mongo.close()
+        accepted = await gated.client.post("/v1/sms/inbound", data=text,
+                                           headers={"X-Sms-Gateway-Token": "gateway-secret"})
+        assert accepted.status_code == 200 and accepted.json()["action"] == "post"
