@@ -133,10 +133,10 @@ async def list_requests(
     if service_code:
         query["$or"] = [{"category": service_code}, {"requested_category": service_code}]
     created: dict[str, Any] = {}
-    for op, value in (("$gte", start_date), ("$lte", end_date)):
+    for op, name, value in (("$gte", "start_date", start_date), ("$lte", "end_date", end_date)):
         if value is not None:
             if value.tzinfo is None:
-                raise Invalid("dates need a time zone (ISO 8601, e.g. 2026-11-01T00:00:00Z)", op)
+                raise Invalid("dates need a time zone (ISO 8601, e.g. 2026-11-01T00:00:00Z)", name)
             created[op] = value
     if created:
         query["created_at"] = created

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,16 @@ async def test_open311_services_and_requests(intake: Intake) -> None:
                                       params={"service_request_id": request_id, "status": "closed"})).json()
     assert closed == []
     assert phone not in json.dumps(listed, ensure_ascii=False) and "王" not in json.dumps(listed, ensure_ascii=False)
+
+    requested = datetime.fromisoformat(one["requested_datetime"])
+    assert requested.utcoffset() is not None, "Open311 datetimes carry their zone"
+    around = {"service_request_id": request_id, "start_date": (requested - timedelta(minutes=1)).isoformat(),
+              "end_date": (requested + timedelta(minutes=1)).isoformat()}
+    assert len((await intake.client.get("/open311/v2/requests.json", params=around)).json()) == 1
+    later = {**around, "start_date": (requested + timedelta(seconds=1)).isoformat()}
+    assert (await intake.client.get("/open311/v2/requests.json", params=later)).json() == []
+    naive = await intake.client.get("/open311/v2/requests.json", params={"start_date": "2026-11-01T00:00:00"})
+    assert naive.status_code == 422 and "time zone" in naive.json()[0]["description"]
 
     r = await intake.client.post("/open311/v2/requests.json", data={**form, "api_key": "wrong"})
     assert r.status_code == 403 and r.json()[0]["code"] == 403
