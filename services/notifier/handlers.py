@@ -157,7 +157,8 @@ class NotifierService:
             await self.store.close_post(state.case_id)
 
     async def _add_notification(self, planned: PlannedNotification, partition: int, now: datetime) -> None:
-        if await self.store.count_waiting(planned.case_id) >= self.settings.pending_per_case_max:
+        contact = await self.store.contact(planned.case_id)
+        if contact is None and await self.store.count_waiting(planned.case_id) >= self.settings.pending_per_case_max:
             PENDING_CONTACT.labels("dropped").inc()
             log.warning("notification_dropped", notification_id=planned.notification_id, reason="too many pending")
             return
@@ -166,19 +167,26 @@ class NotifierService:
                "status": "waiting", "created_at": now, "attempts": 0, "lease_until": None}
         if not await self.store.add_notification(doc):
             return
-        contact = await self.store.contact(planned.case_id)
         if contact is None:
-            PENDING_CONTACT.labels("waiting").inc()
-            return
+            # Marker first, then look again: apply_contact saves the contact first, then looks for the marker,
+            # so whichever comes second sees the other's write and the notification cannot be left waiting.
+            await self.store.mark_waiting(planned.case_id)
+            contact = await self.store.contact(planned.case_id)
+            if contact is None:
+                PENDING_CONTACT.labels("waiting").inc()
+                return
         await self._resolve(doc, contact)
 
     async def apply_contact(self, contact: CaseContact) -> None:
         """A contact (possibly after the case events): release what waited for it."""
         data = contact.model_dump(mode="json")
         await self.store.save_contact(contact.case_id, data)
+        if not await self.store.has_waiting(contact.case_id):
+            return  # the usual order: the contact came first, nothing waits (and no scan of the notifications)
         for doc in await self.store.waiting_for(contact.case_id):
             PENDING_CONTACT.labels("released").inc()
             await self._resolve(doc, data)
+        await self.store.clear_waiting(contact.case_id)
 
     async def _resolve(self, doc: dict[str, Any], contact_data: dict[str, Any]) -> None:
         contact = CaseContact.model_validate(contact_data)

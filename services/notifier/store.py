@@ -2,8 +2,9 @@
 
 Collections: ``cases`` (deadline state per case, with its case-events partition), ``contacts`` (private:
 how to reach the poster), ``notifications`` (one document per notification id: waiting for a contact,
-ready, delivered, dead), ``hotspot_posts`` (open assigned posts by category and township, shared by every
-worker so that a burst spread over partitions is still seen).
+ready, delivered, dead), ``waiting_cases`` (one marker per case with notifications waiting for its contact,
+so that a contact that arrives looks for them only when there are any), ``hotspot_posts`` (open assigned
+posts by category and township, shared by every worker so that a burst spread over partitions is still seen).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class NotifierStore:
         self.cases = db["cases"]
         self.contacts = db["contacts"]
         self.notifications = db["notifications"]
+        self.waiting_cases = db["waiting_cases"]
         self.posts = db["hotspot_posts"]
 
     async def ensure_indexes(self) -> None:
@@ -59,6 +61,15 @@ class NotifierStore:
         result = await self.notifications.update_one(
             {"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True)
         return result.upserted_id is not None
+
+    async def mark_waiting(self, case_id: str) -> None:
+        await self.waiting_cases.update_one({"_id": case_id}, {"$set": {"case_id": case_id}}, upsert=True)
+
+    async def has_waiting(self, case_id: str) -> bool:
+        return await self.waiting_cases.find_one({"_id": case_id}) is not None
+
+    async def clear_waiting(self, case_id: str) -> None:
+        await self.waiting_cases.delete_one({"_id": case_id})
 
     async def waiting_for(self, case_id: str) -> list[dict[str, Any]]:
         cursor = self.notifications.find({"case_id": case_id, "status": "waiting"}).sort("created_at", ASCENDING)

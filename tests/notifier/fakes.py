@@ -21,6 +21,7 @@ class FakeStore:
         self.contacts: dict[str, dict[str, Any]] = {}
         self.notifications: dict[str, dict[str, Any]] = {}
         self.posts: dict[str, dict[str, Any]] = {}
+        self.waiting_cases: set[str] = set()
 
     async def save_cases(self, states) -> None:
         for s in states:
@@ -40,6 +41,15 @@ class FakeStore:
             return False
         self.notifications[doc["_id"]] = dict(doc)
         return True
+
+    async def mark_waiting(self, case_id: str) -> None:
+        self.waiting_cases.add(case_id)
+
+    async def has_waiting(self, case_id: str) -> bool:
+        return case_id in self.waiting_cases
+
+    async def clear_waiting(self, case_id: str) -> None:
+        self.waiting_cases.discard(case_id)
 
     async def waiting_for(self, case_id: str) -> list[dict[str, Any]]:
         return [dict(d) for d in self.notifications.values() if d["case_id"] == case_id and d["status"] == "waiting"]

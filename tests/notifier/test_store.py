@@ -70,6 +70,15 @@ async def test_notifications_wait_claim_and_expire(store):
     assert await store.waiting_for("c9") == []
 
 
+async def test_a_case_is_marked_while_notifications_wait_for_its_contact(store):
+    assert await store.has_waiting("c1") is False
+    await store.mark_waiting("c1")
+    await store.mark_waiting("c1")
+    assert await store.has_waiting("c1") is True and await store.has_waiting("c2") is False
+    await store.clear_waiting("c1")
+    assert await store.has_waiting("c1") is False
+
+
 async def test_contacts_are_kept_by_case(store):
     await store.save_contact("c1", {"phone": "13800138000"})
     await store.save_contact("c1", {"phone": "13900139000"})
