@@ -41,7 +41,8 @@ class NotifierSettings(BaseSettings):
     scan_max_cases: int = Field(
         5000, ge=1, description="cases evaluated per scan step: the consumer gets the lock between steps")
     hotspot_scan_seconds: float = Field(10.0, gt=0)
-    sweep_interval_seconds: float = Field(5.0, gt=0, description="re-queue deliveries left behind")
+    sweep_interval_seconds: float = Field(
+        30.0, gt=0, description="re-queue deliveries left behind and expire old waits (scans the notifications)")
     metrics_refresh_seconds: float = Field(5.0, gt=0)
     session_timeout_ms: int = Field(10000, ge=6000)
 

@@ -114,7 +114,8 @@ class NotifierStore:
             "assigned_at": assigned_at, "open": True}}, upsert=True)
 
     async def close_post(self, case_id: str) -> None:
-        await self.posts.update_one({"_id": case_id}, {"$set": {"open": False}})
+        """Forget it: the hotspot scans read the whole collection, so it holds only open posts."""
+        await self.posts.delete_one({"_id": case_id})
 
     async def busy_places(self, since: datetime, minimum: int) -> list[str]:
         pipeline = [{"$match": {"open": True, "assigned_at": {"$gt": since}}},
