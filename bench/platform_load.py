@@ -172,9 +172,21 @@ async def consumer_lag(platform: Platform) -> dict[str, int]:
         await admin.close()
 
 
+INFRA_PID_FILES = {"infra:kafka": Path("var/kafka/kafka.pid"),
+                   "infra:mongodb-wire (ferretdb)": Path("var/ferretdb/ferretdb.pid")}
+
+
 def process_usage(platform: Platform) -> dict[str, psutil.Process]:
-    return {r.label: psutil.Process(r.process.pid) for group in platform.replicas.values() for r in group
-            if r.process and r.process.poll() is None}
+    """The four services' processes, and the local broker and database server when `make infra-up` runs
+    them: their CPU is where the benchmark shows the platform's bottleneck."""
+    processes = {r.label: psutil.Process(r.process.pid) for group in platform.replicas.values() for r in group
+                 if r.process and r.process.poll() is None}
+    for label, pid_file in INFRA_PID_FILES.items():
+        try:
+            processes[label] = psutil.Process(int(pid_file.read_text().strip()))
+        except (OSError, ValueError, psutil.Error):
+            continue
+    return processes
 
 
 async def run(rates: list[float], stage_seconds: float, drain_seconds: float, reference_messages: int) -> dict:
@@ -239,6 +251,7 @@ async def run(rates: list[float], stage_seconds: float, drain_seconds: float, re
         "submit_to_counted_seconds": {"n": len(counted), "p50": percentile(counted, 0.5),
                                       "p95": percentile(counted, 0.95), "p99": percentile(counted, 0.99)},
         "services": usage,
+        "busiest_process": max(usage, key=lambda label: usage[label]["cpu_percent_avg"], default=None),
         "consumer_lag_at_end": lag,
         "reference": reference,
         "ratio_posts_to_raw_produce": round(sustained / reference["produce_per_second"], 4),
