@@ -22,4 +22,6 @@ class RouterSettings(BaseSettings):
     max_returns: int = Field(2, ge=1, description="after this many returns the case goes to triage")
     duplicate_window_days: int = Field(7, ge=1)
     duplicate_similarity: float = Field(0.6, ge=0, le=1, description="character-bigram Jaccard")
+    batch_size: int = Field(100, ge=1, description="at most this many events are routed together")
+    batch_wait_seconds: float = Field(0.01, gt=0, description="how long to gather events for a batch")
     partitions: int = Field(6, validation_alias=AliasChoices("WENZHENG_TOPIC_PARTITIONS", "WENZHENG_ROUTER_PARTITIONS"))
