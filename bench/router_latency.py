@@ -20,6 +20,7 @@ import csv
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -273,6 +274,7 @@ async def run(args: argparse.Namespace) -> dict:
         await client.close()
         await delete_topics(bootstrap, prefix)
         await delete_topics(bootstrap, app_id)
+    shutil.rmtree(workdir, ignore_errors=True)  # faust's local data; kept (with the worker's log) on failure
     paced = [s for s in steps if s["target_rate"] != "burst" and s.get("p99_ms") is not None]
     under_200 = [s["target_rate"] for s in paced if s["p99_ms"] < 200 and s["decisions"] == s["events"]]
     return {
