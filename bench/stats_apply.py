@@ -1,9 +1,10 @@
 """Events applied per second by the stats projector against the local MongoDB-wire server.
 
-Measures the apply path (facts -> ledger + pending deltas -> marked rollup increments), the part that bounds
-a consumer instance; Kafka fetch and parse are excluded (they run at >50k events/s here).
+Measures the apply path the consumer runs (facts -> ledger read by ids -> journal -> ledger swap; rollup
+flushes when due, every --flush-seconds, and a last flush included in the time), the part that bounds a
+consumer instance; Kafka fetch and parse are excluded (they run at >50k events/s here).
 
-    .venv/bin/python -m bench.stats_apply [--cases 300] [--batch 2000]
+    .venv/bin/python -m bench.stats_apply [--cases 5000] [--batch 2000] [--flush-seconds 1]
 """
 
 from __future__ import annotations
@@ -24,40 +25,42 @@ from services.stats.store import StatsStore
 OUT = Path(__file__).resolve().parents[1] / "var" / "bench" / "stats_apply.json"
 
 
-async def run(cases: int, batch: int, concurrency: int) -> dict:
+async def run(cases: int, batch: int, flush_seconds: float) -> dict:
     sim = simulate(cases, seed=99)
     facts = [f for _t, e in sim.events if (f := fact_from_event(e)) is not None]
     client = new_client()
     name = f"wenzheng_stats_bench_{uuid.uuid4().hex[:8]}"
     try:
-        store = StatsStore(client[name], concurrency)
+        store = StatsStore(client[name])
         await store.ensure_indexes()
-        projector = Projector(store, "bench")
+        projector = Projector(store, "bench", flush_seconds=flush_seconds)
         started = time.perf_counter()
-        rollups = 0
-        for i in range(0, len(facts), batch):
-            result = await projector.apply(facts[i:i + batch])
-            rollups += result.rollups_touched
+        for i in range(0, len(facts), batch):  # as the consumer does: flushes run when due, in the background
+            await projector.apply(facts[i:i + batch], flush=False)
+        await projector.flush()
         elapsed = time.perf_counter() - started
+        rollups = projector.rollups_flushed
         replay_started = time.perf_counter()
         for i in range(0, len(facts), batch):
-            await projector.apply(facts[i:i + batch])
+            await projector.apply(facts[i:i + batch], flush=False)
+        await projector.flush()
         replay = time.perf_counter() - replay_started
     finally:
         await client.drop_database(name)
         await client.close()
-    return {"cases": cases, "events": len(facts), "batch": batch, "concurrency": concurrency,
+    return {"cases": cases, "events": len(facts), "batch": batch,
             "seconds": round(elapsed, 2), "events_per_second": round(len(facts) / elapsed, 1),
-            "rollup_updates": rollups, "replay_events_per_second": round(len(facts) / replay, 1)}
+            "flush_seconds": flush_seconds, "rollup_increments": rollups,
+            "replay_events_per_second": round(len(facts) / replay, 1)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.stats_apply")
-    parser.add_argument("--cases", type=int, default=300)
+    parser.add_argument("--cases", type=int, default=5000)
     parser.add_argument("--batch", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--flush-seconds", type=float, default=2.0)
     args = parser.parse_args()
-    result = asyncio.run(run(args.cases, args.batch, args.concurrency))
+    result = asyncio.run(run(args.cases, args.batch, args.flush_seconds))
     print(json.dumps(result, indent=2))
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2))

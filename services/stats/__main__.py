@@ -21,7 +21,7 @@ async def _reconcile(check_only: bool) -> dict:
     settings = StatsSettings()
     client = new_client(common_settings().mongo_url)
     try:
-        store = StatsStore(client[settings.database], settings.write_concurrency)
+        store = StatsStore(client[settings.database])
         return await Projector(store, settings.instance_id).reconcile(fix=not check_only)
     finally:
         await client.close()

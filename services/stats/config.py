@@ -17,7 +17,8 @@ class StatsSettings(BaseSettings):
     consumer_group: str = "wenzheng-stats"
     instance_id: str = Field(default_factory=socket.gethostname, description="names this replica's markers")
     max_batch: int = Field(2000, ge=1, description="events applied per batch (one bulk write round)")
-    write_concurrency: int = Field(4, ge=1)
+    flush_seconds: float = Field(2.0, gt=0, description="how long new events may wait before the rollups (and so "
+                                 "the published rates) include them; longer flushes fewer, bigger batches")
     min_sample: int = Field(30, ge=1, description="cases a unit needs to be ranked, praised or criticised")
     list_size: int = Field(5, ge=1, description="units in the praise and criticism lists")
     metrics_max_units: int = Field(200, ge=1, description="bound on the per-unit gauge label values")

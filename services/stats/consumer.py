@@ -50,6 +50,10 @@ class StatsConsumer:
                 await asyncio.sleep(0.5)
             finally:
                 self.consuming = False
+                try:  # what is journaled but not yet in the rollups: finish it now (else recovery will)
+                    await self.projector.flush()
+                except Exception as exc:
+                    log.error("flush_failed", error=str(exc)[:300], error_type=type(exc).__name__)
                 await self.consumer.stop()
 
     async def _loop(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
@@ -75,14 +79,18 @@ class StatsConsumer:
                 if records:
                     offsets[tp] = records[-1].offset + 1
             if facts:
-                result = await self.projector.apply(facts)
+                # the ledger and the batch journal are written now; the rollups by a flush every
+                # flush_seconds, in the background (the journal makes the commit below safe before it)
+                result = await self.projector.apply(facts, flush=False)
                 self.metrics.events_applied.inc(result.facts - result.duplicates)
                 self.metrics.duplicates.inc(result.duplicates)
                 self.metrics.health.applied()
                 if newest_event_time is not None:
                     self.metrics.apply_lag.set(max(0.0, time.time() - newest_event_time))
+            elif self.projector.pending():
+                await self.projector.flush(wait=False)  # idle: make the rates current now
             if offsets:
-                await consumer.commit(offsets)  # only after the batch is durably applied
+                await consumer.commit(offsets)  # only after the batch is durably journaled and in the ledger
             if time.monotonic() - last_lag > 5:
                 last_lag = time.monotonic()
                 await self._export_lag(consumer)

@@ -1,21 +1,28 @@
 """Use cases: apply a batch of facts exactly once, recover an interrupted batch, reconcile, answer queries.
 
-Crash safety without transactions (DESIGN.md §3), per batch B:
+Crash safety without transactions (DESIGN.md §3). Applying a batch B of facts:
 
-1. journal ``batches/B`` = open, listing the cases B changes;
-2. each changed case's ledger document gets its new state, its new facts **and** ``pending.B`` (its rollup
-   deltas) in one single-document write, guarded by the document's ``rev``;
-3. the deltas of B, merged per rollup document, are ``$inc``-ed with a ``marks: {$ne: B}`` guard that also
-   pushes B, so each rollup document takes B at most once;
-4. ``batches/B`` = done; the B marks are pulled. ``pending.B`` entries of done batches are dropped lazily.
+1. read the ledger documents of B's cases (one ``$in`` query per thousand cases), fold the new facts in and
+   compute the rollup deltas, all in memory (pure domain code);
+2. journal ``batches/B``: the new ledger documents and B's merged deltas, in one insert; the journal's
+   existence means "B is not finished";
+3. swap the new ledger documents in (delete by ids, insert_many);
+4. B belongs to this instance's open group G (its id is in B's journal). A *flush* closes G and ``$inc``-s
+   G's deltas, merged per rollup document, with a guard ``m.<instance> != G`` that the same update sets to G,
+   so each rollup document takes G at most once; then G's journals are deleted. Flushes run one at a time
+   (the next group's batches may go to the ledger meanwhile).
 
-A crash anywhere leaves B open; :meth:`Projector.recover` re-reads ``pending.B`` from the ledger and
-re-runs 3–4, which the marks make harmless. Kafka offsets are committed only after 4, so events of a batch
-that never reached step 2 are simply delivered again; events already in a case's facts are ignored.
+A crash anywhere leaves journals behind. :meth:`Projector.recover_all` takes the journals group by group in
+order, redoes step 3 for every ledger document older than the journal's (or missing), and flushes the group
+with its own id, which the guards make harmless. Kafka offsets may be committed after step 3: the
+journals hold everything a flush needs. Events already in a case's facts are ignored (at-least-once).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -24,7 +31,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from services.common.logging import get_logger
-from services.common.workdays import WorkCalendar, default_calendar
+from services.common.workdays import WorkCalendar
 from services.stats.domain import (
     COUNTERS,
     Counters,
@@ -35,14 +42,11 @@ from services.stats.domain import (
     fold,
     merge_counters,
     parse_rollup_id,
+    stats_calendar,
 )
-from services.stats.store import StatsStore
+from services.stats.store import IDS_PER_QUERY, StatsStore
 
 log = get_logger(__name__)
-
-
-class ConcurrentUpdate(RuntimeError):
-    """Another writer changed a case between our read and our write: the batch is retried."""
 
 
 def _encode(delta: Mapping[str, Counters]) -> list[dict[str, Any]]:
@@ -68,21 +72,44 @@ class BatchResult:
 class Projector:
     store: StatsStore
     instance: str
-    calendar: WorkCalendar = field(default_factory=default_calendar)
-    done_batches: set[str] = field(default_factory=set)
+    calendar: WorkCalendar = field(default_factory=stats_calendar)
     foreign_grace_seconds: float = 300.0
+    flush_seconds: float = 2.0  # with apply(flush=False): how long deltas may wait before a flush is due
+    flush_facts: int = 50_000  # ... or how many facts
+    rollups_flushed: int = 0  # rollup increments written by finished flushes (a figure for benchmarks)
+    _group_id: str = ""
+    _group: list[str] = field(default_factory=list)  # journaled, not yet flushed batches (in order)
+    _merged: dict[str, Counters] = field(default_factory=dict)
+    _group_facts: int = 0
+    _group_since: float = 0.0
+    _seq: int = 0
+    _flushing: asyncio.Task | None = None
 
-    async def apply(self, facts: Iterable[Mapping[str, Any]]) -> BatchResult:
+    async def apply(self, facts: Iterable[Mapping[str, Any]], *, flush: bool = True) -> BatchResult:
+        """Apply facts to the ledger; with ``flush`` (the default) the rollups too before returning."""
         by_case: dict[str, dict[str, Mapping[str, Any]]] = defaultdict(dict)
         count = 0
         for fact in facts:
             by_case[fact["case_id"]][fact["id"]] = fact
             count += 1
-        if not by_case:
-            return BatchResult(None, 0, 0, 0)
+        result = BatchResult(None, count, 0, 0)
+        case_ids = list(by_case)
+        for start in range(0, len(case_ids), IDS_PER_QUERY):
+            chunk = {cid: by_case[cid] for cid in case_ids[start:start + IDS_PER_QUERY]}
+            batch_id, changed, duplicates = await self._apply_cases(chunk)
+            result.batch_id = batch_id or result.batch_id
+            result.cases_changed += changed
+            result.duplicates += duplicates
+        self._group_facts += count - result.duplicates
+        if flush:
+            result.rollups_touched = await self.flush()
+        elif self.flush_due():
+            await self.flush(wait=False)
+        return result
+
+    async def _apply_cases(self, by_case: dict[str, dict[str, Mapping[str, Any]]]) -> tuple[str | None, int, int]:
         docs = await self.store.load_cases(by_case)
-        batch_id = uuid.uuid4().hex
-        writes: list[tuple[str, int | None, dict[str, Any]]] = []
+        new_docs: list[dict[str, Any]] = []
         merged: dict[str, Counters] = {}
         duplicates = 0
         for case_id, new_facts in by_case.items():
@@ -93,71 +120,88 @@ class Projector:
             if not fresh:
                 continue
             events = [*(doc["events"] if doc else []), *fresh]
-            before = doc["s"] if doc else None
             after = fold(events, self.calendar)
-            delta = deltas(before, after)
-            pending = await self._still_pending(doc.get("pending", {}) if doc else {})
-            if delta:
-                pending[batch_id] = _encode(delta)
-                merge_counters(merged, delta)
-            rev = doc["rev"] if doc else None
-            writes.append((case_id, rev, {"rev": (rev or 0) + 1, "events": events, "s": after, "pending": pending}))
-        if not writes:
-            return BatchResult(None, count, 0, 0, duplicates)
-        await self.store.open_batch(batch_id, self.instance, [w[0] for w in writes])
-        results = await self.store.write_cases(writes)
-        if not all(results):
-            # the cases that were written carry pending.B: finish B for them, then let the caller retry
-            await self.recover(batch_id)
-            raise ConcurrentUpdate(f"{results.count(False)} ledger documents changed under batch {batch_id}")
-        await self._apply_rollups(batch_id, merged)
-        return BatchResult(batch_id, count, len(writes), len(merged), duplicates)
+            merge_counters(merged, deltas(doc["s"] if doc else None, after))
+            new_docs.append({"_id": case_id, "rev": (doc["rev"] if doc else 0) + 1, "events": events, "s": after})
+        if not new_docs:
+            return None, 0, duplicates
+        batch_id = uuid.uuid4().hex
+        self._seq = max(self._seq + 1, time.time_ns())
+        if not self._group:
+            self._group_id = uuid.uuid4().hex
+            self._group_since = time.monotonic()
+        await self.store.open_batch(batch_id, self.instance, self._group_id, self._seq, new_docs, _encode(merged))
+        await self.store.replace_cases(new_docs, existing=set(docs))
+        self._group.append(batch_id)
+        merge_counters(self._merged, merged)
+        return batch_id, len(new_docs), duplicates
 
-    async def _still_pending(self, pending: Mapping[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for bid, raw in pending.items():
-            if bid in self.done_batches:
-                continue
-            journal = await self.store.batch(bid)
-            if journal is None or journal.get("state") == "done":
-                self.done_batches.add(bid)
-                continue
-            out[bid] = raw
-        return out
+    def pending(self) -> bool:
+        return bool(self._group)
 
-    async def _apply_rollups(self, batch_id: str, merged: dict[str, Counters]) -> None:
-        await self.store.ensure_rollups(merged)
-        await self.store.increment_once(merged, batch_id)
-        await self.store.set_batch_state(batch_id, "done")
-        self.done_batches.add(batch_id)
-        await self.store.clear_marker(merged, batch_id)
+    def flush_due(self) -> bool:
+        return bool(self._group) and (self._group_facts >= self.flush_facts
+                                      or time.monotonic() - self._group_since >= self.flush_seconds)
 
-    async def recover(self, batch_id: str) -> int:
-        """Finish an interrupted batch from the pending deltas its cases recorded; returns rollups touched."""
-        journal = await self.store.batch(batch_id)
-        if journal is None or journal.get("state") == "done":
+    async def flush(self, wait: bool = True) -> int:
+        """Apply the unflushed group's deltas to the rollups exactly once; returns the rollups touched.
+
+        Flushes run one at a time. With ``wait=False`` the flush runs in the background while the next
+        batches go to the ledger (different documents); the next flush, or ``flush()``, waits for it and
+        raises its error, if any."""
+        if self._flushing is not None:
+            task, self._flushing = self._flushing, None
+            await task
+        if not self._group:
             return 0
-        docs = await self.store.load_cases(journal.get("cases", []))
-        merged: dict[str, Counters] = {}
-        for doc in docs.values():
-            raw = (doc.get("pending") or {}).get(batch_id)
-            if raw:
-                merge_counters(merged, _decode(raw))
-        await self._apply_rollups(batch_id, merged)
-        log.info("batch_recovered", batch=batch_id, rollups=len(merged))
+        work = self._apply_group(self.instance, self._group_id, self._group, self._merged)
+        self._group, self._merged, self._group_facts = [], {}, 0
+        if not wait:
+            self._flushing = asyncio.create_task(work)
+            return 0
+        return await work
+
+    async def _apply_group(self, owner: str, group_id: str, batches: list[str], merged: dict[str, Counters],
+                           recovering: bool = False) -> int:
+        await self.store.register(merged)
+        await self.store.increment_once(merged, group_id, owner, recovering)
+        await self.store.close_batches(batches)
+        self.rollups_flushed += len(merged)
         return len(merged)
 
     async def recover_all(self) -> int:
-        recovered = 0
+        """Finish every interrupted group: this instance's, and other instances' after a grace period."""
+        if self._flushing is not None:
+            task, self._flushing = self._flushing, None
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        self._group, self._merged, self._group_facts = [], {}, 0
+        by_owner: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         for journal in await self.store.open_batches():
-            opened = journal.get("opened_at")
-            mine = journal.get("instance") == self.instance
-            # another live replica may be finishing its own batch right now: leave it a grace period
-            if not mine and opened and (datetime.now(UTC) - opened).total_seconds() < self.foreign_grace_seconds:
+            by_owner[journal["instance"], journal["group"]].append(journal)
+        recovered = 0
+        for (owner, group_id), journals in sorted(by_owner.items(), key=lambda kv: kv[1][0]["seq"]):
+            newest = max(j["opened_at"] for j in journals)
+            if newest.tzinfo is None:
+                newest = newest.replace(tzinfo=UTC)
+            # another live replica may be finishing its own group right now: leave it a grace period
+            if owner != self.instance and (datetime.now(UTC) - newest).total_seconds() < self.foreign_grace_seconds:
                 continue
-            await self.recover(journal["_id"])
-            recovered += 1
+            merged: dict[str, Counters] = {}
+            for journal in journals:
+                await self._redo_ledger(journal["docs"])
+                merge_counters(merged, _decode(journal["deltas"]))
+            await self._apply_group(owner, group_id, [j["_id"] for j in journals], merged, recovering=True)
+            log.info("batches_recovered", owner=owner, batches=len(journals), rollups=len(merged))
+            recovered += len(journals)
         return recovered
+
+    async def _redo_ledger(self, docs: list[dict[str, Any]]) -> None:
+        current = await self.store.load_cases(d["_id"] for d in docs)
+        stale = [d for d in docs if d["_id"] not in current or current[d["_id"]]["rev"] < d["rev"]]
+        if stale:
+            await self.store.replace_cases(stale)
 
     async def reconcile(self, fix: bool = True) -> dict[str, Any]:
         """Rebuild every rollup from the ledger, compare with the stored ones, and (by default) fix them."""
@@ -200,7 +244,13 @@ def summarise(docs: Iterable[Mapping[str, Any]]) -> dict[str, Summary]:
 
 
 async def summaries(store: StatsStore, dim: str, months: list[str], days: list[str]) -> dict[str, Summary]:
-    return summarise(await store.rollups(dim, months, days))
+    """Summaries by key of one dimension over a period; cached until the rollups change (callers must not
+    modify the returned summaries)."""
+
+    async def compute() -> dict[str, Summary]:
+        return summarise(await store.rollups(dim, months, days))
+
+    return await store.cached(("summaries", dim, tuple(months), tuple(days)), compute)
 
 
 async def overview(store: StatsStore, months: list[str], days: list[str], today: date) -> dict[str, Any]:
@@ -212,4 +262,4 @@ def counters_of(summary: Summary) -> dict[str, int]:
     return {k: summary.get(k) for k in COUNTERS}
 
 
-__all__ = ["BatchResult", "ConcurrentUpdate", "Projector", "overview", "parse_rollup_id", "summaries", "summarise"]
+__all__ = ["BatchResult", "Projector", "overview", "parse_rollup_id", "summaries", "summarise"]

@@ -10,7 +10,7 @@ from services.common.mongo import new_client
 from services.stats.domain import flatten
 from services.stats.handlers import Projector
 from services.stats.simulate import simulate
-from services.stats.store import StatsStore
+from services.stats.store import StatsStore, rollup_location
 from tests.stats.support import TODAY, apply_in_batches, facts_of, measured
 
 pytestmark = pytest.mark.integration
@@ -54,22 +54,30 @@ class CrashAfter(StatsStore):
 
     crash_at: str | None = None
 
-    async def increment_once(self, increments, marker):
+    async def replace_cases(self, docs, existing=None):
+        if self.crash_at == "mid_ledger":  # the old documents are deleted, the new ones not yet written
+            await self.ledger.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
+            raise SystemExit("crash")
+        await super().replace_cases(docs, existing)
+
+    async def increment_once(self, increments, marker, owner, recovering=False):
         if self.crash_at == "before_rollups":
             raise SystemExit("crash")
-        if self.crash_at == "half_rollups":
-            items = list(increments.items())
-            await super().increment_once(dict(items[: len(items) // 2]), marker)
+        if self.crash_at == "half_rollups":  # half of the documents (one document's update is all or nothing)
+            docs = sorted({rollup_location(rid)[:2] for rid in increments})
+            first = set(docs[: len(docs) // 2])
+            half = {rid: c for rid, c in increments.items() if rollup_location(rid)[:2] in first}
+            await super().increment_once(half, marker, owner, recovering)
             raise SystemExit("crash")
-        await super().increment_once(increments, marker)
+        await super().increment_once(increments, marker, owner, recovering)
 
-    async def clear_marker(self, rollup_ids, marker):
-        if self.crash_at == "before_clear":
+    async def close_batches(self, batch_ids):
+        if self.crash_at == "before_close":
             raise SystemExit("crash")
-        await super().clear_marker(rollup_ids, marker)
+        await super().close_batches(batch_ids)
 
 
-@pytest.mark.parametrize("step", ["before_rollups", "half_rollups", "before_clear"])
+@pytest.mark.parametrize("step", ["mid_ledger", "before_rollups", "half_rollups", "before_close"])
 async def test_a_crash_inside_a_batch_is_recovered_exactly(mongo_url: str, run_id: str, step: str) -> None:
     client = new_client(mongo_url)
     name = f"wenzheng_stats_{run_id}_{step}"
@@ -114,3 +122,32 @@ async def test_reconcile_reports_and_fixes_a_damaged_rollup(store: StatsStore) -
     assert damaged["examples"][0]["missing"] == {"received": -7}
     assert await measured(projector) == before
     assert (await projector.reconcile(fix=False))["differences"] == 0
+
+
+@pytest.mark.parametrize("step", ["before_rollups", "half_rollups", "before_close"])
+async def test_a_crash_in_a_deferred_flush_of_several_batches_is_recovered_exactly(
+        mongo_url: str, run_id: str, step: str) -> None:
+    client = new_client(mongo_url)
+    name = f"wenzheng_stats_{run_id}_group_{step}"
+    try:
+        store = CrashAfter(client[name])
+        sim = simulate(60, seed=22, duplicate_rate=0.05)
+        facts = facts_of(sim)
+        projector = Projector(store, "test", flush_seconds=3600)
+        for start in range(0, len(facts), 50):  # the consumer's way: journal now, flush later
+            await projector.apply(facts[start:start + 50], flush=False)
+        assert await store.batches.count_documents({}) > 1
+        store.crash_at = step
+        with pytest.raises(SystemExit):
+            await projector.flush()
+        restarted = Projector(StatsStore(client[name]), "test")
+        assert await restarted.recover_all() > 1
+        await restarted.apply(facts[-50:])  # redelivered: all duplicates now
+        truth = sim.truth(TODAY)
+        got = await measured(restarted)
+        assert got == {k: v for k, v in truth.items() if k in got}
+        assert set(got) == {k for k, v in truth.items() if v["received"]}
+        assert (await restarted.reconcile(fix=False))["differences"] == 0
+    finally:
+        await client.drop_database(name)
+        await client.close()
