@@ -29,6 +29,7 @@ class WorkCalendar:
         self.extra_holidays = holidays
         self.extra_workdays = workdays
         self.version = version
+        self._working: dict[date, bool] = {}  # chinese_calendar's lookup costs about a millisecond a day
 
     @classmethod
     def from_file(cls, path: Path = OVERRIDES_FILE) -> WorkCalendar:
@@ -43,6 +44,12 @@ class WorkCalendar:
         return cls(holidays, workdays, str(raw.get("version", "unversioned")))
 
     def is_working_day(self, day: date) -> bool:
+        known = self._working.get(day)
+        if known is None:
+            known = self._working[day] = self._look_up(day)
+        return known
+
+    def _look_up(self, day: date) -> bool:
         if day in self.extra_holidays:
             return False
         if day in self.extra_workdays:
