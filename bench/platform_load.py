@@ -9,7 +9,7 @@ private topics and databases), then, in the same run:
   4. per-service CPU and memory (psutil), consumer lag at the end.
 Prints a summary and writes var/bench/latest.json. No pass/fail: figures for people to read.
 
-    .venv/bin/python -m bench.platform_load [--rates 200,400,800,1200] [--stage-seconds 10]
+    .venv/bin/python -m bench.platform_load [--rates 25,50,100,200,400,800,1200] [--stage-seconds 10]
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ class Record:
     accepted_order: list[str] = field(default_factory=list)
     assigned: dict[str, float] = field(default_factory=dict)
     latencies_http: list[float] = field(default_factory=list)
+    http_by_post: dict[str, float] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     counted_polls: list[tuple[float, int]] = field(default_factory=list)
 
@@ -106,6 +107,7 @@ async def submit_stage(client: httpx.AsyncClient, rate: float, seconds: float, r
             record.submitted[tracking] = t0
             record.accepted_order.append(tracking)
             record.latencies_http.append(elapsed)
+            record.http_by_post[tracking] = elapsed
         else:
             key = f"http_{response.status_code}"
             record.errors[key] = record.errors.get(key, 0) + 1
@@ -136,9 +138,9 @@ async def submit_stage(client: httpx.AsyncClient, rate: float, seconds: float, r
             "accepted_per_second": round(accepted / elapsed, 1), "seconds": round(elapsed, 2)}
 
 
-def counted_latencies(record: Record) -> list[float]:
-    """The k-th accepted post counts as counted when stats first reports received ≥ k."""
-    latencies, poll_index = [], 0
+def counted_latencies(record: Record) -> dict[str, float]:
+    """Per post: the k-th accepted post counts as counted when stats first reports received ≥ k."""
+    latencies, poll_index = {}, 0
     polls = record.counted_polls
     ordered = sorted(record.accepted_order, key=lambda t: record.submitted[t])
     for k, tracking in enumerate(ordered, start=1):
@@ -146,8 +148,18 @@ def counted_latencies(record: Record) -> list[float]:
             poll_index += 1
         if poll_index == len(polls):
             break
-        latencies.append(max(0.0, polls[poll_index][0] - record.submitted[tracking]))
+        latencies[tracking] = max(0.0, polls[poll_index][0] - record.submitted[tracking])
     return latencies
+
+
+def stage_latencies(record: Record, posts: list[str], counted: dict[str, float]) -> dict[str, float | None]:
+    """p50/p99 of one stage's own posts: the overall percentiles mix a sustainable stage with an overloaded one."""
+    http = [record.http_by_post[t] for t in posts if t in record.http_by_post]
+    assigned = [record.assigned[t] - record.submitted[t] for t in posts if t in record.assigned]
+    in_stats = [counted[t] for t in posts if t in counted]
+    return {"http_p50": percentile(http, 0.5), "http_p99": percentile(http, 0.99),
+            "assigned_p50": percentile(assigned, 0.5), "assigned_p99": percentile(assigned, 0.99),
+            "counted_p50": percentile(in_stats, 0.5), "counted_p99": percentile(in_stats, 0.99)}
 
 
 async def consumer_lag(platform: Platform) -> dict[str, int]:
@@ -205,13 +217,16 @@ async def run(rates: list[float], stage_seconds: float, drain_seconds: float, re
                 asyncio.create_task(poll_stats(platform, record, stop))]
     await asyncio.sleep(1.0)
     rng = random.Random(20261127)
-    stages = []
+    stages: list[dict] = []
+    stage_posts: list[list[str]] = []
     load_started = time.monotonic()
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
     try:
         async with httpx.AsyncClient(base_url=platform.url("intake"), timeout=30, limits=limits) as client:
             for rate in rates:
+                before = len(record.accepted_order)
                 stage = await submit_stage(client, rate, stage_seconds, record, rng)
+                stage_posts.append(record.accepted_order[before:])
                 print(f"stage {rate:>6.0f}/s offered: {stage['accepted_per_second']}/s accepted "
                       f"({stage['accepted']}/{stage['sent']})")
                 stages.append(stage)
@@ -233,7 +248,10 @@ async def run(rates: list[float], stage_seconds: float, drain_seconds: float, re
         platform.stop_all()
 
     assigned = [record.assigned[t] - record.submitted[t] for t in record.accepted_order if t in record.assigned]
-    counted = counted_latencies(record)
+    counted_by_post = counted_latencies(record)
+    counted = list(counted_by_post.values())
+    for stage, posts in zip(stages, stage_posts, strict=True):
+        stage["latency_seconds"] = stage_latencies(record, posts, counted_by_post)
     sustained = max((s["accepted_per_second"] for s in stages
                      if s["accepted"] >= 0.99 * (s["sent"] + s["not_sent_backpressure"])), default=0)
     end_to_end_rate = len(record.accepted_order) / max(load_seconds, 1e-9)
@@ -264,7 +282,7 @@ async def run(rates: list[float], stage_seconds: float, drain_seconds: float, re
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.platform_load")
-    parser.add_argument("--rates", default="200,400,800,1200")
+    parser.add_argument("--rates", default="25,50,100,200,400,800,1200")
     parser.add_argument("--stage-seconds", type=float, default=10)
     parser.add_argument("--drain-seconds", type=float, default=60)
     parser.add_argument("--reference-messages", type=int, default=50_000)
