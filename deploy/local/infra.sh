@@ -117,17 +117,34 @@ log.segment.bytes=67108864
 PROPS
   cat > "$KAFKA_DIR/log4j2.properties" <<PROPS
 status = warn
-appender.file.type = File
+appender.file.type = RollingFile
 appender.file.name = file
 appender.file.fileName = $KAFKA_DIR/logs/server.log
+appender.file.filePattern = $KAFKA_DIR/logs/server.log.%i
 appender.file.layout.type = PatternLayout
 appender.file.layout.pattern = [%d] %p %m (%c)%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 16MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 4
 rootLogger.level = INFO
 rootLogger.appenderRef.file.ref = file
 logger.kafka.name = kafka
 logger.kafka.level = INFO
 logger.state.name = state.change.logger
 logger.state.level = WARN
+# every test creates and deletes topics: these log several lines per partition at INFO
+logger.log.name = kafka.log
+logger.log.level = WARN
+logger.partition.name = kafka.cluster.Partition
+logger.partition.level = WARN
+logger.storage.name = org.apache.kafka.storage
+logger.storage.level = WARN
+logger.controller.name = org.apache.kafka.controller
+logger.controller.level = WARN
+logger.metadata.name = kafka.server.metadata
+logger.metadata.level = WARN
 PROPS
 }
 
