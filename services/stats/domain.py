@@ -13,7 +13,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
 from services.common.events import Alert, AlertKind, CaseEvent, Event, Rating
@@ -73,7 +72,7 @@ def _dt(value: str | None) -> datetime | None:
 
 def fold(facts: Iterable[Mapping[str, Any]], calendar: WorkCalendar | None = None) -> dict[str, Any]:
     """The ledger state of one case from its facts, whatever order or repetition they came in."""
-    calendar = calendar or stats_calendar()
+    calendar = calendar or default_calendar()
     unique = {f["id"]: f for f in facts}
     ordered = sorted(unique.values(), key=lambda f: (f["version"], f["at"] or "", f["id"]))
     s: dict[str, Any] = {
@@ -136,26 +135,6 @@ def fold(facts: Iterable[Mapping[str, Any]], calendar: WorkCalendar | None = Non
     if s["received_at"]:
         s["received_day"] = local_date(_dt(s["received_at"])).isoformat()
     return s
-
-
-class CachedCalendar(WorkCalendar):
-    """The working-day calendar with each day's answer remembered: a fold asks about the same few hundred
-    days again and again, and the holiday lookup behind ``is_working_day`` dominated the apply profile."""
-
-    def __init__(self, base: WorkCalendar) -> None:
-        super().__init__(base.extra_holidays, base.extra_workdays, base.version)
-        self._days: dict[date, bool] = {}
-
-    def is_working_day(self, day: date) -> bool:
-        known = self._days.get(day)
-        if known is None:
-            known = self._days[day] = super().is_working_day(day)
-        return known
-
-
-@lru_cache
-def stats_calendar() -> CachedCalendar:
-    return CachedCalendar(default_calendar())
 
 
 def reply_tenths(hours: float) -> int:

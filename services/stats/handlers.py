@@ -31,7 +31,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from services.common.logging import get_logger
-from services.common.workdays import WorkCalendar
+from services.common.mongo import id_chunks
+from services.common.workdays import WorkCalendar, default_calendar
 from services.stats.domain import (
     COUNTERS,
     Counters,
@@ -42,9 +43,8 @@ from services.stats.domain import (
     fold,
     merge_counters,
     parse_rollup_id,
-    stats_calendar,
 )
-from services.stats.store import IDS_PER_QUERY, StatsStore
+from services.stats.store import StatsStore
 
 log = get_logger(__name__)
 
@@ -72,7 +72,7 @@ class BatchResult:
 class Projector:
     store: StatsStore
     instance: str
-    calendar: WorkCalendar = field(default_factory=stats_calendar)
+    calendar: WorkCalendar = field(default_factory=default_calendar)
     foreign_grace_seconds: float = 300.0
     flush_seconds: float = 2.0  # with apply(flush=False): how long deltas may wait before a flush is due
     flush_facts: int = 50_000  # ... or how many facts
@@ -93,9 +93,8 @@ class Projector:
             by_case[fact["case_id"]][fact["id"]] = fact
             count += 1
         result = BatchResult(None, count, 0, 0)
-        case_ids = list(by_case)
-        for start in range(0, len(case_ids), IDS_PER_QUERY):
-            chunk = {cid: by_case[cid] for cid in case_ids[start:start + IDS_PER_QUERY]}
+        for case_ids in id_chunks(list(by_case)):
+            chunk = {cid: by_case[cid] for cid in case_ids}
             batch_id, changed, duplicates = await self._apply_cases(chunk)
             result.batch_id = batch_id or result.batch_id
             result.cases_changed += changed
