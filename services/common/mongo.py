@@ -6,12 +6,26 @@ both MongoDB 7 and the local FerretDB server support are used (see DESIGN.md §3
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.common.config import common_settings
+
+DUPLICATE_KEY = 11000  # the server's error code for a duplicate key, in a bulk write's writeErrors
+# The local FerretDB uses its _id index for `_id: {$in: [...]}` up to this many ids
+# (deploy/local/ferretdb/id-pushdown.patch); longer lists scan the table, so batch reads go in chunks.
+IDS_PER_QUERY = 1000
+
+T = TypeVar("T")
+
+
+def id_chunks(items: Sequence[T], size: int = IDS_PER_QUERY) -> Iterator[list[T]]:
+    """``items`` in consecutive slices of at most ``size``, one `$in` query (or bulk write) each."""
+    for start in range(0, len(items), size):
+        yield list(items[start:start + size])
 
 
 def new_client(url: str | None = None, **overrides: Any) -> AsyncMongoClient:

@@ -27,6 +27,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.common.events import CaseStatus, PostKind, Rating
+from services.common.mongo import DUPLICATE_KEY, id_chunks
 from services.intake.domain import Case, PendingExtension
 
 DuplicateKey = DuplicateKeyError
@@ -83,15 +84,6 @@ class CaseLocks:
             for lock in locks:
                 await stack.enter_async_context(lock)
             yield
-
-
-DUPLICATE_KEY = 11000
-IDS_PER_QUERY = 1000  # the local server pushes `_id: {$in: ...}` down up to this many ids
-
-
-def chunks(items: list[Any], size: int = IDS_PER_QUERY) -> Iterable[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 async def insert_each(collection: AsyncCollection, docs: list[dict[str, Any]]) -> dict[int, Exception]:
@@ -255,11 +247,11 @@ class CaseStore:
         pointers = await self.pending.find({}).limit(limit).to_list()
         seq_by_id = {pointer["_id"]: pointer["seq"] for pointer in pointers}
         docs: list[dict[str, Any]] = []
-        for ids in chunks(list(seq_by_id)):
+        for ids in id_chunks(list(seq_by_id)):
             docs += await self.cases.find({"_id": {"$in": ids}}, {"outbox": 1, "outbox_count": 1}).to_list()
         with_events = [{**doc, "pending_seq": seq_by_id[doc["_id"]]} for doc in docs if doc.get("outbox_count")]
-        stale = {case_id: seq for case_id, seq in seq_by_id.items()
-                 if case_id not in {doc["_id"] for doc in with_events}}
+        still_pending = {doc["_id"] for doc in with_events}
+        stale = {case_id: seq for case_id, seq in seq_by_id.items() if case_id not in still_pending}
         if stale:
             async with self.locks.holding(stale):
                 await self._drop_pointers(stale)
@@ -267,7 +259,7 @@ class CaseStore:
 
     async def _drop_pointers(self, seq_by_id: dict[str, int]) -> None:
         """Remove pointers, each only if no new event flagged it since it was read (its ``seq`` moved)."""
-        for ids in chunks(list(seq_by_id)):
+        for ids in id_chunks(list(seq_by_id)):
             await self.pending.bulk_write([DeleteOne({"_id": i, "seq": seq_by_id[i]}) for i in ids], ordered=False)
 
     async def sweep_unflagged(self) -> int:
@@ -292,7 +284,7 @@ class CaseStore:
         async with self.locks.holding(published):
             ids = list(published)
             modified = 0
-            for part in chunks(ids):
+            for part in id_chunks(ids):
                 emptied = [UpdateOne({"_id": i, "outbox_count": len(published[i])},
                                      {"$set": {"outbox": [], "outbox_count": 0}}) for i in part]
                 result = await self.cases.bulk_write(emptied, ordered=False)
@@ -302,7 +294,7 @@ class CaseStore:
             await self._drop_pointers({i: seen_seq[i] for i in ids if i in seen_seq})
 
     async def _remove_sent_entries(self, published: dict[str, list[dict[str, Any]]]) -> None:
-        for ids in chunks(list(published)):
+        for ids in id_chunks(list(published)):
             for doc in await self.cases.find({"_id": {"$in": ids}}, {"outbox": 1}).to_list():
                 sent = {entry["id"] for entry in published[doc["_id"]]}
                 still_there = [e for e in doc.get("outbox") or [] if e["id"] in sent]

@@ -21,11 +21,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from services.common.events import utcnow
+from services.common.mongo import DUPLICATE_KEY, id_chunks
 from services.router.policies import CaseRouting, RecentPost
 
-MAX_IDS_PER_QUERY = 1000  # the local server uses its _id index for at most this many ids in $in
 STORED_TEXT_CHARS = 2000
-DUPLICATE_KEY = 11000
 
 
 def day_key(poster_ref: str, when: datetime) -> str:
@@ -88,8 +87,8 @@ class RouterStore:
         keys = sorted({key for poster, now in latest.items() for key in day_keys(poster, now, window)})
         found: dict[str, list[RecentPost]] = {poster: [] for poster in latest}
         existing = set()
-        for start in range(0, len(keys), MAX_IDS_PER_QUERY):
-            async for doc in self.poster_days.find({"_id": {"$in": keys[start : start + MAX_IDS_PER_QUERY]}}):
+        for chunk in id_chunks(keys):
+            async for doc in self.poster_days.find({"_id": {"$in": chunk}}):
                 existing.add(doc["_id"])
                 poster = doc["_id"].rsplit("|", 1)[0]
                 closed = set(doc.get("closed", []))

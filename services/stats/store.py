@@ -24,15 +24,8 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from services.common.mongo import DUPLICATE_KEY, id_chunks
 from services.stats.domain import COUNTERS, Counters, parse_rollup_id
-
-IDS_PER_QUERY = 1000  # the local server pushes an _id $in down to its index up to this many ids
-DUPLICATE_KEY = 11000
-
-
-def _chunks(items: list[Any], size: int = IDS_PER_QUERY) -> Iterable[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 def pack(value: Any) -> Binary:
@@ -119,7 +112,7 @@ class StatsStore:
     async def load_cases(self, case_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Ledger documents by case id: one ``$in`` query per thousand ids."""
         out: dict[str, dict[str, Any]] = {}
-        for chunk in _chunks(list(case_ids)):
+        for chunk in id_chunks(list(case_ids)):
             async for doc in self.ledger.find({"_id": {"$in": chunk}}):
                 out[doc["_id"]] = _loaded_case(doc)
         return out
@@ -128,7 +121,7 @@ class StatsStore:
         """Swap in new ledger documents: delete by ids, then insert. Not atomic, which is why the batch
         journal holds the same documents first and recovery repeats this step. ``existing`` (when the caller
         knows it) names the ids that are in the ledger now; the others only need the insert."""
-        for chunk in _chunks([_stored_case(d) for d in docs]):
+        for chunk in id_chunks([_stored_case(d) for d in docs]):
             gone = [d["_id"] for d in chunk if existing is None or d["_id"] in existing]
             if gone:
                 await self.ledger.delete_many({"_id": {"$in": gone}})
@@ -170,7 +163,7 @@ class StatsStore:
         return sorted(journals, key=lambda j: (j["instance"], j["seq"]))
 
     async def close_batches(self, batch_ids: list[str]) -> None:
-        for chunk in _chunks(batch_ids):
+        for chunk in id_chunks(batch_ids):
             await self.batches.delete_many({"_id": {"$in": chunk}})
 
     # ---------------------------------------------------------------- rollups
@@ -233,7 +226,7 @@ class StatsStore:
         if recovering:
             for coll in {c for c, _i in ops}:
                 ids = [i for c, i in ops if c == coll]
-                for chunk in _chunks(ids):
+                for chunk in id_chunks(ids):
                     flt = {"_id": {"$in": chunk}, field: marker}
                     done.update((coll, d["_id"]) for d in await self.db[coll].find(flt, {"_id": 1}).to_list())
         by_coll: dict[str, list[UpdateOne]] = {}
@@ -247,7 +240,7 @@ class StatsStore:
                 {"_id": doc_id, field: {"$ne": marker}},
                 {"$inc": inc, "$set": {field: marker}, "$setOnInsert": op["insert"]}, upsert=True))
         for coll, requests in by_coll.items():
-            for chunk in _chunks(requests):
+            for chunk in id_chunks(requests):
                 try:
                     await self.db[coll].bulk_write(chunk, ordered=False)
                 except BulkWriteError as exc:
@@ -265,7 +258,7 @@ class StatsStore:
 
     async def _by_ids(self, coll: str, ids: list[str]) -> list[dict[str, Any]]:
         docs: list[dict[str, Any]] = []
-        for chunk in _chunks(ids):
+        for chunk in id_chunks(ids):
             docs += await self.db[coll].find({"_id": {"$in": chunk}}, {"m": 0}).to_list()
         return docs
 
@@ -333,7 +326,7 @@ class StatsStore:
                 doc.update(key=key, **_nested(counters))
         for coll in ("rollup_m", "rollup_d"):
             docs = [doc for (c, _i), doc in by_doc.items() if c == coll]
-            for chunk in _chunks(docs):
+            for chunk in id_chunks(docs):
                 await self.db[coll].insert_many(chunk, ordered=False)
         await self.register(rollups)
         await self.changed()
