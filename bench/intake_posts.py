@@ -17,7 +17,6 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from services.common.mongo import new_client
 from services.common.topics import create_topics
 from services.intake.auth import ensure_credentials_file
 from services.intake.directory import Directory
+from tests.harness.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PLACES = [("章贡区", "水西镇"), ("南康区", "唐江镇"), ("赣县区", "梅林镇"), ("于都县", "贡江镇"), ("瑞金市", "象湖镇")]
@@ -54,12 +54,6 @@ def realistic_post(rng: random.Random) -> dict:
         "anonymous": rng.random() < 0.2,
         "location": {"county": county, "township": township, "address": f"{rng.randint(1, 300)}号"},
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def client_loop(url: str, stop_at: float, warm_until: float, latencies: list[float], codes: dict[int, int],

@@ -22,7 +22,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -40,6 +39,7 @@ from services.common.kafka import new_consumer, new_producer
 from services.common.mongo import new_client
 from services.common.topics import TOPIC_SPECS, create_topics, topic_name
 from services.router.reference import load_reference
+from tests.harness.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "var" / "bench" / "router_latency.json"
@@ -114,12 +114,6 @@ def stop_worker(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=30)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 async def wait_ready(port: int, process: subprocess.Popen, log_path: Path) -> None:

@@ -13,7 +13,6 @@ import asyncio
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,17 +25,12 @@ from services.common.mongo import new_client
 from services.stats.handlers import Projector
 from services.stats.simulate import simulate
 from services.stats.store import StatsStore
+from tests.harness.ports import free_port
 from tests.stats.support import TODAY, facts_of, measured
 
 pytestmark = pytest.mark.integration
 CASES = int(os.environ.get("WENZHENG_STATS_CHAOS_CASES", "300"))
 KILLS = int(os.environ.get("WENZHENG_STATS_CHAOS_KILLS", "3"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -65,7 +59,7 @@ async def test_kill_minus_nine_during_the_stream_keeps_every_rate_exact(
         await producer.stop()
 
     db_name = f"wenzheng_stats_{run_id}"
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "WENZHENG_KAFKA_BOOTSTRAP": kafka_bootstrap, "WENZHENG_MONGO_URL": mongo_url,
            "WENZHENG_STATS_DATABASE": db_name, "WENZHENG_STATS_CONSUMER_GROUP": f"stats-{run_id}",
            "WENZHENG_STATS_INSTANCE_ID": f"chaos-{run_id}", "WENZHENG_STATS_MAX_BATCH": str(max(40, CASES // 20)),
