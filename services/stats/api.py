@@ -37,7 +37,7 @@ from services.stats.domain import (
     praise_and_criticism,
     rank,
 )
-from services.stats.handlers import Projector, summaries
+from services.stats.handlers import Projector
 from services.stats.metrics import StatsMetrics
 from services.stats.store import StatsStore
 
@@ -69,6 +69,7 @@ class Service:
         self.settings = settings
         self.store = store
         self.projector = projector
+        self.view = projector.view
         self.clock = clock
         self.metrics = metrics
         self.consumer: StatsConsumer | None = None
@@ -84,9 +85,8 @@ class Service:
             first, last = month_bounds(month)
             return [month], [], {"from": first.isoformat(), "to": last.isoformat(), "month": month}
         if start is None and end is None:
-            months = await self.store.rollup_periods()
-            return months, [], {"from": None, "to": None, "all_time": True}
-        periods = await self.store.rollup_periods()
+            return self.view.months(), [], {"from": None, "to": None, "all_time": True}
+        periods = self.view.months()
         first = _parse_date(start, "from") if start else (
             month_bounds(periods[0])[0] if periods else self.today())
         last = _parse_date(end, "to") if end else self.today()
@@ -111,7 +111,8 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
         client = new_client(common.mongo_url)
         store = StatsStore(client[settings.database])
         await store.ensure_indexes()
-        projector = Projector(store, settings.instance_id, flush_seconds=settings.flush_seconds)
+        projector = Projector(store, settings.instance_id, flush_seconds=settings.flush_seconds,
+                              fold_seconds=settings.fold_seconds)
         svc = Service(settings, store, projector, clock, metrics)
         svc.mongo_client = client
         app.state.svc = svc
@@ -120,9 +121,10 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
             report = await projector.reconcile(fix=True)
             log.info("startup_reconcile", differences=report["differences"], cases=report["cases"])
         else:
-            await projector.recover_all()
+            await projector.start()
         stop = asyncio.Event()
-        tasks: list[asyncio.Task] = [asyncio.create_task(_refresh_gauges(svc, stop))]
+        tasks: list[asyncio.Task] = [asyncio.create_task(_refresh_gauges(svc, stop)),
+                                     asyncio.create_task(svc.view.follow(stop, settings.view_poll_seconds))]
         producer = None
         if settings.consumer_enabled:
             producer = new_producer(common.kafka_bootstrap)
@@ -182,18 +184,17 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
                        to: str | None = None) -> dict[str, Any]:
         svc = svc_of(request)
         months, days, period = await svc.period(month, from_, to)
-        by_key = await summaries(svc.store, "all", months, days)
-        return {"period": period, **by_key.get("all", Summary()).rates(svc.today())}
+        return {"period": period, **overall(svc, months, days)}
 
-    async def breakdown(svc: Service, dim: str, months: list[str], days: list[str]) -> list[dict[str, Any]]:
+    def breakdown(svc: Service, dim: str, months: list[str], days: list[str]) -> list[dict[str, Any]]:
         today = svc.today()
 
-        async def compute() -> list[dict[str, Any]]:
-            by_key = await summaries(svc.store, dim, months, days)
+        def compute() -> list[dict[str, Any]]:
+            by_key = svc.view.summaries(dim, months, days)
             return [{"id": key, **summary.rates(today)} for key, summary in sorted(by_key.items())]
 
-        # the rates of every key, reused until the rollups change (medians over 100+ units cost ~100 ms)
-        rows = await svc.store.cached(("breakdown", dim, tuple(months), tuple(days), today), compute)
+        # the rates of every key, reused until the rollups change (each row is copied: callers add a rank)
+        rows = svc.view.cached(("breakdown", dim, tuple(months), tuple(days), today), compute)
         return [dict(row) for row in rows]
 
     def check_sort(sort: str) -> str:
@@ -209,7 +210,7 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
         svc = svc_of(request)
         check_sort(sort)
         months, days, period = await svc.period(month, from_, to)
-        rows = await breakdown(svc, "unit", months, days)
+        rows = breakdown(svc, "unit", months, days)
         minimum = min_sample or svc.settings.min_sample
         ranked, small = rank(rows, sort, minimum)
         return {"period": period, "sort": sort, "min_sample": minimum, "method": "wilson_lower_bound_95",
@@ -220,24 +221,24 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
                          from_: str | None = Query(None, alias="from"), to: str | None = None) -> dict[str, Any]:
         svc = svc_of(request)
         months, days, period = await svc.period(month, from_, to)
-        by_key = await summaries(svc.store, "unit", months, days)
-        if unit_id not in by_key:
+        row = next((r for r in breakdown(svc, "unit", months, days) if r["id"] == unit_id), None)
+        if row is None:
             raise ApiError(404, "not_found", "no cases for this unit in the period", "unit_id")
-        return {"period": period, "id": unit_id, **by_key[unit_id].rates(svc.today())}
+        return {"period": period, **row}
 
     @app.get("/v1/stats/categories")
     async def categories(request: Request, month: str | None = None,
                          from_: str | None = Query(None, alias="from"), to: str | None = None) -> dict[str, Any]:
         svc = svc_of(request)
         months, days, period = await svc.period(month, from_, to)
-        return {"period": period, "items": await breakdown(svc, "category", months, days)}
+        return {"period": period, "items": breakdown(svc, "category", months, days)}
 
     @app.get("/v1/stats/counties")
     async def counties(request: Request, month: str | None = None,
                        from_: str | None = Query(None, alias="from"), to: str | None = None) -> dict[str, Any]:
         svc = svc_of(request)
         months, days, period = await svc.period(month, from_, to)
-        return {"period": period, "items": await breakdown(svc, "county", months, days)}
+        return {"period": period, "items": breakdown(svc, "county", months, days)}
 
     @app.get("/v1/stats/timeseries")
     async def timeseries(request: Request, granularity: str = "monthly", from_: str | None = Query(None, alias="from"),
@@ -248,18 +249,15 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
         today = svc.today()
         if granularity == "monthly":
             months, _days, period = await svc.period(None, from_, to)
-            docs = await svc.store.rollups("all", months, [])
-            points = sorted(({"period": d["period"], **Summary().add(_flat(d)).rates(today)} for d in docs),
-                            key=lambda p: p["period"])
+            points = [{"period": m, **svc.view.rollup("all", "all", m).rates(today)} for m in sorted(months)
+                      if svc.view.rollup("all", "all", m)]
             return {"granularity": granularity, "period": period, "points": points}
         last = _parse_date(to, "to") if to else today
         first = _parse_date(from_, "from") if from_ else last - timedelta(days=30)
         if last < first or (last - first).days > 366:
             raise ApiError(422, "invalid_period", "daily series need 0..366 days", "from")
         days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
-        docs = {d["period"]: d for d in await svc.store.rollups("all", [], days)}
-        points = [{"period": day, **Summary().add(_flat(docs[day]) if day in docs else {}).rates(today)}
-                  for day in days]
+        points = [{"period": day, **svc.view.rollup("all", "all", day).rates(today)} for day in days]
         return {"granularity": granularity, "period": {"from": first.isoformat(), "to": last.isoformat()},
                 "points": points}
 
@@ -302,12 +300,6 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
     return app
 
 
-def _flat(doc: dict[str, Any]) -> dict[str, int]:
-    from services.stats.domain import flatten
-
-    return flatten(doc)
-
-
 def _public_case(doc: dict[str, Any]) -> dict[str, Any]:
     s = doc.get("s") or {}
     keep = ("tracking_number", "status", "unit", "category", "county", "received_at", "deadline", "signed_at",
@@ -327,12 +319,21 @@ def _format_from_accept(accept: str) -> str:
     return "json"
 
 
+def overall(svc: Service, months: list[str], days: list[str]) -> dict[str, Any]:
+    """The rates of every case in the period (cached until the rollups change)."""
+    today = svc.today()
+
+    def compute() -> dict[str, Any]:
+        return svc.view.summaries("all", months, days).get("all", Summary()).rates(today)
+
+    return svc.view.cached(("overall", tuple(months), tuple(days), today), compute)
+
+
 async def build_monthly_report(svc: Service, month: str, months: list[str], days: list[str], period: dict,
                                sort: str) -> dict[str, Any]:
     today = svc.today()
-    totals = (await summaries(svc.store, "all", months, days)).get("all", Summary()).rates(today)
-    by_unit = await summaries(svc.store, "unit", months, days)
-    rows = [{"id": key, **s.rates(today)} for key, s in sorted(by_unit.items())]
+    totals = overall(svc, months, days)
+    rows = [{"id": key, **s.rates(today)} for key, s in sorted(svc.view.summaries("unit", months, days).items())]
     ranked, small = rank(rows, sort, svc.settings.min_sample)
     lists = praise_and_criticism(ranked, sort, svc.settings.list_size)
     first, last = month_bounds(month)
@@ -431,10 +432,9 @@ td,th{{border:1px solid #ccc;padding:2px 6px}}@media print{{a{{display:none}}}}<
 async def _refresh_gauges(svc: Service, stop: asyncio.Event, every: float = 15.0) -> None:
     while not stop.is_set():
         try:
-            months = await svc.store.rollup_periods()
-            overall = (await summaries(svc.store, "all", months, [])).get("all", Summary())
-            by_unit = await summaries(svc.store, "unit", months, [])
-            svc.metrics.publish_rates(overall, by_unit, svc.today())
+            months = svc.view.months()
+            everything = svc.view.summaries("all", months, []).get("all", Summary())
+            svc.metrics.publish_rates(everything, svc.view.summaries("unit", months, []), svc.today())
             svc.metrics.ledger_size.set(await svc.store.ledger_size())
         except Exception as exc:
             log.warning("gauge_refresh_failed", error=str(exc)[:200])

@@ -19,6 +19,10 @@ class StatsSettings(BaseSettings):
     max_batch: int = Field(2000, ge=1, description="events applied per batch (one bulk write round)")
     flush_seconds: float = Field(2.0, gt=0, description="how long new events may wait before the rollups (and so "
                                  "the published rates) include them; longer flushes fewer, bigger batches")
+    fold_seconds: float = Field(30.0, ge=0, description="how often flushed rollup increments are added to the "
+                                "rollup documents (one update per document for all of them)")
+    view_poll_seconds: float = Field(0.5, gt=0, description="how often each replica reads the other replicas' "
+                                     "rollup log entries (its own count at once)")
     min_sample: int = Field(30, ge=1, description="cases a unit needs to be ranked, praised or criticised")
     list_size: int = Field(5, ge=1, description="units in the praise and criticism lists")
     metrics_max_units: int = Field(200, ge=1, description="bound on the per-unit gauge label values")

@@ -52,6 +52,7 @@ class StatsConsumer:
                 self.consuming = False
                 try:  # what is journaled but not yet in the rollups: finish it now (else recovery will)
                     await self.projector.flush()
+                    await self.projector.fold()
                 except Exception as exc:
                     log.error("flush_failed", error=str(exc)[:300], error_type=type(exc).__name__)
                 await self.consumer.stop()

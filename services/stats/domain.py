@@ -9,10 +9,12 @@ a counter moves exactly once per transition and a rebuild from the ledger gives 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from itertools import accumulate
 from typing import Any
 
 from services.common.events import Alert, AlertKind, CaseEvent, Event, Rating
@@ -233,13 +235,19 @@ def deltas(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> dict[s
     return out
 
 
+def _add_to(target: dict, key: Any, n: int) -> None:
+    total = target.get(key, 0) + n
+    if total:
+        target[key] = total
+    else:
+        target.pop(key, None)
+
+
 def merge_counters(into: dict[str, Counters], more: Mapping[str, Mapping[str, int]]) -> dict[str, Counters]:
     for rid, counters in more.items():
         target = into.setdefault(rid, {})
         for k, v in counters.items():
-            target[k] = target.get(k, 0) + v
-            if not target[k]:
-                del target[k]
+            _add_to(target, k, v)
     return into
 
 
@@ -294,53 +302,113 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float | No
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def median_from_histogram(hist: Mapping[int, int]) -> float | None:
-    """The median of a histogram of integer values (the mean of the two middle values for an even count)."""
-    total = sum(hist.values())
+def median_from_histogram(hist: Mapping[int, int], values: list[int] | None = None) -> float | None:
+    """The median of a histogram of integer values (the mean of the two middle values for an even count);
+    ``values`` are its buckets in order, when the caller has them already."""
+    values = sorted(hist) if values is None else values
+    cumulative = list(accumulate(map(hist.__getitem__, values)))
+    total = cumulative[-1] if cumulative else 0
     if total <= 0:
         return None
-    ranks = ((total - 1) // 2, total // 2)
-    values: list[int] = []
-    seen = 0
-    for value in sorted(hist):
-        count = hist[value]
-        for rank in ranks:
-            if seen <= rank < seen + count:
-                values.append(value)
-        seen += count
-        if len(values) == 2:
-            break
-    return sum(values) / 2
+    low = values[bisect_right(cumulative, (total - 1) // 2)]
+    high = values[bisect_right(cumulative, total // 2)]
+    return (low + high) / 2
 
 
-@dataclass
 class Summary:
-    counters: Counters = field(default_factory=dict)
+    """Counters added up: plain counters by name, histograms (``rh``, ``du``, ``do``) by integer bucket.
+
+    Kept apart because rates read whole histograms (a median, a count of deadlines before today): a unit's year
+    has over a thousand buckets. So each histogram's buckets are also kept in order (sorted again only when a
+    bucket appears or goes, which is rare once a period has many cases), and the last rates are remembered
+    until the summary changes (a past month's ranking is not computed again when today's cases come in)."""
+
+    __slots__ = ("_changes", "_ordered", "_rates", "counters", "hists")
+
+    def __init__(self, counters: Mapping[str, int] | None = None) -> None:
+        self.counters: Counters = {}
+        self.hists: dict[str, dict[int, int]] = {h: {} for h in HISTOGRAMS}
+        self._ordered: dict[str, list[int]] = {}
+        self._changes = 0
+        self._rates: tuple[int, date, dict[str, Any]] | None = None
+        if counters:
+            self.add(counters)
 
     def add(self, counters: Mapping[str, int]) -> Summary:
-        for k, v in counters.items():
-            self.counters[k] = self.counters.get(k, 0) + v
+        """Add flat counters (``received``, ``rh.12``, ...); a counter that comes to 0 is dropped."""
+        self._changes += 1
+        for name, n in counters.items():
+            hist, _dot, bucket = name.partition(".")
+            if bucket:
+                self._add_bucket(hist, int(bucket), n)
+            else:
+                _add_to(self.counters, name, n)
         return self
+
+    def merge(self, other: Summary) -> Summary:
+        self._changes += 1
+        for name, n in other.counters.items():
+            _add_to(self.counters, name, n)
+        for hist, buckets in other.hists.items():
+            for bucket, n in buckets.items():
+                self._add_bucket(hist, bucket, n)
+        return self
+
+    def _add_bucket(self, hist: str, bucket: int, n: int) -> None:
+        target = self.hists.setdefault(hist, {})
+        if bucket not in target:
+            self._ordered.pop(hist, None)
+        _add_to(target, bucket, n)
+        if bucket not in target:
+            self._ordered.pop(hist, None)
+
+    def buckets(self, hist: str) -> list[int]:
+        """A histogram's buckets in order."""
+        ordered = self._ordered.get(hist)
+        if ordered is None:
+            ordered = self._ordered[hist] = sorted(self.histogram(hist))
+        return ordered
+
+    def copy(self) -> Summary:
+        out = Summary()
+        out.counters = dict(self.counters)
+        out.hists = {h: dict(b) for h, b in self.hists.items()}
+        return out
+
+    def flat(self) -> Counters:
+        """The counters as flat names again (what rollup documents and log entries hold)."""
+        out = dict(self.counters)
+        for hist, buckets in self.hists.items():
+            out.update((f"{hist}.{bucket}", n) for bucket, n in buckets.items())
+        return out
+
+    def __bool__(self) -> bool:
+        return bool(self.counters) or any(self.hists.values())
 
     def get(self, name: str) -> int:
         return self.counters.get(name, 0)
 
     def histogram(self, prefix: str) -> dict[int, int]:
-        out: dict[int, int] = {}
-        for k, v in self.counters.items():
-            if k.startswith(prefix + ".") and v:
-                out[int(k.split(".", 1)[1])] = v
-        return out
+        return self.hists.get(prefix, {})
 
     def due_before(self, prefix: str, today: date) -> int:
         """Cases whose last in-time day is before today: their deadline has passed."""
-        limit = int(today.strftime("%Y%m%d"))
-        return sum(v for k, v in self.histogram(prefix).items() if k < limit)
+        ordered = self.buckets(prefix)
+        late = ordered[:bisect_left(ordered, int(today.strftime("%Y%m%d")))]
+        return sum(map(self.histogram(prefix).__getitem__, late))
 
     def rates(self, today: date) -> dict[str, Any]:
+        """Every published rate of these cases as of ``today`` (shared until the summary changes: copy to modify)."""
+        if self._rates is not None and self._rates[:2] == (self._changes, today):
+            return self._rates[2]
+        rates = self._compute_rates(today)
+        self._rates = (self._changes, today, rates)
+        return rates
+
+    def _compute_rates(self, today: date) -> dict[str, Any]:
         replied = self.get("replied")
         unreplied_late = self.due_before("du", today)
-        median_tenths = median_from_histogram(self.histogram("rh"))
+        median_tenths = median_from_histogram(self.histogram("rh"), self.buckets("rh"))
         return {
             "received": self.get("received"),
             "replied": replied,

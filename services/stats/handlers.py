@@ -7,15 +7,20 @@ Crash safety without transactions (DESIGN.md §3). Applying a batch B of facts:
 2. journal ``batches/B``: the new ledger documents and B's merged deltas, in one insert; the journal's
    existence means "B is not finished";
 3. swap the new ledger documents in (delete by ids, insert_many);
-4. B belongs to this instance's open group G (its id is in B's journal). A *flush* closes G and ``$inc``-s
-   G's deltas, merged per rollup document, with a guard ``m.<instance> != G`` that the same update sets to G,
-   so each rollup document takes G at most once; then G's journals are deleted. Flushes run one at a time
-   (the next group's batches may go to the ledger meanwhile).
+4. B belongs to this instance's open group G, which has the next number N of this instance's rollup log
+   (both are in B's journal). A *flush* closes G: it appends G's deltas, merged, as log entry N (readers
+   follow the log, see ``view.py``), then deletes G's journals. Flushes run one at a time (the next group's
+   batches may go to the ledger meanwhile).
+5. Every ``fold_seconds`` a *fold* adds the entries since the last fold to the rollup documents: one ``$inc``
+   per document for all of them, guarded by ``m.<instance> != T`` (T, the fold's last entry) which the same
+   update sets, after noting T as the fold in progress. An interrupted fold is re-run with the same entries
+   and T, so no document takes an entry twice.
 
-A crash anywhere leaves journals behind. :meth:`Projector.recover_all` takes the journals group by group in
-order, redoes step 3 for every ledger document older than the journal's (or missing), and flushes the group
-with its own id, which the guards make harmless. Kafka offsets may be committed after step 3: the
-journals hold everything a flush needs. Events already in a case's facts are ignored (at-least-once).
+A crash anywhere leaves journals or a fold in progress behind. :meth:`Projector.recover_all` takes the
+journals group by group in order, redoes step 3 for every ledger document older than the journal's (or
+missing), and flushes the group with its own number (an entry already there is not written again), then
+finishes the fold. Kafka offsets may be committed after step 3: the journals hold everything a flush needs.
+Events already in a case's facts are ignored.
 """
 
 from __future__ import annotations
@@ -27,24 +32,15 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from services.common.logging import get_logger
 from services.common.mongo import id_chunks
 from services.common.workdays import WorkCalendar, default_calendar
-from services.stats.domain import (
-    COUNTERS,
-    Counters,
-    Summary,
-    contributions,
-    deltas,
-    flatten,
-    fold,
-    merge_counters,
-    parse_rollup_id,
-)
-from services.stats.store import StatsStore
+from services.stats.domain import Counters, contributions, deltas, fold, merge_counters
+from services.stats.store import LogConflict, StatsStore
+from services.stats.view import RollupView
 
 log = get_logger(__name__)
 
@@ -76,17 +72,38 @@ class Projector:
     foreign_grace_seconds: float = 300.0
     flush_seconds: float = 2.0  # with apply(flush=False): how long deltas may wait before a flush is due
     flush_facts: int = 50_000  # ... or how many facts
+    fold_seconds: float = 30.0  # how often flushed entries go into the rollup documents (0: after every flush)
+    log_keep: int = 300  # own log entries kept after they are in the documents: a reader's catch-up window
+    trim_every: int = 50  # ... trimmed this many at a time
+    view: RollupView = None  # type: ignore[assignment]  # the rollups in memory; one per store by default
     rollups_flushed: int = 0  # rollup increments written by finished flushes (a figure for benchmarks)
+    _started: bool = False
+    _next_seq: int = 1
+    _floor: int = 0
+    _last_fold: float = 0.0
     _group_id: str = ""
+    _group_seq: int = 0
     _group: list[str] = field(default_factory=list)  # journaled, not yet flushed batches (in order)
     _merged: dict[str, Counters] = field(default_factory=dict)
     _group_facts: int = 0
     _group_since: float = 0.0
-    _seq: int = 0
     _flushing: asyncio.Task | None = None
+
+    def __post_init__(self) -> None:
+        if self.view is None:
+            self.view = RollupView(self.store)
+
+    async def start(self) -> int:
+        """Register this instance's log, load the view and finish interrupted work; returns batches recovered."""
+        await self.store.register_owner(self.instance)
+        await self.view.catch_up()
+        self._started = True
+        return await self.recover_all()
 
     async def apply(self, facts: Iterable[Mapping[str, Any]], *, flush: bool = True) -> BatchResult:
         """Apply facts to the ledger; with ``flush`` (the default) the rollups too before returning."""
+        if not self._started:
+            await self.start()
         by_case: dict[str, dict[str, Mapping[str, Any]]] = defaultdict(dict)
         count = 0
         for fact in facts:
@@ -124,16 +141,22 @@ class Projector:
             new_docs.append({"_id": case_id, "rev": (doc["rev"] if doc else 0) + 1, "events": events, "s": after})
         if not new_docs:
             return None, 0, duplicates
-        batch_id = uuid.uuid4().hex
-        self._seq = max(self._seq + 1, time.time_ns())
+        batch_id = await self._journal(new_docs, merged)
+        await self.store.replace_cases(new_docs, existing=set(docs))
+        return batch_id, len(new_docs), duplicates
+
+    async def _journal(self, docs: list[dict[str, Any]], merged: dict[str, Counters]) -> str:
+        """Journal a batch into the open group (opening one, with the next log number, if none is)."""
         if not self._group:
             self._group_id = uuid.uuid4().hex
+            self._group_seq = self._next_seq
+            self._next_seq += 1
             self._group_since = time.monotonic()
-        await self.store.open_batch(batch_id, self.instance, self._group_id, self._seq, new_docs, _encode(merged))
-        await self.store.replace_cases(new_docs, existing=set(docs))
+        batch_id = uuid.uuid4().hex
+        await self.store.open_batch(batch_id, self.instance, self._group_id, self._group_seq, docs, _encode(merged))
         self._group.append(batch_id)
         merge_counters(self._merged, merged)
-        return batch_id, len(new_docs), duplicates
+        return batch_id
 
     def pending(self) -> bool:
         return bool(self._group)
@@ -153,23 +176,74 @@ class Projector:
             await task
         if not self._group:
             return 0
-        work = self._apply_group(self.instance, self._group_id, self._group, self._merged)
+        work = self._flush_then_fold(self._group_id, self._group_seq, self._group, self._merged)
         self._group, self._merged, self._group_facts = [], {}, 0
         if not wait:
             self._flushing = asyncio.create_task(work)
             return 0
         return await work
 
-    async def _apply_group(self, owner: str, group_id: str, batches: list[str], merged: dict[str, Counters],
-                           recovering: bool = False) -> int:
-        await self.store.register(merged)
-        await self.store.increment_once(merged, group_id, owner, recovering)
+    async def _flush_then_fold(self, group_id: str, seq: int, batches: list[str], merged: dict[str, Counters]) -> int:
+        touched = await self._apply_group(self.instance, group_id, seq, batches, merged)
+        if time.monotonic() - self._last_fold >= self.fold_seconds:
+            await self.fold()
+        return touched
+
+    async def _apply_group(self, owner: str, group_id: str, seq: int, batches: list[str],
+                           merged: dict[str, Counters]) -> int:
+        seq, _written = await self._append(owner, group_id, seq, batches, merged)
+        self.view.apply(owner, seq, merged)
         await self.store.close_batches(batches)
         self.rollups_flushed += len(merged)
         return len(merged)
 
+    async def fold(self) -> int:
+        """Add this instance's log entries since the last fold to the rollup documents, exactly once; an
+        interrupted fold is finished first, with the same entries. Returns the entries folded."""
+        self._last_fold = time.monotonic()
+        folded, target = await self.store.fold_state(self.instance)
+        entries = await self.store.read_log(self.instance, folded)
+        if target is not None:
+            entries = [e for e in entries if e.seq <= target]
+            if not entries or entries[-1].seq != target:
+                raise RuntimeError(f"fold {folded + 1}..{target} of {self.instance!r}: entries missing from the log")
+        if not entries:
+            return 0
+        last = entries[-1].seq
+        if target is None:
+            await self.store.begin_fold(self.instance, last)
+        merged: dict[str, Counters] = {}
+        for entry in entries:
+            merge_counters(merged, entry.deltas)
+        await self.store.increment_once(merged, last, self.instance, recovering=target is not None)
+        await self.store.end_fold(self.instance, last)
+        # entries folded and older than the readers' window are no longer needed by anyone
+        upto = min(last, self.view.heads.get(self.instance, last) - self.log_keep)
+        if upto - self._floor >= self.trim_every:
+            await self.store.trim_log(self.instance, upto, self._floor)
+            self._floor = upto
+        return len(entries)
+
+    async def _append(self, owner: str, group_id: str, seq: int, batches: list[str],
+                      merged: dict[str, Counters]) -> tuple[int, bool]:
+        """Append the group to ``owner``'s log as entry ``seq``: (the number used, whether written just now)."""
+        while True:
+            try:
+                return seq, await self.store.append_log(owner, seq, group_id, merged)
+            except LogConflict:
+                # another instance took this number (it recovered this owner's journals while it was away):
+                # take the next free one, and say so in the journals before using it
+                await self.view.catch_up()
+                seq = max(seq, self.view.heads.get(owner, 0)) + 1
+                await self.store.renumber_batches(batches, seq)
+                if owner == self.instance:
+                    self._next_seq = max(self._next_seq, seq + 1)
+                log.warning("rollup_log_renumbered", owner=owner, seq=seq)
+
     async def recover_all(self) -> int:
         """Finish every interrupted group: this instance's, and other instances' after a grace period."""
+        if not self._started:
+            return await self.start()
         if self._flushing is not None:
             task, self._flushing = self._flushing, None
             task.cancel()
@@ -180,7 +254,7 @@ class Projector:
         for journal in await self.store.open_batches():
             by_owner[journal["instance"], journal["group"]].append(journal)
         recovered = 0
-        for (owner, group_id), journals in sorted(by_owner.items(), key=lambda kv: kv[1][0]["seq"]):
+        for (owner, group_id), journals in sorted(by_owner.items(), key=lambda kv: (kv[0][0], kv[1][0]["seq"])):
             newest = max(j["opened_at"] for j in journals)
             if newest.tzinfo is None:
                 newest = newest.replace(tzinfo=UTC)
@@ -191,9 +265,14 @@ class Projector:
             for journal in journals:
                 await self._redo_ledger(journal["docs"])
                 merge_counters(merged, _decode(journal["deltas"]))
-            await self._apply_group(owner, group_id, [j["_id"] for j in journals], merged, recovering=True)
+            seq = max(j["seq"] for j in journals)  # all the same unless a renumbering was interrupted
+            await self._apply_group(owner, group_id, seq, [j["_id"] for j in journals], merged)
             log.info("batches_recovered", owner=owner, batches=len(journals), rollups=len(merged))
             recovered += len(journals)
+        self._floor = (await self.store.log_floors()).get(self.instance, 0)
+        await self.view.catch_up()
+        self._next_seq = max(self.view.heads.get(self.instance, 0), self._floor) + 1
+        await self.fold()
         return recovered
 
     async def _redo_ledger(self, docs: list[dict[str, Any]]) -> None:
@@ -203,62 +282,34 @@ class Projector:
             await self.store.replace_cases(stale)
 
     async def reconcile(self, fix: bool = True) -> dict[str, Any]:
-        """Rebuild every rollup from the ledger, compare with the stored ones, and (by default) fix them."""
+        """Rebuild every rollup from the ledger, compare with the stored ones, and (by default) fix them.
+
+        A fix is one more group of increments (the differences), journaled and flushed like any other."""
         await self.recover_all()
+        await self.flush()
         expected: dict[str, Counters] = {}
         cases = 0
         async for doc in self.store.scan_states():
             cases += 1
             merge_counters(expected, contributions(doc["s"]))
-        actual: dict[str, Counters] = {}
-        for gran in ("d", "m"):
-            for doc in await self.store.all_rollups(gran=gran):
-                actual[doc["_id"]] = flatten(doc)
+        await self.view.load()  # from the documents as stored, whatever happened to them
+        actual = self.view.rollups()
         differences = []
+        corrections: dict[str, Counters] = {}
         for rid in sorted(expected.keys() | actual.keys()):
             want, have = expected.get(rid, {}), actual.get(rid, {})
             if want != have:
                 diff = {k: want.get(k, 0) - have.get(k, 0) for k in want.keys() | have.keys()
                         if want.get(k, 0) != have.get(k, 0)}
                 differences.append({"rollup": rid, "missing": diff})
-                if fix:
-                    await self.store.overwrite_rollup(rid, want)
+                corrections[rid] = diff
+        if fix and corrections:
+            await self._journal([], corrections)
+            await self.flush()
         report = {"cases": cases, "rollups": len(expected), "differences": len(differences),
                   "examples": differences[:20], "fixed": fix and bool(differences)}
         log.info("reconciled", cases=cases, rollups=len(expected), differences=len(differences))
         return report
 
 
-# --------------------------------------------------------------------------------------------------
-# Queries
-# --------------------------------------------------------------------------------------------------
-
-
-def summarise(docs: Iterable[Mapping[str, Any]]) -> dict[str, Summary]:
-    """Sum rollup documents by their key."""
-    out: dict[str, Summary] = defaultdict(Summary)
-    for doc in docs:
-        out[doc["key"]].add(flatten(doc))
-    return dict(out)
-
-
-async def summaries(store: StatsStore, dim: str, months: list[str], days: list[str]) -> dict[str, Summary]:
-    """Summaries by key of one dimension over a period; cached until the rollups change (callers must not
-    modify the returned summaries)."""
-
-    async def compute() -> dict[str, Summary]:
-        return summarise(await store.rollups(dim, months, days))
-
-    return await store.cached(("summaries", dim, tuple(months), tuple(days)), compute)
-
-
-async def overview(store: StatsStore, months: list[str], days: list[str], today: date) -> dict[str, Any]:
-    by_key = await summaries(store, "all", months, days)
-    return by_key.get("all", Summary()).rates(today)
-
-
-def counters_of(summary: Summary) -> dict[str, int]:
-    return {k: summary.get(k) for k in COUNTERS}
-
-
-__all__ = ["BatchResult", "Projector", "overview", "parse_rollup_id", "summaries", "summarise"]
+__all__ = ["BatchResult", "Projector"]

@@ -5,17 +5,21 @@ Shaped by what the local MongoDB-wire server (FerretDB, SQLite) does fast: only 
 thousand documents, while every update is a read-modify-write of its own (~800 documents/s however it is sent).
 So the hot path never updates a ledger document: a batch's new ledger documents are journaled (one insert),
 then swapped in (one delete by ids + one insert_many). Rollups are the only updates, one per rollup document
-per flush, sent as one ``bulk_write``; the day rollups of a breakdown (unit, category, county) are packed into
-one document per dimension and day, so a flush touches a few hundred documents, not thousands.
+per fold, sent as one ``bulk_write``; the day rollups of a breakdown (unit, category, county) are packed into
+one document per dimension and day, so a fold touches a few hundred documents, not thousands.
+
+A flush appends its increments to its owner's rollup log (one insert, ``<owner>:<seq>``); readers keep the
+rollups in memory and follow the log (see ``view.py``). The ``$inc``s into the rollup documents come later, a
+*fold* of many entries at a time (one update per document for all of them).
 Everything used here behaves the same on MongoDB.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
 import zlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +29,39 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.common.mongo import DUPLICATE_KEY, id_chunks
-from services.stats.domain import COUNTERS, Counters, parse_rollup_id
+from services.stats.domain import COUNTERS, Counters, flatten, parse_rollup_id
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One flush of one owner: the counter increments of a group of batches, by rollup id."""
+
+    owner: str
+    seq: int
+    group: str
+    deltas: dict[str, Counters]
+
+
+@dataclass(frozen=True)
+class StoredRollups:
+    """One stored rollup document: its rollups and, per owner, the last log entry it holds."""
+
+    collection: str
+    doc_id: str
+    rollups: dict[str, Counters]
+    markers: dict[str, int]
+
+
+class LogConflict(Exception):
+    """A log sequence number already holds another group's increments."""
+
+    def __init__(self, owner: str, seq: int) -> None:
+        super().__init__(f"log entry {seq} of {owner!r} holds another group")
+        self.owner, self.seq = owner, seq
+
+
+def log_id(owner: str, seq: int) -> str:
+    return f"{owner}:{seq:012d}"
 
 
 def pack(value: Any) -> Binary:
@@ -62,7 +98,7 @@ def rollup_location(rid: str) -> tuple[str, str, str]:
     """(collection, document id, field prefix) of a rollup id.
 
     Month rollups are one document each (``rollup_m``, what rankings and overviews read). Day rollups are
-    packed into one document per dimension and day (``rollup_d``, ``k.<key>.<counter>``): a flush then updates
+    packed into one document per dimension and day (``rollup_d``, ``k.<key>.<counter>``): a fold then updates
     a few per day instead of one per key and day. (Packing a whole month into one document was tried: the
     local server's update cost grows with the document, ~300 ms each, far worse.)"""
     dim, key, period = parse_rollup_id(rid)
@@ -94,15 +130,12 @@ def _unpack(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 class StatsStore:
-    def __init__(self, db: AsyncDatabase, cache_size: int = 256) -> None:
+    def __init__(self, db: AsyncDatabase) -> None:
         self.db = db
         self.ledger = db["ledger"]
         self.batches = db["batches"]
         self.meta = db["meta"]
-        self._known_keys: set[tuple[str, str]] = set()
-        self._known_months: set[str] = set()
-        self._cache: dict[tuple, tuple[str, Any]] = {}
-        self._cache_size = cache_size
+        self.log = db["rollup_log"]
 
     async def ensure_indexes(self) -> None:
         """Nothing to index: every hot read and write is by ``_id``, and the rest reads small collections."""
@@ -151,7 +184,8 @@ class StatsStore:
 
     async def open_batch(self, batch_id: str, instance: str, group: str, seq: int, docs: list[dict[str, Any]],
                          deltas: list[dict[str, Any]]) -> None:
-        """Journal a batch: the ledger documents it writes and its rollup deltas. Present = not finished."""
+        """Journal a batch: the ledger documents it writes and its rollup deltas. Present = not finished.
+        ``seq`` is the log sequence number its group's flush will use."""
         await self.batches.insert_one({"_id": batch_id, "instance": instance, "group": group, "seq": seq,
                                        "work": pack({"docs": docs, "deltas": deltas}), "opened_at": datetime.now(UTC)})
 
@@ -160,56 +194,88 @@ class StatsStore:
         journals = []
         for journal in await self.batches.find({}).to_list():
             journals.append({**journal, **unpack(journal.pop("work"))})
-        return sorted(journals, key=lambda j: (j["instance"], j["seq"]))
+        return sorted(journals, key=lambda j: (j["instance"], j["seq"], j["opened_at"]))
+
+    async def renumber_batches(self, batch_ids: list[str], seq: int) -> None:
+        """Move journaled batches to another log sequence number (their first one was taken)."""
+        for chunk in id_chunks(batch_ids):
+            await self.batches.update_many({"_id": {"$in": chunk}}, {"$set": {"seq": seq}})
 
     async def close_batches(self, batch_ids: list[str]) -> None:
         for chunk in id_chunks(batch_ids):
             await self.batches.delete_many({"_id": {"$in": chunk}})
 
-    # ---------------------------------------------------------------- rollups
+    # ---------------------------------------------------------------- rollup log
 
-    async def register(self, rollup_ids: Iterable[str]) -> None:
-        """Directories of keys and months, so queries read rollups by _id instead of scanning (FerretDB).
+    async def register_owner(self, owner: str) -> None:
+        """Make ``owner``'s log known to readers (its floor starts at 0: nothing trimmed yet)."""
+        await self.meta.update_one({"_id": "rollup_log"}, {"$max": {f"floor.{escape_key(owner)}": 0}}, upsert=True)
 
-        One ``$addToSet ... $each`` per dimension with new keys; this process's writes to the directory are
-        sequential (the local server's updates are read-modify-write, so two at once could lose a value)."""
-        new_keys: dict[str, set[str]] = {}
-        new_months: set[str] = set()
-        for rid in rollup_ids:
-            dim, key, period = parse_rollup_id(rid)
-            if (dim, key) not in self._known_keys:
-                new_keys.setdefault(dim, set()).add(key)
-            if len(period) == 7 and period not in self._known_months:
-                new_months.add(period)
-        for dim, keys in sorted(new_keys.items()):
-            await self._add_to_set(f"keys:{dim}", "keys", sorted(keys))
-            self._known_keys.update((dim, k) for k in keys)
-        if new_months:
-            await self._add_to_set("periods", "months", sorted(new_months))
-            self._known_months.update(new_months)
+    async def log_floors(self) -> dict[str, int]:
+        """Every log owner with the last sequence number trimmed from its log (records after it are kept)."""
+        doc = await self.meta.find_one({"_id": "rollup_log"})
+        return {unescape_key(k): int(v) for k, v in ((doc or {}).get("floor") or {}).items()}
 
-    async def _add_to_set(self, doc_id: str, field: str, values: list[str]) -> None:
-        update = {"$addToSet": {field: {"$each": values}}}
+    async def append_log(self, owner: str, seq: int, group: str, increments: dict[str, Counters]) -> bool:
+        """Record a flush's counter increments as ``owner``'s log entry ``seq``; False if that group's entry
+        is already there (a re-run). Raises :class:`LogConflict` if another group holds ``seq``."""
+        record = {"_id": log_id(owner, seq), "owner": owner, "seq": seq, "group": group,
+                  "at": datetime.now(UTC), "deltas": pack(increments)}
         try:
-            await self.meta.update_one({"_id": doc_id}, update, upsert=True)
-        except DuplicateKeyError:  # two concurrent upserts created it: the second now simply updates
-            await self.meta.update_one({"_id": doc_id}, update)
+            await self.log.insert_one(record)
+            return True
+        except DuplicateKeyError:
+            existing = await self.log.find_one({"_id": record["_id"]}, {"group": 1})
+            if existing is not None and existing.get("group") == group:
+                return False
+            raise LogConflict(owner, seq) from None
 
-    async def keys(self, dim: str) -> list[str]:
-        doc = await self.meta.find_one({"_id": f"keys:{dim}"})
-        return sorted((doc or {}).get("keys") or [])
+    async def read_log(self, owner: str, after: int, chunk: int = 200) -> list[LogRecord]:
+        """``owner``'s log entries after ``after``, in order, up to the first one missing."""
+        out: list[LogRecord] = []
+        while True:
+            ids = [log_id(owner, seq) for seq in range(after + 1, after + chunk + 1)]
+            found = {d["seq"]: d for d in await self.log.find({"_id": {"$in": ids}}).to_list()}
+            for seq in range(after + 1, after + chunk + 1):
+                if seq not in found:
+                    return out
+                out.append(LogRecord(owner, seq, found[seq]["group"], unpack(found[seq]["deltas"])))
+            after += chunk
 
-    async def increment_once(self, increments: dict[str, Counters], marker: str, owner: str,
+    async def trim_log(self, owner: str, upto: int, floor: int) -> None:
+        """Delete ``owner``'s entries ``floor+1..upto`` (all already in the rollup documents) and raise its floor."""
+        if upto <= floor:
+            return
+        await self.meta.update_one({"_id": "rollup_log"}, {"$max": {f"floor.{escape_key(owner)}": upto}})
+        for chunk in id_chunks([log_id(owner, seq) for seq in range(floor + 1, upto + 1)]):
+            await self.log.delete_many({"_id": {"$in": chunk}})
+
+    async def fold_state(self, owner: str) -> tuple[int, int | None]:
+        """(last entry of ``owner`` folded into the documents, the last entry of a fold in progress or None)."""
+        doc = await self.meta.find_one({"_id": f"fold:{owner}"}) or {}
+        return int(doc.get("folded", 0)), doc.get("to")
+
+    async def begin_fold(self, owner: str, to: int) -> None:
+        await self.meta.update_one({"_id": f"fold:{owner}"}, {"$set": {"to": to}}, upsert=True)
+
+    async def end_fold(self, owner: str, folded: int) -> None:
+        await self.meta.update_one({"_id": f"fold:{owner}"}, {"$set": {"folded": folded, "to": None}}, upsert=True)
+
+    # ---------------------------------------------------------------- rollup documents
+
+    async def increment_once(self, increments: dict[str, Counters], marker: int, owner: str,
                              recovering: bool = False) -> None:
         """$inc each rollup document unless it already took ``marker`` from ``owner``: a re-run cannot double count.
 
-        Each document keeps the last marker of each owner (``m.<owner>``); the filter skips a document that has
-        it, and the same single-document update sets it. An owner flushes one group at a time and recovery
-        re-runs an interrupted group with the same marker, so the last marker is all a document needs.
-        All updates go in one unordered ``bulk_write`` (one round trip). A fresh marker is on no document;
-        when ``recovering``, the documents that already carry it are read first (by ids) and left out, because
-        an upsert whose guard fails collides on ``_id`` and the local server then answers a bulk write in a
-        shape pymongo cannot read (no ``nModified``). On MongoDB such a collision means "already applied"."""
+        Each document keeps the last marker of each owner (``m.<owner>``: the last log entry of a fold); the
+        filter skips a document that has it, and the same single-document update sets it. An owner folds one
+        range of entries at a time and an interrupted fold is re-run with the same range and marker, so the
+        last marker is all a document needs; it also tells a reader which of the owner's log entries the
+        document already holds (every one up to the marker).
+        All updates go in one unordered ``bulk_write`` (one round trip). When ``recovering``, the documents
+        that already carry the marker are read first (by ids) and left out, because an upsert whose guard
+        fails collides on ``_id`` and the local server then answers a bulk write in a shape pymongo cannot
+        read (no ``nModified``). On MongoDB such a collision means "already applied"."""
         field = f"m.{escape_key(owner)}"
         ops: dict[tuple[str, str], dict[str, Any]] = {}
         for rid, counters in increments.items():
@@ -246,75 +312,19 @@ class StatsStore:
                 except BulkWriteError as exc:
                     if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
                         raise
-        await self.changed()
 
-    async def changed(self) -> None:
-        """A new token for the query cache: a write that sets it always happens after the rollup writes."""
-        await self.meta.update_one({"_id": "rollups_token"}, {"$set": {"token": uuid.uuid4().hex}}, upsert=True)
-
-    async def _token(self) -> str:
-        doc = await self.meta.find_one({"_id": "rollups_token"})
-        return (doc or {}).get("token", "")
-
-    async def _by_ids(self, coll: str, ids: list[str]) -> list[dict[str, Any]]:
-        docs: list[dict[str, Any]] = []
-        for chunk in id_chunks(ids):
-            docs += await self.db[coll].find({"_id": {"$in": chunk}}, {"m": 0}).to_list()
-        return docs
-
-    async def rollups(self, dim: str, months: list[str], days: list[str]) -> list[dict[str, Any]]:
-        """The rollup documents of one dimension over whole months plus single days, read by ``_id`` only."""
-        keys = ["all"] if dim == "all" else await self.keys(dim)
-        docs = await self._by_ids("rollup_m", [f"{dim}|{key}|{month}" for key in keys for month in months])
-        for packed in await self._by_ids("rollup_d", [f"{dim}|{d}" for d in days]):
-            docs += _unpack(packed)
-        return docs
-
-    async def cached(self, key: tuple, compute: Any) -> Any:
-        """``await compute()`` for a query over the rollups, reused while the rollups' change token (one small
-        document, rewritten after every flush and every repair) stays the same: a repeated query costs one
-        ``find_one``, and any change to the rollups makes the next query compute again."""
-        token = await self._token()
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] == token:
-            return hit[1]
-        value = await compute()
-        if len(self._cache) >= self._cache_size:
-            self._cache.pop(next(iter(self._cache)))
-        self._cache[key] = (token, value)
-        return value
-
-    async def all_rollups(self, dim: str | None = None, gran: str = "m") -> list[dict[str, Any]]:
-        """Every rollup of a granularity ("m" or "d"), packed day documents unpacked (reconcile, tests)."""
-        flt = {"dim": dim} if dim else {}
-        docs = await self.db[f"rollup_{gran}"].find(flt, {"m": 0}).to_list()
-        if gran == "d":
-            return [one for packed in docs for one in _unpack(packed)]
-        return docs
-
-    async def rollup_periods(self) -> list[str]:
-        async def compute() -> list[str]:
-            doc = await self.meta.find_one({"_id": "periods"})
-            return sorted((doc or {}).get("months") or [])
-
-        return list(await self.cached(("periods",), compute))
-
-    async def overwrite_rollup(self, rid: str, counters: Counters) -> None:
-        """Set a rollup's counters to exact values (reconcile); names missing from ``counters`` become 0."""
-        coll, doc_id, prefix = rollup_location(rid)
-        dim, key, period = parse_rollup_id(rid)
-        if prefix:
-            await self.db[coll].update_one({"_id": doc_id}, {"$set": {prefix.rstrip("."): _nested(counters)},
-                                                             "$setOnInsert": {"dim": dim, "period": period}},
-                                           upsert=True)
-        else:
-            await self.db[coll].find_one_and_replace(
-                {"_id": rid}, {"dim": dim, "key": key, "period": period, **_nested(counters)}, upsert=True)
-        await self.register([rid])
-        await self.changed()
+    async def rollup_documents(self) -> list[StoredRollups]:
+        """Every rollup document as its rollups (flat counters by rollup id) and its owners' markers."""
+        out = []
+        for coll in ("rollup_m", "rollup_d"):
+            async for doc in self.db[coll].find({}):
+                markers = {unescape_key(k): int(v) for k, v in (doc.get("m") or {}).items()}
+                rows = _unpack(doc) if coll == "rollup_d" else [doc]
+                out.append(StoredRollups(coll, doc["_id"], {row["_id"]: flatten(row) for row in rows}, markers))
+        return out
 
     async def insert_rollups(self, rollups: dict[str, Counters]) -> None:
-        """Write a fresh set of rollups with bulk inserts (seeding a benchmark database)."""
+        """Write a fresh set of rollup documents with bulk inserts (seeding a benchmark database)."""
         by_doc: dict[tuple[str, str], dict[str, Any]] = {}
         for rid, counters in rollups.items():
             coll, doc_id, prefix = rollup_location(rid)
@@ -328,8 +338,6 @@ class StatsStore:
             docs = [doc for (c, _i), doc in by_doc.items() if c == coll]
             for chunk in id_chunks(docs):
                 await self.db[coll].insert_many(chunk, ordered=False)
-        await self.register(rollups)
-        await self.changed()
 
     # ---------------------------------------------------------------- run markers
 

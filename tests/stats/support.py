@@ -6,7 +6,7 @@ from datetime import date
 from typing import Any
 
 from services.stats.domain import Summary, fact_from_event
-from services.stats.handlers import Projector, summaries
+from services.stats.handlers import Projector
 from services.stats.simulate import Simulation
 
 TODAY = date(2026, 11, 27)  # after every simulated deadline
@@ -22,11 +22,12 @@ async def apply_in_batches(projector: Projector, facts: list[dict[str, Any]], ba
 
 
 async def measured(projector: Projector) -> dict[str, dict[str, Any]]:
-    """The stored rates in the shape of Simulation.truth (all time, by "all" and by unit)."""
-    months = await projector.store.rollup_periods()
+    """The rates the projector's view serves, in the shape of Simulation.truth (all time, by "all" and by unit)."""
+    await projector.view.catch_up()
+    months = projector.view.months()
     out = {}
-    overall = (await summaries(projector.store, "all", months, [])).get("all", Summary())
-    by_unit = await summaries(projector.store, "unit", months, [])
+    overall = projector.view.summaries("all", months, []).get("all", Summary())
+    by_unit = projector.view.summaries("unit", months, [])
     for name, summary in [("all", overall), *((f"unit:{k}", s) for k, s in by_unit.items())]:
         r = summary.rates(TODAY)
         if r["received"] == 0 and name != "all":

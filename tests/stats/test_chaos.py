@@ -63,7 +63,7 @@ async def test_kill_minus_nine_during_the_stream_keeps_every_rate_exact(
     env = {**os.environ, "WENZHENG_KAFKA_BOOTSTRAP": kafka_bootstrap, "WENZHENG_MONGO_URL": mongo_url,
            "WENZHENG_STATS_DATABASE": db_name, "WENZHENG_STATS_CONSUMER_GROUP": f"stats-{run_id}",
            "WENZHENG_STATS_INSTANCE_ID": f"chaos-{run_id}", "WENZHENG_STATS_MAX_BATCH": str(max(40, CASES // 20)),
-           "WENZHENG_STATS_FLUSH_SECONDS": "0.5",
+           "WENZHENG_STATS_FLUSH_SECONDS": "0.5", "WENZHENG_STATS_FOLD_SECONDS": "1",
            "WENZHENG_PORT": str(port), "WENZHENG_LOG_LEVEL": "WARNING",
            **{f"WENZHENG_TOPIC_{k.upper()}": v for k, v in test_topics.model_dump().items()}}
     client = new_client(mongo_url)

@@ -134,6 +134,23 @@ def test_rates_and_median() -> None:
     assert r["overdue_open"] == 3
 
 
+def test_a_summary_follows_every_change_of_its_buckets_and_rates() -> None:
+    s = Summary({"received": 3, "replied": 3, "rh.30": 1, "rh.10": 1, "rh.20": 1, "du.20250101": 2})
+    first = s.rates(TODAY)
+    assert s.rates(TODAY) is first  # remembered while nothing changes
+    assert first["median_reply_working_hours"] == 2.0 and first["received"] == 3
+    s.add({"received": 2, "replied": 2, "rh.5": 2, "rh.10": -1, "du.20991231": 4})  # a bucket appears, one goes
+    assert s.buckets("rh") == [5, 20, 30]
+    again = s.rates(TODAY)
+    assert again["received"] == 5 and again["median_reply_working_hours"] == 1.25  # tenths 5, 5, 20, 30
+    assert again["on_time_rate"]["denominator"] == 5 + 2
+    other = Summary({"rh.1": 3})
+    assert s.copy().merge(other).buckets("rh") == [1, 5, 20, 30]
+    assert s.buckets("rh") == [5, 20, 30]  # the copy is independent
+    assert s.flat() == {"received": 5, "replied": 5, "rh.5": 2, "rh.20": 1, "rh.30": 1, "du.20250101": 2,
+                        "du.20991231": 4}
+
+
 def test_period_keys_use_whole_months_where_possible() -> None:
     months, days = period_keys(date(2025, 2, 27), date(2025, 4, 2))
     assert months == ["2025-03"]
