@@ -315,6 +315,9 @@ def median_from_histogram(hist: Mapping[int, int], values: list[int] | None = No
     return (low + high) / 2
 
 
+_BUCKETS: dict[int, int] = {}  # one int object per bucket value, shared by every histogram (a third of their memory)
+
+
 class Summary:
     """Counters added up: plain counters by name, histograms (``rh``, ``du``, ``do``) by integer bucket.
 
@@ -327,7 +330,7 @@ class Summary:
 
     def __init__(self, counters: Mapping[str, int] | None = None) -> None:
         self.counters: Counters = {}
-        self.hists: dict[str, dict[int, int]] = {h: {} for h in HISTOGRAMS}
+        self.hists: dict[str, dict[int, int]] = {}  # by name (rh, du, do), each only once it has a bucket
         self._ordered: dict[str, list[int]] = {}
         self._changes = 0
         self._rates: tuple[int, date, dict[str, Any]] | None = None
@@ -340,7 +343,8 @@ class Summary:
         for name, n in counters.items():
             hist, _dot, bucket = name.partition(".")
             if bucket:
-                self._add_bucket(hist, int(bucket), n)
+                number = int(bucket)
+                self._add_bucket(hist, _BUCKETS.setdefault(number, number), n)
             else:
                 _add_to(self.counters, name, n)
         return self
