@@ -43,6 +43,12 @@ class LogRecord:
 
 
 @dataclass(frozen=True)
+class LogState:
+    floor: int  # the last entry trimmed: entries after it are kept
+    head: int  # the last entry appended, as far as the owner could say (a hint: an entry may be newer)
+
+
+@dataclass(frozen=True)
 class StoredRollups:
     """One stored rollup document: its rollups and, per owner, the last log entry it holds."""
 
@@ -207,14 +213,22 @@ class StatsStore:
 
     # ---------------------------------------------------------------- rollup log
 
+    # Each owner's log has its own small document in ``meta`` (``log:<owner>``: floor = last entry trimmed,
+    # head = last entry appended, a hint for readers); only that owner writes it, because concurrent updates
+    # of one document can lose one on the local server.
+
     async def register_owner(self, owner: str) -> None:
         """Make ``owner``'s log known to readers (its floor starts at 0: nothing trimmed yet)."""
-        await self.meta.update_one({"_id": "rollup_log"}, {"$max": {f"floor.{escape_key(owner)}": 0}}, upsert=True)
+        await self.meta.update_one({"_id": f"log:{owner}"}, {"$set": {"kind": "rollup_log", "owner": owner},
+                                                             "$max": {"floor": 0, "head": 0}}, upsert=True)
+
+    async def log_owners(self) -> dict[str, LogState]:
+        """Every log owner's floor and head (a scan of ``meta``, which holds a few dozen small documents)."""
+        return {d["owner"]: LogState(int(d.get("floor", 0)), int(d.get("head", 0)))
+                async for d in self.meta.find({"kind": "rollup_log"})}
 
     async def log_floors(self) -> dict[str, int]:
-        """Every log owner with the last sequence number trimmed from its log (records after it are kept)."""
-        doc = await self.meta.find_one({"_id": "rollup_log"})
-        return {unescape_key(k): int(v) for k, v in ((doc or {}).get("floor") or {}).items()}
+        return {owner: state.floor for owner, state in (await self.log_owners()).items()}
 
     async def append_log(self, owner: str, seq: int, group: str, increments: dict[str, Counters]) -> bool:
         """Record a flush's counter increments as ``owner``'s log entry ``seq``; False if that group's entry
@@ -223,12 +237,14 @@ class StatsStore:
                   "at": datetime.now(UTC), "deltas": pack(increments)}
         try:
             await self.log.insert_one(record)
-            return True
+            written = True
         except DuplicateKeyError:
             existing = await self.log.find_one({"_id": record["_id"]}, {"group": 1})
-            if existing is not None and existing.get("group") == group:
-                return False
-            raise LogConflict(owner, seq) from None
+            if existing is None or existing.get("group") != group:
+                raise LogConflict(owner, seq) from None
+            written = False
+        await self.meta.update_one({"_id": f"log:{owner}"}, {"$max": {"head": seq}})
+        return written
 
     async def read_log(self, owner: str, after: int, chunk: int = 200) -> list[LogRecord]:
         """``owner``'s log entries after ``after``, in order, up to the first one missing."""
@@ -246,7 +262,7 @@ class StatsStore:
         """Delete ``owner``'s entries ``floor+1..upto`` (all already in the rollup documents) and raise its floor."""
         if upto <= floor:
             return
-        await self.meta.update_one({"_id": "rollup_log"}, {"$max": {f"floor.{escape_key(owner)}": upto}})
+        await self.meta.update_one({"_id": f"log:{owner}"}, {"$max": {"floor": upto}})
         for chunk in id_chunks([log_id(owner, seq) for seq in range(floor + 1, upto + 1)]):
             await self.log.delete_many({"_id": {"$in": chunk}})
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -52,27 +53,34 @@ class RollupView:
         async with self._lock:
             await self._load()
 
-    async def catch_up(self) -> None:
-        """Add the log entries written since the last call (loading first if needed)."""
+    async def catch_up(self, probe_all: bool = True) -> None:
+        """Add the log entries written since the last call (loading first if needed). Without ``probe_all``,
+        only owners whose head hint moved are read: the hint is written after the entry, so an owner that died
+        in between has its last entry found by the next full probe."""
         async with self._lock:
             if not self.loaded:
                 await self._load()
                 return
-            floors = await self.store.log_floors()
-            for owner, floor in floors.items():
+            for owner, state in (await self.store.log_owners()).items():
                 head = self.heads.get(owner, 0)
-                if head < floor:  # entries we never saw were trimmed: only the documents have them now
-                    log.warning("rollup_view_reload", owner=owner, head=head, floor=floor)
+                if head < state.floor:  # entries we never saw were trimmed: only the documents have them now
+                    log.warning("rollup_view_reload", owner=owner, head=head, floor=state.floor)
                     await self._load()
                     return
-                for record in await self.store.read_log(owner, head):
-                    self.apply(owner, record.seq, record.deltas)
+                if probe_all or state.head > head:
+                    for record in await self.store.read_log(owner, head):
+                        self.apply(owner, record.seq, record.deltas)
 
-    async def follow(self, stop: asyncio.Event, every: float) -> None:
-        """Catch up every ``every`` seconds until ``stop``: other instances' flushes reach this process."""
+    async def follow(self, stop: asyncio.Event, every: float, probe_every: float = 30.0) -> None:
+        """Catch up every ``every`` seconds until ``stop``: other instances' flushes reach this process. Owners
+        whose head hint did not move are read every ``probe_every`` seconds only (replicas that are gone)."""
+        last_probe = time.monotonic()
         while not stop.is_set():
             try:
-                await self.catch_up()
+                probe_all = time.monotonic() - last_probe >= probe_every
+                await self.catch_up(probe_all=probe_all)
+                if probe_all:
+                    last_probe = time.monotonic()
             except Exception as exc:
                 log.warning("rollup_view_catch_up_failed", error=str(exc)[:200], error_type=type(exc).__name__)
             with contextlib.suppress(TimeoutError):

@@ -43,6 +43,17 @@ CONTAINER = {
                       "properties": {"requests": QUANTITIES, "limits": QUANTITIES}},
     },
 }
+WORKLOAD = {"required": ["metadata", "spec"], "properties": {
+    "metadata": NAMESPACED,
+    "spec": {"type": "object", "required": ["selector", "template"], "properties": {
+        "replicas": {"type": "integer", "minimum": 1},
+        "selector": {"type": "object", "required": ["matchLabels"], "properties": {"matchLabels": STRING_MAP}},
+        "template": {"type": "object", "required": ["metadata", "spec"], "properties": {
+            "metadata": {"type": "object", "required": ["labels", "annotations"],
+                         "properties": {"labels": STRING_MAP, "annotations": STRING_MAP}},
+            "spec": {"type": "object", "required": ["containers"], "properties": {
+                "containers": {"type": "array", "minItems": 1, "items": CONTAINER}}}}}}}}}
+WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 SCHEMAS = {
     ("v1", "Namespace"): {"required": ["metadata"], "properties": {"metadata": METADATA}},
     ("v1", "ConfigMap"): {"required": ["metadata", "data"], "properties": {
@@ -53,16 +64,11 @@ SCHEMAS = {
         "metadata": NAMESPACED, "type": {"const": "Opaque"},
         "stringData": {"type": "object", "additionalProperties": {"type": "string", "pattern": "REPLACE_ME"}}},
         "not": {"required": ["data"]}},
-    ("apps/v1", "Deployment"): {"required": ["metadata", "spec"], "properties": {
-        "metadata": NAMESPACED,
-        "spec": {"type": "object", "required": ["selector", "template"], "properties": {
-            "replicas": {"type": "integer", "minimum": 1},
-            "selector": {"type": "object", "required": ["matchLabels"], "properties": {"matchLabels": STRING_MAP}},
-            "template": {"type": "object", "required": ["metadata", "spec"], "properties": {
-                "metadata": {"type": "object", "required": ["labels", "annotations"],
-                             "properties": {"labels": STRING_MAP, "annotations": STRING_MAP}},
-                "spec": {"type": "object", "required": ["containers"], "properties": {
-                    "containers": {"type": "array", "minItems": 1, "items": CONTAINER}}}}}}}}},
+    ("apps/v1", "Deployment"): WORKLOAD,
+    # stats: replicas keep their names (stats-0, stats-1, ...), which name their rollup logs and markers
+    ("apps/v1", "StatefulSet"): {**WORKLOAD, "properties": {
+        **WORKLOAD["properties"],
+        "spec": {**WORKLOAD["properties"]["spec"], "required": ["selector", "template", "serviceName"]}}},
     ("v1", "Service"): {"required": ["metadata", "spec"], "properties": {
         "metadata": NAMESPACED,
         "spec": {"type": "object", "required": ["selector", "ports"], "properties": {
@@ -74,7 +80,7 @@ SCHEMAS = {
                  "properties": {
                      "scaleTargetRef": {"type": "object", "required": ["apiVersion", "kind", "name"],
                                         "properties": {"apiVersion": {"const": "apps/v1"},
-                                                       "kind": {"const": "Deployment"}}},
+                                                       "kind": {"enum": list(WORKLOAD_KINDS)}}},
                      "minReplicas": {"type": "integer", "minimum": 1},
                      "maxReplicas": {"type": "integer", "minimum": 1},
                      "metrics": {"type": "array", "minItems": 1}}}}},
@@ -94,9 +100,12 @@ def by_name(kind: str) -> dict[str, dict]:
     return {doc["metadata"]["name"]: doc for doc in of_kind(kind)}
 
 
+def workloads() -> list[dict]:
+    return [doc for kind in WORKLOAD_KINDS for doc in of_kind(kind)]
+
+
 def containers() -> list[tuple[str, dict]]:
-    return [(d["metadata"]["name"], c) for d in of_kind("Deployment")
-            for c in d["spec"]["template"]["spec"]["containers"]]
+    return [(d["metadata"]["name"], c) for d in workloads() for c in d["spec"]["template"]["spec"]["containers"]]
 
 
 @pytest.mark.parametrize(("file", "doc"), DOCS, ids=[f"{f}:{d.get('kind')}" for f, d in DOCS])
@@ -106,9 +115,18 @@ def test_document_matches_the_schema_of_its_kind(file, doc):
     jsonschema.validate(doc, {"type": "object", "required": ["apiVersion", "kind"], **SCHEMAS[key]})
 
 
-def test_each_service_has_a_deployment_service_and_autoscaler():
-    for kind in ("Deployment", "Service", "HorizontalPodAutoscaler"):
-        assert set(by_name(kind)) == {f"wenzheng-{s}" for s in SERVICE_NAMES}, kind
+def test_each_service_has_a_workload_service_and_autoscaler():
+    expected = {f"wenzheng-{s}" for s in SERVICE_NAMES}
+    assert sorted(d["metadata"]["name"] for d in workloads()) == sorted(expected)
+    for kind in ("Service", "HorizontalPodAutoscaler"):
+        assert set(by_name(kind)) == expected, kind
+
+
+def test_stats_replicas_keep_their_names_across_restarts():
+    (stats,) = of_kind("StatefulSet")
+    assert stats["metadata"]["name"] == "wenzheng-stats"
+    assert stats["spec"]["serviceName"] in by_name("Service")
+    assert by_name("HorizontalPodAutoscaler")["wenzheng-stats"]["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
 
 
 def test_kustomization_lists_every_manifest():
@@ -124,7 +142,7 @@ def test_everything_lives_in_the_namespace():
             assert doc["metadata"]["namespace"] == namespace["metadata"]["name"], doc["metadata"]["name"]
 
 
-@pytest.mark.parametrize("deployment", of_kind("Deployment"), ids=lambda d: d["metadata"]["name"])
+@pytest.mark.parametrize("deployment", workloads(), ids=lambda d: d["metadata"]["name"])
 def test_selectors_match_the_pod_labels(deployment):
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
@@ -165,7 +183,7 @@ def test_the_service_code_serves_the_probed_paths(service):
 
 
 def test_the_scrape_annotations_name_the_metrics_port():
-    for deployment in of_kind("Deployment"):
+    for deployment in workloads():
         annotations = deployment["spec"]["template"]["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true"
         assert annotations["prometheus.io/port"] == str(HTTP_PORT)
@@ -184,7 +202,7 @@ def test_environment_comes_from_the_configmap_and_secret_that_exist():
             ref = env.get("valueFrom", {}).get("secretKeyRef")
             if ref:
                 assert ref["key"] in secrets[ref["name"]]["stringData"], f"{name}: {ref}"
-    for deployment in of_kind("Deployment"):
+    for deployment in workloads():
         for volume in deployment["spec"]["template"]["spec"].get("volumes", []):
             if "secret" in volume:
                 secret = secrets[volume["secret"]["secretName"]]
@@ -199,7 +217,7 @@ def test_intake_reads_its_credentials_from_the_mounted_secret():
 
 
 def test_autoscalers_target_existing_deployments_within_the_partition_count():
-    deployments = by_name("Deployment")
+    deployments = {d["metadata"]["name"]: d for d in workloads()}
     partitions = int(of_kind("ConfigMap")[0]["data"]["WENZHENG_TOPIC_PARTITIONS"])
     for hpa in of_kind("HorizontalPodAutoscaler"):
         target = hpa["spec"]["scaleTargetRef"]["name"]

@@ -9,7 +9,7 @@ from services.common.mongo import new_client
 from services.stats.domain import fact_from_event
 from services.stats.handlers import Projector
 from services.stats.simulate import simulate
-from services.stats.store import StatsStore, rollup_location
+from services.stats.store import StatsStore, pack, rollup_location
 from services.stats.view import RollupView
 from tests.stats.support import TODAY, apply_in_batches, facts_of, measured
 
@@ -139,3 +139,20 @@ async def test_a_view_loaded_in_the_middle_of_a_fold_counts_each_entry_once(db, 
     await restarted.start()  # finishes it, with the same entries
     assert await stored_rollups(restarted.store) == loaded.rollups()
     assert await store_has_folded(restarted.store, "clean")
+
+
+async def test_a_reader_follows_head_hints_and_finds_an_unhinted_entry_on_a_full_probe(db) -> None:
+    store = StatsStore(db)
+    reader = RollupView(StatsStore(db))
+    await store.register_owner("x")
+    await reader.load()
+    await store.append_log("x", 1, "g1", {"all|all|2025-06": {"received": 2}})
+    await reader.catch_up(probe_all=False)
+    assert reader.heads["x"] == 1 and reader.rollup("all", "all", "2025-06").get("received") == 2
+    # the owner died between writing its entry and its head hint
+    await store.log.insert_one({"_id": "x:000000000002", "owner": "x", "seq": 2, "group": "g2",
+                                "deltas": pack({"all|all|2025-06": {"received": 3}})})
+    await reader.catch_up(probe_all=False)
+    assert reader.heads["x"] == 1
+    await reader.catch_up(probe_all=True)
+    assert reader.heads["x"] == 2 and reader.rollup("all", "all", "2025-06").get("received") == 5
