@@ -1,11 +1,19 @@
 """Text classification of citizen posts into categories.
 
-:class:`TextClassifier` is a linear SVM over three blocks of features, calibrated by temperature scaling:
+:class:`TextClassifier` is a linear SVM over three blocks of features, helped by the nearest training posts
+and calibrated by temperature scaling:
 
 * character 1–2-grams of the whole post, TF-IDF with sublinear tf (no word segmentation: jieba is not used);
 * character 1–3-grams of the first ``head_chars`` characters, where the title sits, at a lower weight;
 * how often each taxonomy category's keywords occur (``log1p`` of the count), so the hand-written rules
   inform the model where the training data is thin.
+
+To the SVM's margins it adds ``neighbour_weight`` × the votes of the ``neighbours`` most similar training posts
+(cosine over the same features, each vote weighing similarity ** ``neighbour_power``, the votes summing to 1).
+Citizens write about the same estate, employer or school again and again; a close neighbour catches such a
+post where the SVM's single hyperplane per category misses it (+0.007 cross-validated macro-F1 and +0.021
+held-out on the Teddy 2020 corpus; the README has the figures). The shipped default model does without
+(``neighbours=0``): its training posts are generated from templates, so their neighbours add nothing.
 
 N-grams are never built as Python strings at prediction time: the texts become one array of code points,
 every n-gram a 64-bit polynomial hash computed with numpy, looked up in a numpy hash table of the training
@@ -30,14 +38,15 @@ from typing import Any
 import joblib
 import numpy as np
 import scipy.sparse as sp
-from sklearn.calibration import CalibratedClassifierCV
+from scipy.optimize import minimize_scalar
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import LinearSVC
 
 MODEL_FILE = "model.joblib"
 META_FILE = "model.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+NEIGHBOUR_CHUNK = 1000  # rows whose similarities to every training post are held at once
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant for the polynomial n-gram hash
 _DROPPED = np.array([ord(c) for c in " \t\r\n\f\v\u3000\xa0\u200b\ufeff"], dtype=np.uint32)
 
@@ -385,6 +394,10 @@ class TrainingParams:
     head_weight: float = 0.5
     keyword_weight: float = 0.1
     c: float = 1.0
+    neighbours: int = 10  # 0: the SVM alone
+    neighbour_weight: float = 0.6
+    neighbour_power: float = 4.0
+    neighbour_max_df: float = 0.4  # n-grams in a larger share of training posts are left out of the similarity
     calibration_folds: int = 3
     seed: int = 0
 
@@ -455,6 +468,7 @@ class TextClassifier:
     weights: np.ndarray  # (features × decision columns), float32; one column when there are two labels
     intercept: np.ndarray
     inverse_temperature: float
+    memory: _Memory
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -471,9 +485,7 @@ class TextClassifier:
     # -- prediction ----------------------------------------------------------------------------------------
 
     def _probabilities(self, matrix: sp.csr_matrix) -> np.ndarray:
-        scores = np.asarray(matrix @ self.weights) + self.intercept
-        if len(self.labels) == 2:
-            scores = np.hstack([-scores, scores])
+        scores = _scores(matrix, self.weights, self.intercept, self.memory, self.params)
         return _softmax(scores * self.inverse_temperature)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
@@ -531,7 +543,10 @@ class TextClassifier:
         matrix = blocks.features(texts).matrix
         y = np.asarray(labels)
         weights = None if sample_weight is None else np.asarray(sample_weight, dtype=float)
-        coef, intercept, beta, classes = _fit_linear(matrix, y, weights, params)
+        classes, y_index = np.unique(y, return_inverse=True)
+        coef, intercept, beta = _fit(matrix, y_index, weights, params)
+        kept = slice(None) if params.neighbours else slice(0)
+        memory = _Memory.of(matrix[kept], y_index[kept], params.neighbour_max_df)
         created = datetime.now(UTC).replace(microsecond=0)
         fingerprint = json.dumps([list(texts), list(labels), asdict(params), keywords.keywords,
                                   None if weights is None else weights.tolist()], ensure_ascii=False)
@@ -540,7 +555,7 @@ class TextClassifier:
             "format": FORMAT_VERSION,
             "model_version": f"charsvm-{created:%Y%m%d}-{digest[:10]}",
             "created_at": created.isoformat(),
-            "labels": classes,
+            "labels": [str(c) for c in classes],
             "training_size": len(texts),
             "label_counts": {c: int((y == c).sum()) for c in classes},
             "taxonomy_version": taxonomy_version,
@@ -549,7 +564,7 @@ class TextClassifier:
             "inverse_temperature": round(beta, 4),
             "metrics": {},
         }
-        return cls(classes, blocks, coef, intercept, beta, info)
+        return cls([str(c) for c in classes], blocks, coef, intercept, beta, memory, info)
 
     # -- persistence ---------------------------------------------------------------------------------------
 
@@ -561,7 +576,7 @@ class TextClassifier:
             self.info["metrics"] = dict(metrics)
         state = {"labels": self.labels, "body": self.blocks.body, "head": self.blocks.head,
                  "keywords": self.blocks.keywords, "weights": self.weights, "intercept": self.intercept,
-                 "inverse_temperature": self.inverse_temperature}
+                 "inverse_temperature": self.inverse_temperature, "memory": self.memory}
         joblib.dump(state, directory / MODEL_FILE, compress=3)
         (directory / META_FILE).write_text(json.dumps(self.info, ensure_ascii=False, indent=2) + "\n",
                                            encoding="utf-8")
@@ -588,27 +603,91 @@ def _softmax(scores: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def _fit_linear(matrix: sp.csr_matrix, y: np.ndarray, sample_weight: np.ndarray | None,
-                params: TrainingParams) -> tuple[np.ndarray, np.ndarray, float, list[str]]:
-    """A LinearSVC on all the data, with an inverse temperature fitted on cross-validated decision values
-    (``CalibratedClassifierCV(method="temperature", ensemble=False)``):
-    probabilities = softmax(β · margins)."""
-    svm = LinearSVC(C=params.c, class_weight="balanced", random_state=params.seed)
-    classes, counts = np.unique(y, return_counts=True)
-    if len(classes) < 2:
+def _unit_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
+    scale = sp.diags((1.0 / np.maximum(norms, 1e-12)).astype(np.float32))
+    return sp.csr_matrix(scale @ matrix, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class _Memory:
+    """The training posts, for the neighbour search: their L2-normalised features (features × posts, float32
+    like the rows they meet) and their label indexes. Features found in more than ``max_df`` of the posts
+    (the commonest characters) are zeroed: they tell posts apart least and cost most of the sparse product."""
+
+    matrix: sp.csr_matrix
+    labels: np.ndarray
+
+    @classmethod
+    def of(cls, matrix: sp.csr_matrix, labels: np.ndarray, max_df: float) -> _Memory:
+        memory = _unit_rows(matrix).T.tocsr()
+        common = np.diff(memory.indptr) > max_df * memory.shape[1]
+        memory = sp.csr_matrix(sp.diags((~common).astype(np.float32)) @ memory, dtype=np.float32)
+        memory.eliminate_zeros()
+        return cls(memory, np.asarray(labels, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return self.matrix.shape[1]
+
+    def votes(self, matrix: sp.csr_matrix, n_labels: int, params: TrainingParams) -> np.ndarray:
+        """Per row, the similarity-weighted label votes of its ``params.neighbours`` nearest training posts,
+        summing to 1 (all 0 for a text sharing no feature with any training post)."""
+        k = min(params.neighbours, len(self))
+        votes = np.zeros((matrix.shape[0], n_labels))
+        for start in range(0, matrix.shape[0], NEIGHBOUR_CHUNK):
+            similarity = (_unit_rows(matrix[start : start + NEIGHBOUR_CHUNK]) @ self.matrix).toarray()
+            nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+            weight = np.take_along_axis(similarity, nearest, axis=1) ** params.neighbour_power
+            rows = np.repeat(np.arange(start, start + len(similarity)), k)
+            np.add.at(votes, (rows, self.labels[nearest].ravel()), weight.ravel())
+        total = votes.sum(axis=1, keepdims=True)
+        return np.divide(votes, total, out=np.zeros_like(votes), where=total > 0)
+
+
+def _scores(matrix: sp.csr_matrix, coef: np.ndarray, intercept: np.ndarray, memory: _Memory,
+            params: TrainingParams) -> np.ndarray:
+    """SVM margins (one column per label) plus the weighted votes of the nearest training posts."""
+    scores = np.asarray(matrix @ coef) + intercept
+    if scores.shape[1] == 1:
+        scores = np.hstack([-scores, scores])
+    if params.neighbours and len(memory):
+        scores = scores + params.neighbour_weight * memory.votes(matrix, scores.shape[1], params)
+    return scores
+
+
+def _fit(matrix: sp.csr_matrix, y: np.ndarray, sample_weight: np.ndarray | None,
+         params: TrainingParams) -> tuple[np.ndarray, np.ndarray, float]:
+    """A LinearSVC on all the data (``y``: label indexes), and an inverse temperature β fitted on
+    cross-validated scores (margins plus neighbour votes, each held-out post's neighbours taken from the
+    other folds): probabilities = softmax(β · scores)."""
+    counts = np.bincount(y)
+    if len(counts) < 2:
         raise ValueError("need at least two labels to train")
+
+    def linear(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        svm = LinearSVC(C=params.c, class_weight="balanced", random_state=params.seed)
+        svm.fit(matrix[rows], y[rows], sample_weight=None if sample_weight is None else sample_weight[rows])
+        return np.asarray(svm.coef_, dtype=np.float32).T.copy(), np.asarray(svm.intercept_, dtype=np.float32)
+
     folds = min(params.calibration_folds, int(counts.min()))
+    beta = 1.0  # too few examples of some label to calibrate: raw scores
     if folds >= 2:
-        cv = StratifiedKFold(folds, shuffle=True, random_state=params.seed)
-        calibrated = CalibratedClassifierCV(svm, method="temperature", cv=cv, ensemble=False)
-        calibrated.fit(matrix, y, sample_weight=sample_weight)
-        fitted = calibrated.calibrated_classifiers_[0]
-        svm, beta = fitted.estimator, float(fitted.calibrators[0].beta_)
-    else:  # too few examples of some label to calibrate: raw margins
-        svm.fit(matrix, y, sample_weight=sample_weight)
-        beta = 1.0
-    coef = np.asarray(svm.coef_, dtype=np.float32).T.copy()
-    return coef, np.asarray(svm.intercept_, dtype=np.float32), beta, [str(c) for c in classes]
+        scores = np.zeros((len(y), len(counts)))
+        for train, test in StratifiedKFold(folds, shuffle=True, random_state=params.seed).split(matrix, y):
+            memory = _Memory.of(matrix[train], y[train], params.neighbour_max_df)
+            scores[test] = _scores(matrix[test], *linear(train), memory, params)
+        beta = _temperature(scores, y, sample_weight)
+    return (*linear(np.arange(len(y))), beta)
+
+
+def _temperature(scores: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None) -> float:
+    """The β minimising the (weighted) log loss of softmax(β · scores)."""
+    def loss(log_beta: float) -> float:
+        shifted = scores * np.exp(log_beta)
+        shifted -= shifted.max(axis=1, keepdims=True)
+        log_p = shifted[np.arange(len(y)), y] - np.log(np.exp(shifted).sum(axis=1))
+        return -float(np.average(log_p, weights=sample_weight))
+    return float(np.exp(minimize_scalar(loss, bounds=(-5.0, 8.0), method="bounded").x))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,12 +1,15 @@
 """``python -m services.router train|evaluate``: train the text model, or measure a model (or the keyword
 rules) on a labelled CSV. Both print one JSON object on stdout.
 
-    train --data CSV --text-column text [--text-column title ...] --label-column label --out DIR
-          [--corrections CSV] [--cv 5]
+    train --data CSV [--data CSV ...] --text-column text [--text-column title ...] --label-column label
+          --out DIR [--corrections CSV] [--cv 5] [--neighbours 10]
     evaluate (--model DIR | --keywords-only) --data CSV --text-column text --label-column label
           [--label-map YAML] [--exclude-overlap CSV [--exclude-text-column text]]
 
-Several ``--text-column`` are joined with a space (title and body). ``--corrections`` adds labelled posts
+Several ``--text-column`` are joined with a space (title and body). ``train`` takes several ``--data``: each
+file uses those of the text columns it has, and a post already seen in an earlier file (near duplicates
+included, see below) is left out, as is every copy of a text given two different labels; so cross-validation
+over several files never tests a post the model trained on. ``--corrections`` adds labelled posts
 (columns ``text``, ``label``: supervisors' reassignments) that override training rows with the same text and
 count double. ``--label-map`` maps the data's labels onto the model's (a YAML mapping). ``--exclude-overlap``
 drops evaluation rows whose text also occurs in another CSV's ``text`` column (e.g. the training data), near
@@ -66,6 +69,33 @@ def read_rows(path: Path, text_columns: Sequence[str], label_column: str) -> lis
     return [(text, label) for text, label in rows if text and label]
 
 
+def _header(path: Path) -> list[str]:
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            return next(csv.reader(handle), [])
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from exc
+
+
+def read_training_rows(paths: Sequence[Path], text_columns: Sequence[str],
+                       label_column: str) -> tuple[list[tuple[str, str]], dict[str, int]]:
+    """(text, label) of one or more CSVs, each joining those of ``text_columns`` it has; a post seen in an
+    earlier file (near duplicates included) is dropped, and so is every copy of a text with two labels."""
+    rows: list[tuple[str, str]] = []
+    dropped = 0
+    for path in paths:
+        columns = [c for c in text_columns if c in _header(path)] or list(text_columns)  # none: name them
+        new = read_rows(path, columns, label_column)
+        seen = near_duplicates([text for text, _ in new], [text for text, _ in rows]) if rows else set()
+        dropped += len(seen)
+        rows += [row for index, row in enumerate(new) if index not in seen]
+    labels_of: dict[str, set[str]] = {}
+    for text, label in rows:
+        labels_of.setdefault(compact(text), set()).add(label)
+    kept = [(text, label) for text, label in rows if len(labels_of[compact(text)]) == 1]
+    return kept, {"duplicates_of_earlier_files": dropped, "conflicting_labels": len(rows) - len(kept)}
+
+
 def read_texts(path: Path, column: str) -> list[str]:
     return [text for text, _ in _read_columns(path, [column], None) if text]
 
@@ -120,20 +150,22 @@ def with_corrections(rows: list[tuple[str, str]], corrections: list[tuple[str, s
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
     taxonomy = load_taxonomy(args.reference_dir / TAXONOMY_FILE)
-    rows = read_rows(args.data, args.text_column, args.label_column)
+    rows, dropped = read_training_rows(args.data, args.text_column, args.label_column)
     corrections = read_rows(args.corrections, ["text"], "label") if args.corrections else []
     texts, labels, weights = with_corrections(rows, corrections)
-    params = TrainingParams(c=args.c, keyword_weight=args.keyword_weight, seed=args.seed)
+    params = TrainingParams(c=args.c, keyword_weight=args.keyword_weight, neighbours=args.neighbours,
+                            seed=args.seed)
     keywords = taxonomy.keywords_by_category()
     metrics: dict[str, Any] = {}
     if args.cv:
         metrics["cross_validation"] = cross_validate(texts, labels, keywords, params, folds=args.cv)
     model = TextClassifier.train(texts, labels, keywords, params, weights if corrections else None,
                                  taxonomy_version=taxonomy.version)
-    model.info["data"] = {"file": args.data.name, "rows": len(rows), "corrections": len(corrections)}
+    model.info["data"] = {"files": [path.name for path in args.data], "rows": len(rows),
+                          "corrections": len(corrections), "dropped": dropped}
     model.save(args.out, metrics)
     return {"model_version": model.model_version, "out": str(args.out), "training_size": len(texts),
-            "labels": model.labels, "metrics": metrics}
+            "dropped": dropped, "labels": model.labels, "metrics": metrics}
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -170,19 +202,23 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for name in ("train", "evaluate"):
         command = commands.add_parser(name)
-        command.add_argument("--data", type=Path, required=True)
         command.add_argument("--text-column", action="append", required=True)
         command.add_argument("--label-column", default="label")
         command.add_argument("--reference-dir", type=Path, default=REFERENCE_DIR,
                              help="where taxonomy.yaml (the keywords) is")
     trainer = commands.choices["train"]
+    trainer.add_argument("--data", type=Path, required=True, action="append",
+                         help="a labelled CSV; several are merged, duplicates left out")
     trainer.add_argument("--out", type=Path, required=True)
     trainer.add_argument("--corrections", type=Path)
     trainer.add_argument("--cv", type=int, default=0, help="also report k-fold cross-validated scores")
     trainer.add_argument("--c", type=float, default=TrainingParams.c, help="SVM regularisation")
     trainer.add_argument("--keyword-weight", type=float, default=TrainingParams.keyword_weight)
+    trainer.add_argument("--neighbours", type=int, default=TrainingParams.neighbours,
+                         help="nearest training posts whose votes join the SVM's margins (0: none)")
     trainer.add_argument("--seed", type=int, default=TrainingParams.seed)
     evaluator = commands.choices["evaluate"]
+    evaluator.add_argument("--data", type=Path, required=True)
     which = evaluator.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", type=Path)
     which.add_argument("--keywords-only", action="store_true")

@@ -176,6 +176,18 @@ def test_training_on_any_label_set_and_round_trip(tmp_path: Path, keywords):
     assert meta["metrics"] == {"note": "test"}
 
 
+def test_the_nearest_training_posts_vote(keywords):
+    texts, labels = small_corpus()
+    plain = TextClassifier.train(texts, labels, keywords, TrainingParams(neighbours=0))
+    helped = TextClassifier.train(texts, labels, keywords, TrainingParams(neighbours=3, neighbour_weight=5.0))
+    assert len(plain.memory) == 0 and len(helped.memory) == len(texts)
+    votes = helped.memory.votes(helped.features([texts[0], "", "x"]), len(helped.labels), helped.params)
+    assert votes[0, helped.labels.index(labels[0])] == pytest.approx(1.0)  # its copies are its nearest posts
+    assert np.allclose(votes[1], 0)  # an empty text has no neighbours
+    assert helped.predict(texts) == labels
+    assert np.allclose(helped.predict_proba(texts).sum(axis=1), 1)
+
+
 def test_two_labels_work(keywords):
     texts, labels = ["停电了", "停水了", "电费高", "水费高"] * 3, ["电", "水", "电", "水"] * 3
     model = TextClassifier.train(texts, labels, keywords, TrainingParams(min_df=1))

@@ -93,6 +93,23 @@ def test_corrections_override_training_rows(tmp_path: Path, data: Path, capsys):
     assert load_model(tmp_path / "model").info["data"]["corrections"] == 3
 
 
+def test_train_merges_files_and_leaves_out_posts_seen_before(tmp_path: Path, data: Path, capsys):
+    post = "我们小区门口的路灯坏了半个月了，晚上出行很不安全，希望尽快维修。"
+    first = write_csv(tmp_path / "first.csv", ["text", "label"], [(post, "urban_management")])
+    second = write_csv(tmp_path / "second.csv", ["title", "body", "label"], [
+        ("", post.replace("维修", "修理"), "urban_management"),  # a near duplicate of first
+        ("停水", "小区停水三天了", "utilities_telecom"),
+        ("停水", "小区停水三天了", "urban_management"),  # the same text with another label
+        *POSTS,
+    ])
+    result = run(capsys, "train", "--data", str(first), "--data", str(second), "--text-column", "text",
+                 "--text-column", "title", "--text-column", "body", "--out", str(tmp_path / "model"),
+                 "--neighbours", "3")
+    assert result["training_size"] == 1 + len(POSTS)
+    assert result["dropped"] == {"duplicates_of_earlier_files": 1, "conflicting_labels": 2}
+    assert load_model(tmp_path / "model").info["data"]["files"] == ["first.csv", "second.csv"]
+
+
 def test_a_missing_column_is_an_error_naming_it(data: Path, tmp_path: Path, capsys):
     assert main(["evaluate", "--keywords-only", "--data", str(data), "--text-column", "content"]) == 2
     assert "content" in capsys.readouterr().err
