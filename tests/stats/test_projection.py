@@ -121,6 +121,22 @@ async def test_reconcile_reports_and_fixes_a_damaged_rollup(store: StatsStore) -
     assert (await projector.reconcile(fix=False))["differences"] == 0
 
 
+async def test_reconcile_leaves_another_replicas_work_in_flight_alone(store: StatsStore) -> None:
+    sim = simulate(60, seed=4)
+    facts = facts_of(sim)
+    cases = sorted({f["case_id"] for f in facts})
+    mine = set(cases[::2])
+    projector = Projector(store, "test", fold_seconds=0)
+    other = Projector(StatsStore(store.db), "other", flush_seconds=3600)
+    await projector.apply([f for f in facts if f["case_id"] in mine])
+    await other.apply([f for f in facts if f["case_id"] not in mine], flush=False)  # in the ledger, not yet counted
+    report = await projector.reconcile(fix=True)
+    assert report["differences"] == 0 and report["in_flight"] > 0
+    await other.flush()
+    assert await measured(projector) == {k: v for k, v in sim.truth(TODAY).items() if v["received"] or k == "all"}
+    assert (await projector.reconcile(fix=False))["differences"] == 0
+
+
 @pytest.mark.parametrize("step", ["before_rollups", "half_rollups", "before_close"])
 async def test_a_crash_in_a_deferred_flush_of_several_batches_is_recovered_exactly(
         mongo_url: str, run_id: str, step: str) -> None:
