@@ -217,10 +217,10 @@ class StatsStore:
     # head = last entry appended, a hint for readers); only that owner writes it, because concurrent updates
     # of one document can lose one on the local server.
 
-    async def register_owner(self, owner: str) -> None:
+    async def register_owner(self, owner: str, head: int = 0) -> None:
         """Make ``owner``'s log known to readers (its floor starts at 0: nothing trimmed yet)."""
         await self.meta.update_one({"_id": f"log:{owner}"}, {"$set": {"kind": "rollup_log", "owner": owner},
-                                                             "$max": {"floor": 0, "head": 0}}, upsert=True)
+                                                             "$max": {"floor": 0, "head": head}}, upsert=True)
 
     async def log_owners(self) -> dict[str, LogState]:
         """Every log owner's floor and head (a scan of ``meta``, which holds a few dozen small documents)."""
@@ -243,7 +243,7 @@ class StatsStore:
             if existing is None or existing.get("group") != group:
                 raise LogConflict(owner, seq) from None
             written = False
-        await self.meta.update_one({"_id": f"log:{owner}"}, {"$max": {"head": seq}})
+        await self.register_owner(owner, head=seq)
         return written
 
     async def read_log(self, owner: str, after: int, chunk: int = 200) -> list[LogRecord]:
