@@ -178,21 +178,37 @@ class NotifierWorker:
                 self.catch_up_targets[p] = ends[TopicPartition(self.names.case_events, p)]
         log.info("partitions_adopted", partitions=partitions, open_cases=len(states))
 
-    async def check_caught_up(self) -> None:
+    async def caught_up_partitions(self) -> dict[int, int]:
+        """Adopted partitions whose consumer position has reached the end offset noted at adoption.
+
+        Called without the service lock: ``consumer.position`` waits until the position is known, and right
+        after an assignment that needs the group coordinator, which in a rebalance first calls
+        ``on_partitions_revoked``, which takes the lock: waiting under the lock stalled the worker for good."""
         assert self.consumer is not None
+        reached: dict[int, int] = {}
         for p, target in list(self.catch_up_targets.items()):
             if p not in self.service.owned:
-                self.catch_up_targets.pop(p, None)
                 continue
             try:
-                position = await self.consumer.position(TopicPartition(self.names.case_events, p))
-            except Exception:
+                position = await asyncio.wait_for(
+                    self.consumer.position(TopicPartition(self.names.case_events, p)), timeout=1.0)
+            except Exception:  # not assigned any more, or not known yet: the next round asks again
                 continue
             if position >= target:
-                self.service.caught_up.add(p)
-                self.catch_up_targets.pop(p, None)
-                for doc in await self.store.ready([p]):
-                    await self.service.release(doc)
+                reached[p] = target
+        return reached
+
+    async def mark_caught_up(self, reached: dict[int, int]) -> None:
+        """Under the service lock: release what waited for these partitions' catch-up (if still ours)."""
+        for p, target in reached.items():
+            if p not in self.service.owned or self.catch_up_targets.get(p) != target:
+                continue  # revoked, or adopted again with a new target, meanwhile
+            self.service.caught_up.add(p)
+            self.catch_up_targets.pop(p, None)
+            for doc in await self.store.ready([p]):
+                await self.service.release(doc)
+        for p in [p for p in self.catch_up_targets if p not in self.service.owned]:
+            self.catch_up_targets.pop(p, None)
 
     # ------------------------------------------------------------------ consuming
 
@@ -232,8 +248,9 @@ class NotifierWorker:
                         log.info("commit_skipped", partition=tp.partition, reason=type(exc).__name__)
                     HEALTH.applied()
             if self.catch_up_targets:
+                reached = await self.caught_up_partitions()
                 async with self.service.lock:
-                    await self.check_caught_up()
+                    await self.mark_caught_up(reached)
 
     # ------------------------------------------------------------------ periodic work
 
