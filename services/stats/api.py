@@ -249,8 +249,8 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
         today = svc.today()
         if granularity == "monthly":
             months, _days, period = await svc.period(None, from_, to)
-            points = [{"period": m, **svc.view.rollup("all", "all", m).rates(today)} for m in sorted(months)
-                      if svc.view.rollup("all", "all", m)]
+            points = [{"period": m, **rollup.rates(today)} for m in sorted(months)
+                      if (rollup := svc.view.rollup("all", "all", m))]
             return {"granularity": granularity, "period": period, "points": points}
         last = _parse_date(to, "to") if to else today
         first = _parse_date(from_, "from") if from_ else last - timedelta(days=30)

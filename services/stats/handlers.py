@@ -45,16 +45,6 @@ from services.stats.view import RollupView
 log = get_logger(__name__)
 
 
-def _encode(delta: Mapping[str, Counters]) -> list[dict[str, Any]]:
-    # counter names contain dots (histogram buckets), which cannot be document keys, and the local server
-    # refuses nested arrays: names and values go in two parallel lists
-    return [{"r": rid, "k": sorted(c), "v": [c[k] for k in sorted(c)]} for rid, c in sorted(delta.items())]
-
-
-def _decode(raw: list[dict[str, Any]]) -> dict[str, Counters]:
-    return {row["r"]: {name: int(n) for name, n in zip(row["k"], row["v"], strict=True)} for row in raw}
-
-
 @dataclass
 class BatchResult:
     batch_id: str | None
@@ -153,7 +143,7 @@ class Projector:
             self._next_seq += 1
             self._group_since = time.monotonic()
         batch_id = uuid.uuid4().hex
-        await self.store.open_batch(batch_id, self.instance, self._group_id, self._group_seq, docs, _encode(merged))
+        await self.store.open_batch(batch_id, self.instance, self._group_id, self._group_seq, docs, merged)
         self._group.append(batch_id)
         merge_counters(self._merged, merged)
         return batch_id
@@ -264,7 +254,7 @@ class Projector:
             merged: dict[str, Counters] = {}
             for journal in journals:
                 await self._redo_ledger(journal["docs"])
-                merge_counters(merged, _decode(journal["deltas"]))
+                merge_counters(merged, journal["deltas"])
             seq = max(j["seq"] for j in journals)  # all the same unless a renumbering was interrupted
             await self._apply_group(owner, group_id, seq, [j["_id"] for j in journals], merged)
             log.info("batches_recovered", owner=owner, batches=len(journals), rollups=len(merged))
@@ -328,7 +318,7 @@ class Projector:
             for entry in await self.store.read_log(owner, head):
                 touched.update(entry.deltas)
         for journal in await self.store.open_batches():
-            touched.update(_decode(journal["deltas"]))
+            touched.update(journal["deltas"])
         return touched
 
 

@@ -29,7 +29,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.common.mongo import DUPLICATE_KEY, id_chunks
-from services.stats.domain import COUNTERS, Counters, flatten, parse_rollup_id
+from services.stats.domain import COUNTERS, HISTOGRAMS, Counters, flatten, parse_rollup_id
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def rollup_location(rid: str) -> tuple[str, str, str]:
 def _nested(counters: Counters) -> dict[str, Any]:
     """Flat counter names (``received``, ``rh.12``) as the stored shape (``rh: {"12": n}``), every counter present."""
     out: dict[str, Any] = {name: counters.get(name, 0) for name in COUNTERS}
-    for hist in ("rh", "du", "do"):
+    for hist in HISTOGRAMS:
         out[hist] = {}
     for name, value in counters.items():
         if "." in name:
@@ -189,7 +189,7 @@ class StatsStore:
     # ---------------------------------------------------------------- batches (journal of in-flight work)
 
     async def open_batch(self, batch_id: str, instance: str, group: str, seq: int, docs: list[dict[str, Any]],
-                         deltas: list[dict[str, Any]]) -> None:
+                         deltas: dict[str, Counters]) -> None:
         """Journal a batch: the ledger documents it writes and its rollup deltas. Present = not finished.
         ``seq`` is the log sequence number its group's flush will use."""
         await self.batches.insert_one({"_id": batch_id, "instance": instance, "group": group, "seq": seq,

@@ -5,10 +5,10 @@ cases (a thousand month documents with their histograms), and every flush would 
 So each process loads the rollup documents once and then follows the rollup log: every flush of every
 instance is one log entry (``<owner>:<seq>``, consecutive per owner), which the view adds once, in order.
 
-Loading is consistent without transactions: an owner appends an entry before it ``$inc``s the documents, and
-each document keeps the number of the last entry of each owner it took (``m.<owner>``; flushes of one owner
-run one after another). So after reading the documents, then the log, an entry is already in a document
-exactly when its number is not above that document's marker.
+Loading is consistent without transactions: an owner appends an entry before a later *fold* ``$inc``s it into
+the documents, and each document keeps, per owner, the last entry of the last fold it took (``m.<owner>``;
+folds of one owner run one after another, over consecutive entries). So after reading the documents, then
+the log, an entry is already in a document exactly when its number is not above that document's marker.
 
 Year and all-time sums of the month rollups are kept too: a year's ranking or the all-time overview reads
 one summary per key, whatever the number of cases.
