@@ -47,6 +47,9 @@ class IntakeSettings(BaseSettings):
 
     page_size_max: int = 200
 
+    attachments_dir: str = Field("var/attachments", description="where the filesystem AttachmentStore keeps photos")
+    attachment_max_bytes: int = Field(5 * 1024 * 1024, ge=1, description="largest photo accepted (413 above)")
+
 
 def http_port() -> int:
     return int(os.environ.get("WENZHENG_PORT", "8000"))
