@@ -690,7 +690,8 @@ def deadline_window(rule: BucketRule, now: datetime,
         return None, now
     if rule.deadline == "due_soon":
         calendar = calendar or default_calendar()
-        return now, calendar.add_working_days(now, 1) + timedelta(microseconds=1)
+        # a deadline exactly 1 working day away is due soon; 1 ms is what MongoDB keeps of a datetime
+        return now, calendar.add_working_days(now, 1) + timedelta(milliseconds=1)
     return None, None
 
 
