@@ -27,7 +27,11 @@ SATISFIED = frozenset({Rating.SATISFIED.value, Rating.BASICALLY_SATISFIED.value}
 HOURS_RESOLUTION = 10  # reply working hours are kept in tenths: the median is exact to 6 minutes
 # counters a case contributes (besides the histograms below); the API and reconcile read these names
 COUNTERS = ("received", "replied", "on_time", "rated", "satisfied", "returns", "second_handling",
-            "second_rated", "second_satisfied", "overdue_alerted", "escalated", "flagged", "closed")
+            "second_rated", "second_satisfied", "overdue_alerted", "escalated", "flagged", "closed",
+            "notices", "notices_answered", "callbacks")
+# events that record something about a case without moving it in its lifecycle
+ATTRIBUTE_EVENTS = frozenset({"case.moderated", "case.notice_issued", "case.notice_answered",
+                              "case.callback_recorded"})
 HISTOGRAMS = ("rh", "du", "do")  # reply tenths-of-hours; deadline day of never-replied; of awaiting-open
 
 
@@ -82,7 +86,7 @@ def fold(facts: Iterable[Mapping[str, Any]], calendar: WorkCalendar | None = Non
         "deadline": None, "signed_at": None, "first_reply_at": None, "on_time": None, "reply_tenths": None,
         "rating": None, "rated_round": None, "second_handling": 0, "returns": 0, "returned_by": {},
         "closed_at": None, "flagged": False, "overdue_alerted": False, "escalated": False,
-        "awaiting_reply": False, "status": None, "version": 0,
+        "awaiting_reply": False, "status": None, "version": 0, "notices": 0, "notices_answered": 0, "callbacks": 0,
     }
     for f in ordered:
         kind = f["type"]
@@ -93,6 +97,12 @@ def fold(facts: Iterable[Mapping[str, Any]], calendar: WorkCalendar | None = Non
             continue
         if kind == "alert.escalated":
             s["escalated"] = True
+            continue
+        if kind in ATTRIBUTE_EVENTS:  # 督办 notices and 回访 callbacks, counted for the case's unit
+            counter = {"case.notice_issued": "notices", "case.notice_answered": "notices_answered",
+                       "case.callback_recorded": "callbacks"}.get(kind)
+            if counter:
+                s[counter] = s.get(counter, 0) + 1
             continue
         s["status"] = kind.removeprefix("case.")
         for name in ("category", "county"):
@@ -185,6 +195,9 @@ def case_counters(s: Mapping[str, Any]) -> Counters:
         "escalated": int(s["escalated"]),
         "flagged": int(s["flagged"]),
         "closed": int(s["closed_at"] is not None),
+        "notices": s.get("notices", 0),
+        "notices_answered": s.get("notices_answered", 0),
+        "callbacks": s.get("callbacks", 0),
     }
     if replied and s["reply_tenths"] is not None:
         c[f"rh.{s['reply_tenths']}"] = 1
@@ -430,6 +443,9 @@ class Summary:
             "overdue_alerted": self.get("overdue_alerted"),
             "escalated": self.get("escalated"),
             "closed": self.get("closed"),
+            "notices_issued": self.get("notices"),
+            "notices_answered": self.get("notices_answered"),
+            "callbacks": self.get("callbacks"),
         }
 
 
