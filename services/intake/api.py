@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, File, Header, Path, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -36,9 +36,11 @@ from services.intake.handlers import (
     CaseFilter,
     Forbidden,
     IntakeService,
+    Invalid,
     NewPost,
     ServiceError,
     TooLarge,
+    UnsupportedMediaType,
 )
 from services.intake.open311 import open311_router
 from services.intake.relay import OutboxRelay
@@ -547,12 +549,31 @@ def _optional_principal(request: Request,
     return _principal(request, creds)
 
 
-@citizen.post("/attachments", status_code=201, responses={413: {}, 415: {}, 422: {}})
-async def upload_attachment(request: Request, service: ServiceDep,
-                            file: Annotated[UploadFile, File(description="JPEG, PNG or WebP, at most 5 MB")]
-                            ) -> dict[str, Any]:
+_UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"],
+    "properties": {"file": {"type": "string", "format": "binary", "description": "JPEG, PNG or WebP, at most 5 MB"}},
+}}}}}
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+@citizen.post("/attachments", status_code=201, responses={413: {}, 415: {}, 422: {}}, openapi_extra=_UPLOAD_BODY)
+async def upload_attachment(request: Request, service: ServiceDep) -> dict[str, Any]:
+    """A photo for a post: its type is told by its bytes; position and camera metadata are removed."""
     limit = service.settings.attachment_max_bytes
-    data = await file.read(limit + 1)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:  # refused before it is read
+        raise TooLarge(f"a photo may be at most {limit} bytes", "file", limit=limit)
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise UnsupportedMediaType("send the photo as multipart/form-data in the field 'file'", "file")
+    try:
+        form = await request.form(max_files=1, max_fields=2)
+    except Exception as exc:  # starlette's parser: malformed multipart or too many parts
+        raise Invalid(f"the upload cannot be read: {exc}"[:200], "file") from exc
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise Invalid("a file is required in the field 'file'", "file")
+    data = await upload.read(limit + 1)
+    await form.close()
     if len(data) > limit:
         raise TooLarge(f"a photo may be at most {limit} bytes", "file", limit=limit)
     return await service.upload_attachment(data)

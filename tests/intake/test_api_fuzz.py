@@ -28,7 +28,7 @@ def running_intake(kafka_bootstrap: str, mongo_url: str, intake_topics: TopicSet
         "WENZHENG_KAFKA_BOOTSTRAP": kafka_bootstrap, "WENZHENG_MONGO_URL": mongo_url,
         "WENZHENG_INTAKE_DATABASE": f"wenzheng_intake_fuzz_{run}",
         "WENZHENG_INTAKE_CREDENTIALS_FILE": str(credentials), "WENZHENG_INTAKE_CONSUMER_GROUP": f"fuzz-{run}",
-        "WENZHENG_INTAKE_RATE_LIMIT_ENABLED": "false",
+        "WENZHENG_INTAKE_RATE_LIMIT_ENABLED": "false", "WENZHENG_INTAKE_ATTACHMENTS_DIR": str(workdir / "attachments"),
         **{f"WENZHENG_TOPIC_{k.upper()}": v for k, v in intake_topics.model_dump().items()},
     }
     try:

@@ -296,3 +296,52 @@ async def test_attachments_checked_stripped_and_served_once_public(intake: Intak
 
 def _plain_post() -> dict:
     return {"channel": "web", "title": "路面塌陷", "body": "门口路面塌陷", "contact_phone": random_phone()}
+
+
+PERSONAL = {
+    "phone": ["138 0000 5678", "138-0000-5678", "8613800005678", "+86 139 0000 1234", "１３８００００５６７８",
+              "0797-8123456"],
+    "id_card": ["11010519491231002X"],
+    "email": ["wangjh1988@qq.com"],
+    "bank_card": ["6222 0212 3456 7890 123"],
+    "plate": ["赣B12345", "赣BD12345"],
+    "name": ["王建华", "建华"],
+}
+
+
+async def test_no_personal_data_of_any_kind_on_public_surfaces(intake: Intake) -> None:
+    """Each kind in the post's text; the public topic (a plain consumer), the tracking view, the public board
+    and Open311 carry none of it; the private contacts topic still has the contact."""
+    phone = random_phone()
+    body = ("路灯坏了。电话 138 0000 5678、138-0000-5678、8613800005678、+86 139 0000 1234、１３８００００５６７８，"
+            "座机0797-8123456；身份证11010519491231002X；邮箱wangjh1988@qq.com；卡号6222 0212 3456 7890 123；"
+            "车牌赣B12345和赣BD12345；联系人王建华，建华晚上在家。")
+    accepted = await intake.post(phone=phone, name="王建华", title="王建华反映路灯", body=body)
+    tn = accepted["tracking_number"]
+    await intake.decide(tn, department_id="zhanggong_gov")
+    await intake.wait_status(tn, "assigned")
+    case_id = (await intake.case_doc(tn))["_id"]
+    dept = intake.dept("zhanggong_gov")
+    assert (await intake.client.post(f"/v1/cases/{case_id}/sign", headers=dept)).status_code == 200
+    r = await intake.client.post(f"/v1/cases/{case_id}/reply", headers=dept,
+                                 json={"text": "王建华您好，已修复。如有问题请拨 0797-8123456 或回复 13800005678。"})
+    assert r.status_code == 200
+    surfaces = {
+        "topic": "\n".join(m["value"] for m in await read_topic(
+            intake.bootstrap, intake.names.case_events,
+            until=lambda ms: any(m["key"] == case_id and "replied" in m["value"] for m in ms)) if m["key"] == case_id),
+        "view": (await intake.client.get(f"/v1/posts/{tn}")).text,
+        "board": (await intake.client.get("/v1/public/cases", params={"q": tn})).text,
+        "open311": (await intake.client.get("/open311/v2/requests.json", params={"service_request_id": tn})).text,
+    }
+    assert "gov.wenzheng.case.replied" in surfaces["topic"] and tn in surfaces["board"]
+    for where, text in surfaces.items():
+        for kind, values in PERSONAL.items():
+            for value in values:
+                assert value not in text and value.replace(" ", "") not in text, (where, kind, value)
+        assert phone not in text, where
+    board = json.loads(surfaces["board"])["items"][0]
+    assert "[电话]" in board["excerpt"] and board["replies"][0]["text"].startswith("[姓名]您好")
+    contacts = await read_topic(intake.bootstrap, intake.names.case_contacts,
+                                until=lambda ms: any(m["key"] == case_id for m in ms))
+    assert any(m["key"] == case_id and phone in m["value"] for m in contacts)
