@@ -376,9 +376,21 @@ class IntakeService:
                          page_size: int) -> dict[str, Any]:
         now = self.clock.now()
         query = staff_query(filters, unit_scope(principal, filters.department_id), now, self.calendar)
-        docs, total = await self.store.list_cases(query, skip=(page - 1) * page_size, limit=page_size)
+        docs, total = await self._find(query, filters.q, skip=(page - 1) * page_size, limit=page_size)
         return {"items": [internal_case_view(d, now) for d in docs], "page": page, "page_size": page_size,
                 "total": total}
+
+    async def _find(self, query: dict[str, Any], q: str | None, *, skip: int, limit: int,
+                    projection: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], int]:
+        """A list query; one that names a tracking number is pinned to that case's ``_id`` (found through
+        its pointer), which every server answers from an index, instead of scanning for the number."""
+        tracking = tracking_number_in(q)
+        if tracking:
+            doc = await self.store.get_by_tracking(tracking)
+            if doc is None:
+                return [], 0
+            query = {"_id": doc["_id"], **query}
+        return await self.store.list_cases(query, skip=skip, limit=limit, projection=projection)
 
     async def inbox_counts(self, principal: Principal, department_id: str | None) -> dict[str, int]:
         """Each bucket counted with the same rule the list uses (domain.BUCKETS), from one read."""
@@ -426,8 +438,8 @@ class IntakeService:
         return sorted(rows, key=lambda r: (r["reply_by"], r["issued_at"] or ""))
 
     async def public_board(self, filters: BoardFilter, *, page: int, page_size: int) -> dict[str, Any]:
-        docs, total = await self.store.list_cases(board_query(filters), skip=(page - 1) * page_size,
-                                                  limit=page_size, projection=BOARD_PROJECTION)
+        docs, total = await self._find(board_query(filters), filters.q, skip=(page - 1) * page_size,
+                                       limit=page_size, projection=BOARD_PROJECTION)
         return {"items": [board_item(d) for d in docs], "page": page, "page_size": page_size, "total": total}
 
     async def moderate(self, case_id: str, principal: Principal, title: str | None, body: str | None) -> dict[str, Any]:
@@ -596,16 +608,26 @@ def _day_start(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=SHANGHAI)
 
 
+def tracking_number_in(q: str | None) -> str | None:
+    """The tracking number a search names (any case, with or without dashes), or None for keywords."""
+    if not q:
+        return None
+    tracking = domain.normalise_tracking_number(q)
+    if not TRACKING_SHAPE.match(tracking):
+        return None
+    bare = tracking.replace("-", "")
+    return f"{bare[:6]}-{bare[6:10]}-{bare[10:]}"
+
+
 def _text_search(q: str, fields: tuple[str, ...]) -> dict[str, Any]:
     """A tracking number is looked up exactly; anything else is a case-insensitive substring of the text.
 
     The substring match is a ``$regex`` over the stored text: a scan of the matching cases (no index helps
     a substring), so callers always combine it with a bounded page."""
-    term = q.strip()
-    tracking = domain.normalise_tracking_number(term)
-    if TRACKING_SHAPE.match(tracking):
+    tracking = tracking_number_in(q)
+    if tracking:
         return {"tracking_number": tracking}
-    return {"$or": [{field: {"$regex": re.escape(term), "$options": "i"}} for field in fields]}
+    return {"$or": [{field: {"$regex": re.escape(q.strip()), "$options": "i"}} for field in fields]}
 
 
 def staff_query(f: CaseFilter, unit: str | None, now: datetime, calendar: WorkCalendar) -> dict[str, Any]:

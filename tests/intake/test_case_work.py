@@ -147,8 +147,11 @@ async def test_staff_filters(intake: Intake) -> None:
     tn, case_id = await _signed(intake, unit, body=f"{marker}：小区噪音扰民")
     by_keyword = (await intake.client.get("/v1/cases", headers=dept, params={"q": marker})).json()
     assert [i["tracking_number"] for i in by_keyword["items"]] == [tn]
-    by_number = (await intake.client.get("/v1/cases", headers=dept, params={"q": tn.lower()})).json()
-    assert [i["tracking_number"] for i in by_number["items"]] == [tn]
+    for spelled in (tn.lower(), tn.replace("-", ""), f" {tn} "):
+        by_number = (await intake.client.get("/v1/cases", headers=dept, params={"q": spelled})).json()
+        assert [i["tracking_number"] for i in by_number["items"]] == [tn], spelled
+    other_unit = await intake.client.get("/v1/cases", headers=intake.dept("city_housing"), params={"q": tn})
+    assert other_unit.json()["total"] == 0
     today = local_date(intake.clock.now()).isoformat()
     dated = (await intake.client.get("/v1/cases", headers=dept, params={"q": marker, "since": today,
                                                                          "until": today})).json()
