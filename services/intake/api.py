@@ -334,11 +334,13 @@ async def list_cases(principal: PrincipalDep, service: ServiceDep,
                      pending_extension: bool | None = None,
                      rating: Rating | None = None,
                      flagged: bool | None = None,
+                     awaiting_moderation: bool | None = None,
                      page: Annotated[int, Query(ge=1, le=100000)] = 1,
                      page_size: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
     filters = CaseFilter(status=status, overdue=overdue, bucket=bucket, q=q, since=since, until=until,
                          category=category, county=county, department_id=department_id,
-                         pending_extension=pending_extension, rating=rating, flagged=flagged)
+                         pending_extension=pending_extension, rating=rating, flagged=flagged,
+                         awaiting_moderation=awaiting_moderation)
     return await service.list_cases(principal, filters, page=page, page_size=page_size)
 
 

@@ -593,6 +593,7 @@ class CaseFilter:
     pending_extension: bool | None = None
     rating: Rating | None = None
     flagged: bool | None = None
+    awaiting_moderation: bool | None = None  # the moderators' queue: text not yet publishable
 
 
 @dataclass(frozen=True)
@@ -662,6 +663,8 @@ def staff_query(f: CaseFilter, unit: str | None, now: datetime, calendar: WorkCa
         clauses.append({"rating": f.rating.value})
     if f.flagged is not None:
         clauses.append({"flagged": True} if f.flagged else {"flagged": {"$ne": True}})
+    if f.awaiting_moderation is not None:
+        clauses.append({"publishable": {"$ne": True}} if f.awaiting_moderation else {"publishable": True})
     if not clauses:
         return {}
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}

@@ -73,6 +73,9 @@ async def test_an_uncertain_name_waits_for_moderation_before_the_board(intake: I
     case_id = (await intake.case_doc(tn))["_id"]
     internal = (await intake.client.get(f"/v1/cases/{case_id}", headers=intake.supervisor)).json()
     assert internal["awaiting_moderation"] and internal["redaction"]["uncertain"]
+    queue = (await intake.client.get("/v1/cases", headers=intake.supervisor,
+                                     params={"awaiting_moderation": "true", "q": marker})).json()
+    assert [i["tracking_number"] for i in queue["items"]] == [tn]
     assert internal["body"] == f"我叫[姓名]，{marker}路段路灯坏了"
     # a unit cannot moderate; a supervisor corrects, and a phone put back in is redacted again
     r = await intake.client.post(f"/v1/cases/{case_id}/moderate", headers=intake.dept("zhanggong_gov"), json={})
