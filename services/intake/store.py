@@ -223,9 +223,9 @@ class CaseStore:
         return docs, total
 
     async def find_fields(self, query: dict[str, Any], fields: list[str], limit: int) -> list[dict[str, Any]]:
-        """A few fields of many cases (inbox counts, open notices), newest first."""
-        cursor = self.cases.find(query, dict.fromkeys(fields, 1)).sort([("created_at", DESCENDING)])
-        return await cursor.limit(limit).to_list()
+        """A few fields of many cases (inbox counts, open notices), in no particular order: unsorted, the
+        local server streams them without holding the whole result to sort it."""
+        return await self.cases.find(query, dict.fromkeys(fields, 1)).limit(limit).to_list()
 
     # ------------------------------------------------------------------ attachments' metadata
     async def insert_attachment(self, meta: dict[str, Any]) -> None:
