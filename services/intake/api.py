@@ -578,7 +578,7 @@ async def upload_attachment(request: Request, service: ServiceDep) -> dict[str, 
     await form.close()
     if len(data) > limit:
         raise TooLarge(f"a photo may be at most {limit} bytes", "file", limit=limit)
-    return await service.upload_attachment(data)
+    return await service.upload_attachment(data, client_ip=request.client.host if request.client else None)
 
 
 @citizen.get("/attachments/{attachment_id}", responses={401: {}, 404: {}},

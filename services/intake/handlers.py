@@ -185,8 +185,9 @@ class IntakeService:
             return Accepted(201, self._accepted_body(doc))
         raise Conflict("could not allocate a tracking number, please retry")
 
-    async def upload_attachment(self, data: bytes) -> dict[str, Any]:
+    async def upload_attachment(self, data: bytes, *, client_ip: str | None) -> dict[str, Any]:
         """A photo: its type told by its bytes, its metadata stripped, stored before anything points to it."""
+        self._check_rate(None, client_ip)  # uploads share the per-address window with posts
         if len(data) > self.settings.attachment_max_bytes:
             raise TooLarge(f"a photo may be at most {self.settings.attachment_max_bytes} bytes", "file",
                            limit=self.settings.attachment_max_bytes)
