@@ -713,6 +713,12 @@ def _authorize_read(doc: dict[str, Any], principal: Principal) -> None:
 
 
 def _authorize_command(doc: dict[str, Any], command: Command, principal: Principal) -> None:
+    if isinstance(command, domain.AnswerNotice):  # the unit the notice went to, even after a reassignment
+        notice = next((n for n in doc.get("notices") or [] if n["notice_id"] == command.notice_id), None)
+        if notice is not None:
+            if principal.role is not Role.DEPARTMENT or acting_unit(principal) != notice["department_id"]:
+                raise Forbidden("only the unit the notice was sent to can answer it")
+            return
     if command.actor is Actor.DEPARTMENT:
         if principal.role is not Role.DEPARTMENT:
             raise Forbidden(f"only the responsible unit can {command.action.value}")
