@@ -98,12 +98,39 @@ async def test_too_many_attempts_from_one_address_are_rate_limited(intake: Intak
     accounts = intake.accounts
     saved, accounts.ip_limiter = accounts.ip_limiter, SlidingWindowLimiter(3, 60)
     try:
-        answers = [await intake.client.post("/v1/auth/login", json={"username": "x-any", "password": "y"})
-                   for _ in range(4)]
+        answers = [await intake.client.post("/v1/auth/login", json={"username": f"x{os.urandom(4).hex()}",
+                                                                   "password": "y"}) for _ in range(4)]
     finally:
         accounts.ip_limiter = saved
     assert [a.status_code for a in answers] == [401, 401, 401, 429]
     assert error_of(answers[-1])["code"] == "rate_limited" and int(answers[-1].headers["Retry-After"]) >= 1
+
+
+async def test_behind_a_trusted_proxy_the_limit_counts_the_forwarded_address(intake: Intake) -> None:
+    accounts = intake.accounts
+    saved, accounts.ip_limiter = accounts.ip_limiter, SlidingWindowLimiter(2, 60)
+    intake.settings.trusted_proxies = ["10.0.0.1"]  # the harness client's address: say it is the portal
+    try:
+        tried: dict[str, str] = {}
+
+        async def attempt(forwarded: str) -> int:
+            username = f"x{os.urandom(4).hex()}"
+            r = await intake.client.post("/v1/auth/login", json={"username": username, "password": "y"},
+                                         headers={"X-Forwarded-For": forwarded})
+            if r.status_code == 401:
+                tried[username] = forwarded.split(",")[0]
+            return r.status_code
+        assert [await attempt("203.0.113.5") for _ in range(3)] == [401, 401, 429]
+        assert await attempt("203.0.113.6") == 401  # another citizen behind the same portal is not blocked
+        assert await attempt("203.0.113.6, 10.0.0.1") == 401  # the proxy's own hop is skipped
+    finally:
+        accounts.ip_limiter = saved
+        intake.settings.trusted_proxies = []
+    rows = (await intake.client.get("/v1/admin/audit", params={"action": "sign_in_failed", "page_size": 500},
+                                    headers=intake.admin)).json()["items"]
+    seen = {row["detail"].removeprefix("user name "): row["ip"] for row in rows
+            if row["detail"] and row["detail"].removeprefix("user name ") in tried}
+    assert seen == tried  # the audit trail names the citizen's address, not the portal's
 
 
 async def test_forged_expired_and_logged_out_tokens_are_refused(intake: Intake) -> None:
