@@ -19,6 +19,8 @@ import httpx
 import pytest
 
 from services.common.workdays import SHANGHAI
+from services.intake.accounts_store import AccountsStore
+from services.intake.people import AccountsService
 from services.intake.ratelimit import SlidingWindowLimiter
 from tests.harness.people import TEST_PASSWORD, create_person, sign_in
 from tests.intake.conftest import Intake, random_phone, read_topic
@@ -165,6 +167,37 @@ async def test_a_disabled_account_stops_within_the_cache_time_everywhere(intake:
     assert refused.status_code == 401 and error_of(refused)["code"] == "invalid_token"
     login = await intake.client.post("/v1/auth/login", json={"username": username, "password": TEST_PASSWORD})
     assert login.status_code == 403 and error_of(login)["code"] == "account_disabled"
+
+
+async def test_a_signed_in_request_does_not_ask_the_database_and_a_logout_reaches_other_replicas(
+        intake: Intake) -> None:
+    username, _ = await new_login(intake)
+    headers = await sign_in(intake.client, username)
+    store = intake.accounts.store
+    reads = 0
+    original = store.session
+
+    async def counting(digest: str):
+        nonlocal reads
+        reads += 1
+        return await original(digest)
+    store.session = counting
+    try:
+        for _ in range(20):
+            assert (await intake.client.get("/v1/cases", headers=headers)).status_code == 200
+    finally:
+        del store.session
+    assert reads <= 1  # the first one, at most; then the session is trusted from memory for 30 s
+    # another replica (its own service and cache, the same database) signs the person out
+    other = AccountsService(AccountsStore(store.db), intake.settings, intake.clock, intake.runtime.directory)
+    token = headers["Authorization"].removeprefix("Bearer ")
+    await other.logout(await other.authenticate(token))
+    assert (await intake.client.get("/v1/auth/me", headers=headers)).status_code == 200  # still cached here
+    intake.clock.advance(timedelta(seconds=31))
+    try:
+        assert (await intake.client.get("/v1/auth/me", headers=headers)).status_code == 401
+    finally:
+        intake.clock.offset -= timedelta(seconds=31)
 
 
 async def test_disabling_through_the_admin_api_takes_effect_at_once(intake: Intake) -> None:
