@@ -119,20 +119,17 @@ async def test_inbox_counts_agree_with_the_bucket_lists(intake: Intake) -> None:
     await intake.assigned(unit)  # to_sign
     await _signed(intake, unit)  # handling
     await _replied(intake, unit)  # awaiting_rating
+    now = intake.clock.now()
+    for deadline in (now + timedelta(hours=2), now - timedelta(days=1)):  # due soon, overdue
+        accepted = await intake.post()
+        await intake.decide(accepted["tracking_number"], department_id=unit, deadline=deadline)
+        await intake.wait_status(accepted["tracking_number"], "assigned")
     counts = (await intake.client.get("/v1/inbox/counts", headers=dept)).json()
-    assert counts["to_sign"] >= 1 and counts["handling"] >= 1 and counts["awaiting_rating"] >= 1
-    before = intake.clock.offset
-    for offset in (timedelta(0), timedelta(days=6), timedelta(days=30)):  # fresh, due soon and overdue by now
-        intake.clock.offset = before + offset
-        try:
-            counts = (await intake.client.get("/v1/inbox/counts", headers=dept)).json()
-            for bucket in ("to_sign", "handling", "due_soon", "overdue", "reopened", "awaiting_rating"):
-                listed = (await intake.client.get("/v1/cases", headers=dept, params={"bucket": bucket})).json()
-                assert listed["total"] == counts[bucket], (offset, bucket)
-                assert all(item["department"]["id"] == unit for item in listed["items"])
-        finally:
-            intake.clock.offset = before
-    assert counts["overdue"] >= 2 and counts["due_soon"] == 0
+    assert min(counts[b] for b in ("to_sign", "handling", "due_soon", "overdue", "awaiting_rating")) >= 1
+    for bucket in ("to_sign", "handling", "due_soon", "overdue", "reopened", "awaiting_rating"):
+        listed = (await intake.client.get("/v1/cases", headers=dept, params={"bucket": bucket})).json()
+        assert listed["total"] == counts[bucket], bucket
+        assert all(item["department"]["id"] == unit for item in listed["items"])
     city = (await intake.client.get("/v1/inbox/counts", headers=intake.supervisor)).json()
     assert city["to_sign"] >= counts["to_sign"]
     # a unit cannot look at another unit; a supervisor can choose one
@@ -140,7 +137,7 @@ async def test_inbox_counts_agree_with_the_bucket_lists(intake: Intake) -> None:
             ).status_code == 403
     chosen = (await intake.client.get("/v1/inbox/counts", headers=intake.supervisor,
                                       params={"department_id": unit})).json()
-    assert chosen["to_sign"] == (await intake.client.get("/v1/inbox/counts", headers=dept)).json()["to_sign"]
+    assert chosen == (await intake.client.get("/v1/inbox/counts", headers=dept)).json()
 
 
 async def test_staff_filters(intake: Intake) -> None:
