@@ -77,7 +77,7 @@ async def test_overview_departments_and_report(api) -> None:
     assert report["totals"]["received"] == month["received"]
     assert all("tracking_number" in c for c in report["overdue_and_escalated"])
     csv_text = (await http.get("/v1/reports/monthly", params={"month": "2025-03", "format": "csv"})).text
-    assert csv_text.startswith("rank,unit,received") and "TOTAL" in csv_text
+    assert csv_text.startswith("\ufeff排名,承办单位,单位编码,收件数") and "合计" in csv_text
     page = await http.get("/v1/reports/monthly", params={"month": "2025-03"}, headers={"accept": "text/html"})
     assert page.headers["content-type"].startswith("text/html") and "<svg" in page.text
     cases = (await http.get("/v1/cases", params={"unit": unit, "page_size": 5})).json()
