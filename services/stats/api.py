@@ -30,6 +30,7 @@ from services.stats.config import StatsSettings
 from services.stats.consumer import StatsConsumer
 from services.stats.domain import (
     RANKABLE,
+    UNASSIGNED,
     Summary,
     month_bounds,
     period_keys,
@@ -388,8 +389,9 @@ async def build_monthly_report(svc: Service, month: str, months: list[str], days
     flagged in the month, the overdue and escalated cases, the issuing office and the period in Chinese."""
     today = svc.today()
     totals = overall(svc, months, days)
-    rows = [named_row("unit", key, s.rates(today))
-            for key, s in sorted(svc.view.summaries("unit", months, days).items())]
+    by_unit = svc.view.summaries("unit", months, days)
+    rows = [named_row("unit", key, s.rates(today)) for key, s in sorted(by_unit.items())]
+    waiting = by_unit.get(UNASSIGNED)
     ranked, small = rank(rows, sort, svc.settings.min_sample)
     lists = praise_and_criticism(ranked, sort, svc.settings.list_size)
     first, last = month_bounds(month)
@@ -406,6 +408,8 @@ async def build_monthly_report(svc: Service, month: str, months: list[str], days
         "generated_for": today.isoformat(), "generated_for_label": chinese_date(today),
         "sort": sort, "sort_name": RATE_NAMES[sort],
         "min_sample": svc.settings.min_sample, "totals": totals, "ranking": ranked, "below_min_sample": small,
+        # cases no unit is responsible for yet (routing, triage): in the totals, never ranked
+        "unassigned": {"name": key_name("unit", UNASSIGNED), **waiting.rates(today)} if waiting else None,
         "praise": [_brief(r, sort) for r in lists["praise"]],
         "criticise": [_brief(r, sort) for r in lists["criticise"]],
         "invalid_reasons": invalid_reasons(totals),

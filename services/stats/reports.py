@@ -123,6 +123,8 @@ def bulletin_rows(report: dict[str, Any]) -> list[list[Any]]:
 
     rows = [_bulletin_cells(r, r.get("rank", ""), r["name"], r["id"], low(r))
             for r in [*report["ranking"], *report["below_min_sample"]]]
+    if report.get("unassigned"):
+        rows.append(_bulletin_cells(report["unassigned"], "", f"{report['unassigned']['name']}（不参与排名）", "", ""))
     rows.append(_bulletin_cells(report["totals"], "", TOTAL_LABEL, "", ""))
     return rows
 

@@ -125,13 +125,16 @@ class Intake:
 
     async def decide(self, tracking_number: str, *, outcome: str = "assigned", department_id: str = "zhanggong_gov",
                      source_version: int | None = None, routing_round: int | None = None,
-                     decision_id: str | None = None, **extra: Any) -> str:
+                     decision_id: str | None = None, category: str | None = None,
+                     category_name: str | None = "城市管理", **extra: Any) -> str:
+        """Publish a routing decision as the router would (``category`` defaults to urban_management when
+        assigned, none for triage; ``category_name`` is whatever the router wrote)."""
         doc = await self.case_doc(tracking_number)
         decision = RoutingDecision(
             decision_id=decision_id or f"d-{uuid.uuid4().hex[:12]}", case_id=doc["_id"], source_event_id="e",
             source_version=source_version or doc["routing_source_version"],
             routing_round=routing_round or doc["routing_round"], outcome=outcome,
-            category="urban_management" if outcome != "triage" else None, category_name="城市管理",
+            category=category or ("urban_management" if outcome != "triage" else None), category_name=category_name,
             department_id=department_id if outcome == "assigned" else None,
             department_name=reference().unit_name(department_id),
             working_days=5, confidence=0.9, reasons=["关键词: 路灯"], model_version="test",
