@@ -65,8 +65,9 @@ def test_a_deadline_outside_the_policy_is_an_error_unless_listed(reference_copy:
 
 
 def test_a_category_deadline_outside_the_policy_is_an_error(reference_copy: Path) -> None:
-    _edit(reference_copy / "taxonomy.yaml", "kind_days: {inquiry: 3, complaint: 5}", "kind_days: {inquiry: 3, complaint: 10}")
-    with pytest.raises(ReferenceDataError, match="kind_days.complaint"):
+    taxonomy = reference_copy / "taxonomy.yaml"
+    _edit(taxonomy, "kind_days: {inquiry: 3, complaint: 5}", "kind_days: {inquiry: 3, complaint: 10}")
+    with pytest.raises(ReferenceDataError, match=r"kind_days\.complaint"):
         load_reference(reference_copy)
 
 

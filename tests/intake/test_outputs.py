@@ -119,7 +119,7 @@ async def _sms(intake: Intake, phone: str, text: str) -> dict:
 
 async def test_the_sms_conversation_rates_queries_and_posts(intake: Intake) -> None:
     phone = random_phone()
-    tn, case_id = await _replied_case(intake, phone)
+    tn, _case_id = await _replied_case(intake, phone)
     compact = tn.replace("-", "")
     # someone else's phone cannot rate, and the text does not become a complaint either
     stranger = await _sms(intake, random_phone(), f"评价 {tn} 不满意")

@@ -8,25 +8,18 @@ from __future__ import annotations
 import csv
 import io
 import re
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import openpyxl
 import pytest
-from prometheus_client import CollectorRegistry
 
 from services.common import events as ev
-from services.common.clock import FixedClock
 from services.common.events import Actor, make_event
-from services.common.mongo import new_client
 from services.common.reference import reference
-from services.stats.api import create_app
-from services.stats.config import StatsSettings
 from services.stats.domain import UNASSIGNED, fact_from_event, fold
 from services.stats.handlers import Projector
-from services.stats.store import StatsStore
+from tests.stats.support import serving_stats
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 2, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai, a Monday
@@ -85,31 +78,13 @@ def scenario() -> dict[str, Script]:
 
 @pytest.fixture(scope="module")
 async def api(mongo_url: str):
-    import os
-
-    from services.common.config import common_settings
-
-    run = uuid.uuid4().hex[:10]
-    previous = os.environ.get("WENZHENG_MONGO_URL")
-    os.environ["WENZHENG_MONGO_URL"] = mongo_url
-    common_settings.cache_clear()
-    name = f"wenzheng_stats_out_{run}"
-    client = new_client(mongo_url)
     cases = scenario()
-    projector = Projector(StatsStore(client[name]), "fill", fold_seconds=0)
-    await projector.apply([f for script in cases.values() for f in script.facts()])
-    settings = StatsSettings(database=name, consumer_enabled=False, min_sample=1, instance_id=f"out-{run}")
-    app = create_app(settings, clock=FixedClock(datetime(2026, 11, 27, 4, tzinfo=UTC)), registry=CollectorRegistry())
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://stats") as http:
-            yield http, cases
-    await client.drop_database(name)
-    await client.close()
-    if previous is None:
-        os.environ.pop("WENZHENG_MONGO_URL", None)
-    else:
-        os.environ["WENZHENG_MONGO_URL"] = previous
-    common_settings.cache_clear()
+
+    async def fill(projector: Projector) -> None:
+        await projector.apply([f for script in cases.values() for f in script.facts()])
+
+    async with serving_stats(mongo_url, fill, now=datetime(2026, 11, 27, 4, tzinfo=UTC), min_sample=1) as http:
+        yield http, cases
 
 
 # ------------------------------------------------------------------------------------------ rates
