@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from services.common.reference import REFERENCE_DIR, TAXONOMY_FILE, load_taxonomy
 from services.router.classifier import (
     KeywordClassifier,
     TextClassifier,
@@ -41,7 +42,6 @@ from services.router.classifier import (
     scores_for,
     timed_predictions,
 )
-from services.router.reference import REFERENCE_DIR, TAXONOMY_FILE, load_taxonomy
 from services.router.textdata import DataError, compact
 
 CORRECTION_WEIGHT = 2.0
