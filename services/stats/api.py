@@ -423,7 +423,8 @@ async def build_monthly_report(svc: Service, month: str, months: list[str], days
         "supervision": {  # 督办 notices and 回访 callbacks of the month's cases, per unit
             "notices_issued": totals["notices_issued"], "notices_answered": totals["notices_answered"],
             "callbacks": totals["callbacks"],
-            "by_unit": [{"id": r["id"], **{k: r[k] for k in ("notices_issued", "notices_answered", "callbacks")}}
+            "by_unit": [{"id": r["id"], "name": r.get("name"),
+                         **{k: r[k] for k in ("notices_issued", "notices_answered", "callbacks")}}
                         for r in rows if r["notices_issued"] or r["callbacks"]],
         },
     }
