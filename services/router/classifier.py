@@ -4,7 +4,8 @@
 and calibrated by temperature scaling:
 
 * character 1–2-grams of the whole post, TF-IDF with sublinear tf (no word segmentation: jieba is not used);
-* character 1–3-grams of the first ``head_chars`` characters, where the title sits, at a lower weight;
+* character 1–3-grams of the first ``head_chars`` characters, where the title sits, at ``head_weight`` (the
+  shipped default model: the first 20 at the body's weight; the Teddy recipe: the first 30 at half);
 * how often each taxonomy category's keywords occur (``log1p`` of the count), so the hand-written rules
   inform the model where the training data is thin.
 

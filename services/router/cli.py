@@ -4,7 +4,8 @@ corrections and history, import history, and manage the registered models (``ser
 Every command prints one JSON object on stdout (and, for people, a summary in Chinese on stderr).
 
     train --data CSV [--data CSV ...] --text-column text [--text-column title ...] --label-column label
-          --out DIR [--corrections CSV] [--cv 5] [--neighbours 10]
+          --out DIR [--weight FILE=W ...] [--corrections CSV] [--cv 5] [--neighbours 10]
+          [--head-weight 0.5] [--head-chars 30]
     evaluate (--model DIR | --keywords-only) --data CSV --text-column text --label-column label
           [--label-map YAML] [--exclude-overlap CSV [--exclude-text-column text]]
 
@@ -13,7 +14,8 @@ file uses those of the text columns it has, and a post already seen in an earlie
 included, see below) is left out, as is every copy of a text given two different labels; so cross-validation
 over several files never tests a post the model trained on. ``--corrections`` adds labelled posts
 (columns ``text``, ``label``: supervisors' reassignments) that override training rows with the same text and
-count double. ``--label-map`` maps the data's labels onto the model's (a YAML mapping). ``--exclude-overlap``
+count double. ``--weight FILE=W`` makes each row of the ``--data`` file named FILE count W (1 by default).
+``--label-map`` maps the data's labels onto the model's (a YAML mapping). ``--exclude-overlap``
 drops evaluation rows whose text also occurs in another CSV's ``text`` column (e.g. the training data), near
 duplicates included: whitespace is ignored and 5-character shingles overlapping by Jaccard >= 0.8 count as the
 same post.
