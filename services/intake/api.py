@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -14,25 +13,36 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pymongo import AsyncMongoClient
 
 from services.common.clock import Clock, clock_from_environment
 from services.common.config import CommonSettings, TopicSettings, common_settings, topics
-from services.common.events import CaseStatus, Channel, Location, Rating
+from services.common.events import (
+    INVALID_REASON_NAMES,
+    CaseStatus,
+    Channel,
+    Disposition,
+    InvalidReason,
+    Location,
+    Rating,
+)
 from services.common.logging import get_logger
 from services.common.metrics import METRICS_CONTENT_TYPE, render_metrics
 from services.common.mongo import new_client, ping
+from services.common.reference import ReferenceData, reference
+from services.common.secret_compare import same_secret
 from services.intake import domain
-from services.intake.auth import Credentials, Principal
+from services.intake.accounts_store import AccountsStore
+from services.intake.auth import Credentials
+from services.intake.auth_api import PrincipalDep, SupervisorDep, admin_router, auth, client_ip, templates
 from services.intake.config import DEFAULT_SECRET, IntakeSettings
 from services.intake.consumer import DecisionConsumer
-from services.intake.directory import Directory
 from services.intake.domain import DomainError, IllegalTransition
-from services.intake.handlers import Forbidden, IntakeService, NewPost, ServiceError
+from services.intake.handlers import IntakeService, NewPost, ServiceError
 from services.intake.open311 import open311_router
+from services.intake.people import AccountsService, Unauthorized
 from services.intake.relay import OutboxRelay
 from services.intake.store import CaseStore
 
@@ -105,6 +115,7 @@ class OptionalReasonIn(Body):
 
 class ReplyIn(Body):
     text: str = Field(min_length=1, max_length=10000)
+    template_id: str | None = Field(None, pattern=r"^t-[a-f0-9]{16}$")
 
 
 class ExtensionIn(Body):
@@ -116,6 +127,12 @@ class ReassignIn(Body):
     category: str = Field(min_length=1, max_length=64)
     department_id: str = Field(min_length=1, max_length=64)
     reason: str = Field(min_length=2, max_length=500)
+
+
+class CloseIn(Body):
+    reason: str = Field(min_length=2, max_length=500)
+    disposition: Disposition = Disposition.RESOLVED
+    invalid_reason: InvalidReason | None = None
 
 
 class FlagIn(Body):
@@ -145,13 +162,15 @@ class Runtime:
     common: CommonSettings
     names: TopicSettings
     clock: Clock
-    directory: Directory
+    reference: ReferenceData
     credentials: Credentials
     client: AsyncMongoClient | None = None
     store: CaseStore | None = None
     service: IntakeService | None = None
     relay: OutboxRelay | None = None
     consumer: DecisionConsumer | None = None
+    accounts: AccountsService | None = None
+    oidc_metadata: dict[str, Any] | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
 
 
@@ -163,35 +182,8 @@ def _service(request: Request) -> IntakeService:
 
 
 ServiceDep = Annotated[IntakeService, Depends(_service)]
-_bearer = HTTPBearer(auto_error=False)
-
-
-class Unauthorized(ServiceError):
-    status, code = 401, "unauthorized"
-
-
-def _principal(request: Request,
-               creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
-    if creds is None or not creds.credentials:
-        raise Unauthorized("a bearer token is required", "Authorization")
-    principal = request.app.state.runtime.credentials.principal(creds.credentials)
-    if principal is None:
-        raise Unauthorized("unknown or revoked token", "Authorization")
-    return principal
-
-
-PrincipalDep = Annotated[Principal, Depends(_principal)]
 CaseIdPath = Annotated[str, Path(pattern=CASE_ID_PATTERN)]
 TrackingPath = Annotated[str, Path(pattern=TRACKING_PATTERN)]
-
-
-def _supervisor(principal: PrincipalDep) -> Principal:
-    if not principal.oversees:
-        raise Forbidden("supervisors only")
-    return principal
-
-
-SupervisorDep = Annotated[Principal, Depends(_supervisor)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -236,16 +228,21 @@ _SMS_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": _SMS_SCHEMA}, "application/x-www-form-urlencoded": {"schema": _SMS_SCHEMA}}}}
 
 
-def _sms_gateway(request: Request,
-                 token: Annotated[str | None, Header(alias="X-Sms-Gateway-Token")] = None) -> None:
-    """Only the SMS gateway may say which phone a text came from: it proves itself with a shared secret."""
-    expected = request.app.state.runtime.settings.sms_gateway_token
-    if expected is None:
+async def _sms_gateway(request: Request,
+                       token: Annotated[str | None, Header(alias="X-Sms-Gateway-Token")] = None) -> None:
+    """Only the SMS gateway may say which phone a text came from: it proves itself with the shared secret of
+    the settings or with an admin-issued machine token of kind ``sms_gateway``."""
+    runtime = request.app.state.runtime
+    expected = runtime.settings.sms_gateway_token
+    if expected is None and not token:
         return
     if not token:
         raise Unauthorized("the SMS gateway's token is required", "X-Sms-Gateway-Token")
-    if not hmac.compare_digest(token.encode(), expected.encode()):
-        raise Unauthorized("wrong SMS gateway token", "X-Sms-Gateway-Token")
+    if expected is not None and same_secret(token, expected):
+        return
+    if await runtime.accounts.machine_token_ok(token, "sms_gateway"):
+        return
+    raise Unauthorized("wrong SMS gateway token", "X-Sms-Gateway-Token")
 
 
 @citizen.post("/sms/inbound", responses={401: {}, 422: {}, 429: {}}, openapi_extra=_SMS_BODY,
@@ -299,9 +296,31 @@ async def sign(case_id: CaseIdPath, principal: PrincipalDep, service: ServiceDep
     return await service.command(case_id, domain.Sign(), principal)
 
 
-@cases.post("/cases/{case_id}/reply", responses=_COMMAND_RESPONSES)
-async def reply(case_id: CaseIdPath, body: ReplyIn, principal: PrincipalDep, service: ServiceDep) -> dict[str, Any]:
-    return await service.command(case_id, domain.Reply(body.text), principal)
+@cases.post("/cases/{case_id}/reply", responses={**_COMMAND_RESPONSES, 202: {"description": "awaits the lead"},
+                                                 422: {}})
+async def reply(case_id: CaseIdPath, body: ReplyIn, principal: PrincipalDep, service: ServiceDep) -> JSONResponse:
+    """A unit's public reply; 202 with ``pending_reply`` when the unit's lead must approve it first."""
+    view = await service.reply(case_id, body.text, body.template_id, principal)
+    return JSONResponse(view, status_code=202 if view.get("pending_reply") else 200)
+
+
+@cases.post("/cases/{case_id}/reply/approve", responses=_COMMAND_RESPONSES)
+async def approve_reply(case_id: CaseIdPath, principal: PrincipalDep, service: ServiceDep) -> dict[str, Any]:
+    return await service.command(case_id, domain.ApproveReply(), principal)
+
+
+@cases.post("/cases/{case_id}/reply/reject", responses=_COMMAND_RESPONSES)
+async def reject_reply(case_id: CaseIdPath, body: ReasonIn, principal: PrincipalDep,
+                       service: ServiceDep) -> dict[str, Any]:
+    return await service.command(case_id, domain.RejectReply(body.reason), principal)
+
+
+@cases.post("/cases/{case_id}/contact", responses={401: {}, 403: {}, 404: {}})
+async def reveal_contact(case_id: CaseIdPath, request: Request, principal: PrincipalDep,
+                         service: ServiceDep) -> JSONResponse:
+    """The poster's phone and name (null for an anonymous post), for the unit holding the case: audited."""
+    contact = await service.reveal_contact(case_id, principal, client_ip(request))
+    return JSONResponse(contact, headers={"Cache-Control": "no-store"})
 
 
 @cases.post("/cases/{case_id}/return", responses=_COMMAND_RESPONSES)
@@ -342,8 +361,20 @@ async def reopen(case_id: CaseIdPath, body: ReasonIn, principal: SupervisorDep, 
 
 
 @cases.post("/cases/{case_id}/close", responses=_COMMAND_RESPONSES)
-async def close(case_id: CaseIdPath, body: ReasonIn, principal: SupervisorDep, service: ServiceDep) -> dict[str, Any]:
-    return await service.command(case_id, domain.Close(body.reason), principal)
+async def close(case_id: CaseIdPath, body: CloseIn, principal: SupervisorDep, service: ServiceDep) -> dict[str, Any]:
+    """Close out (销号). ``disposition: invalid`` with an ``invalid_reason`` code marks a post that was never a
+    valid request (spam, not a government matter…): it is counted apart and not as received."""
+    command = domain.Close(body.reason, disposition=body.disposition, invalid_reason=body.invalid_reason)
+    return await service.command(case_id, command, principal)
+
+
+@cases.get("/reference")
+async def reference_data(request: Request) -> dict[str, Any]:
+    """Units (with county, kind, categories and the places they serve), categories (with working days by kind),
+    counties with their townships, and the invalid-reason codes: for pickers."""
+    data = request.app.state.runtime.reference.as_public_dict()
+    data["invalid_reasons"] = [{"code": code.value, "name": name} for code, name in INVALID_REASON_NAMES.items()]
+    return data
 
 
 @cases.post("/cases/{case_id}/flag", responses=_COMMAND_RESPONSES)
@@ -423,11 +454,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def create_app(settings: IntakeSettings | None = None, *, common: CommonSettings | None = None,
                names: TopicSettings | None = None, clock: Clock | None = None,
-               directory: Directory | None = None, credentials: Credentials | None = None) -> FastAPI:
+               reference_data: ReferenceData | None = None, credentials: Credentials | None = None) -> FastAPI:
     settings = settings or IntakeSettings()
     common = common or common_settings()
     runtime = Runtime(settings=settings, common=common, names=names or topics(),
-                      clock=clock or clock_from_environment(), directory=directory or Directory.load(),
+                      clock=clock or clock_from_environment(), reference=reference_data or reference(),
                       credentials=credentials or load_credentials(settings, common))
 
     @contextlib.asynccontextmanager
@@ -442,7 +473,7 @@ def create_app(settings: IntakeSettings | None = None, *, common: CommonSettings
                   description="The only door into the platform: posts, case commands, Open311.")
     app.state.runtime = runtime
     _install_error_handlers(app)
-    for router in (citizen, cases, open311_router, ops):
+    for router in (citizen, auth, cases, templates, admin_router, open311_router, ops):
         app.include_router(router)
     Instrumentator(excluded_handlers=["/metrics", "/healthz", "/readyz"]).instrument(app)
     return app
@@ -459,11 +490,6 @@ def load_credentials(settings: IntakeSettings, common: CommonSettings) -> Creden
         raise SystemExit("intake: set WENZHENG_INTAKE_SECRET; refusing to start in production with the default")
     if common.environment == "production" and not settings.sms_gateway_token:
         raise SystemExit("intake: set WENZHENG_INTAKE_SMS_GATEWAY_TOKEN; refusing to start in production without it")
-    if common.environment == "production" and not len(credentials):
-        raise SystemExit(f"intake: no credentials in {settings.credentials_file}; refusing to start in production")
-    if not len(credentials):
-        log.warning("no_credentials", path=settings.credentials_file,
-                    hint="run: python -m services.intake credentials --ensure PATH")
     return credentials
 
 
@@ -476,15 +502,20 @@ async def start_runtime(runtime: Runtime) -> None:
                                 batch=settings.relay_batch, idle_seconds=settings.relay_idle_seconds,
                                 lease_seconds=settings.relay_lease_seconds,
                                 min_interval_seconds=settings.relay_min_interval_seconds)
-    runtime.service = IntakeService(runtime.store, settings, runtime.clock, runtime.directory,
+    runtime.service = IntakeService(runtime.store, settings, runtime.clock, runtime.reference,
                                     topic_names=runtime.names, on_commit=runtime.relay.notify)
+    accounts_store = AccountsStore(runtime.client[settings.database])
+    await accounts_store.ensure_indexes()
+    runtime.accounts = AccountsService(accounts_store, settings, runtime.clock, runtime.reference,
+                                       production=common.environment == "production", on_commit=runtime.relay.notify)
+    runtime.service.accounts = runtime.accounts
     if settings.relay_enabled:
         runtime.tasks.append(asyncio.create_task(runtime.relay.run(), name="outbox-relay"))
     if settings.consumer_enabled:
         runtime.consumer = DecisionConsumer(runtime.service, runtime.names, common.kafka_bootstrap,
                                             settings.consumer_group, settings.source)
         runtime.tasks.append(asyncio.create_task(runtime.consumer.run(), name="decision-consumer"))
-    log.info("intake_started", database=settings.database, directory=runtime.directory.source,
+    log.info("intake_started", database=settings.database, reference=runtime.reference.version,
              started_at=datetime.now(UTC).isoformat())
 
 

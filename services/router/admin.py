@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.common.reference import Taxonomy
 from services.router.classifier import KeywordClassifier, TextClassifier, TrainingParams
 from services.router.history import Table, plan_import, write_rejects
-from services.router.reference import Taxonomy
 from services.router.registry import ModelRegistry
 from services.router.retraining import (
     city_cases,

@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from services.common.reference import REFERENCE_DIR, TAXONOMY_FILE, load_taxonomy
 from services.router.classifier import (
     KeywordClassifier,
     TextClassifier,
@@ -44,7 +45,6 @@ from services.router.classifier import (
     timed_predictions,
 )
 from services.router.config import SHIPPED_FILE_WEIGHTS
-from services.router.reference import REFERENCE_DIR, TAXONOMY_FILE, load_taxonomy
 from services.router.textdata import DataError, compact
 
 CORRECTION_WEIGHT = 2.0

@@ -12,10 +12,10 @@ import pytest
 from openpyxl import Workbook
 
 from services.common.mongo import new_client
+from services.common.reference import load_reference
 from services.router.admin import import_history
 from services.router.cli import main
 from services.router.history import read_table
-from services.router.reference import load_reference
 from services.router.store import RouterStore
 
 ROWS = [

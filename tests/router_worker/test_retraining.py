@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.common.mongo import new_client
+from services.common.reference import load_reference
 from services.router.admin import retrain
 from services.router.classifier import TextClassifier, TrainingParams
 from services.router.cli import shipped_examples
@@ -18,7 +19,6 @@ from services.router.config import DEFAULT_MODEL_DIR, DEFAULT_TRAINING_FILES
 from services.router.engine import load_engine
 from services.router.live import LiveEngine
 from services.router.policies import CaseRouting
-from services.router.reference import load_reference
 from services.router.registry import ModelRegistry, RegistryError
 from services.router.retraining import CityCase, held_out_scores, judge, split_holdout
 from services.router.store import RouterStore
