@@ -101,12 +101,32 @@ class NewPost:
     location: ev.Location | None = None
     attachments: tuple[str, ...] = ()
     requested_category: str | None = None  # Open311 service_code: a hint for the router, kept on the case
+    contact_email: str | None = None  # Open311 clients may give only an e-mail address
+    wechat_openid: str | None = None  # the WeChat official account's follower id
 
     def fingerprint(self) -> str:
         raw = json.dumps([self.channel, self.title, self.body, self.contact_phone, self.name, self.anonymous,
                           self.location.model_dump() if self.location else None, list(self.attachments),
-                          self.requested_category], ensure_ascii=False, sort_keys=True)
+                          self.requested_category, self.contact_email, self.wechat_openid],
+                         ensure_ascii=False, sort_keys=True)
         return hashlib.sha256(raw.encode()).hexdigest()
+
+    @property
+    def poster_key(self) -> str | None:
+        """What identifies the poster across posts (private: only its keyed hash leaves intake, privately)."""
+        if self.contact_phone:
+            return self.contact_phone
+        if self.contact_email:
+            return f"email:{self.contact_email.lower()}"
+        return f"wechat:{self.wechat_openid}" if self.wechat_openid else None
+
+    @property
+    def preferred_channel(self) -> ev.NotificationChannel:
+        if self.wechat_openid:
+            return ev.NotificationChannel.WECHAT
+        if self.contact_phone or not self.contact_email:
+            return ev.NotificationChannel.SMS
+        return ev.NotificationChannel.EMAIL
 
 
 @dataclass(frozen=True)
@@ -198,10 +218,12 @@ class IntakeService:
             case_id=case_id, tracking_number=tracking, version=1, occurred_at=now, actor=Actor.CITIZEN,
             channel=post.channel, title=title, body=body, location=location, anonymous=post.anonymous,
             attachment_count=len(post.attachments),
-            poster_ref=domain.poster_ref(self.settings.secret, post.contact_phone) if post.contact_phone else None,
-        )
+        )  # no poster_ref on the public topic: it would link an anonymous post to the poster's named ones
+        poster_ref = domain.poster_ref(self.settings.secret, post.poster_key) if post.poster_key else None
         contact = ev.CaseContact(case_id=case_id, tracking_number=tracking, phone=post.contact_phone,
-                                 name=post.name, anonymous=post.anonymous, recorded_at=now)
+                                 name=post.name, anonymous=post.anonymous, recorded_at=now, email=post.contact_email,
+                                 wechat_openid=post.wechat_openid, preferred_channel=post.preferred_channel,
+                                 poster_ref=poster_ref)
         submitted_event = make_event(submitted, source=self.settings.source, time=now)
         contact_event = make_event(contact, source=self.settings.source, time=now)
         return {
@@ -217,8 +239,9 @@ class IntakeService:
             "anonymous": post.anonymous,
             "attachments": list(post.attachments),
             "requested_category": post.requested_category,
-            "poster_ref": submitted.poster_ref,
-            "contact": {"phone": post.contact_phone, "name": post.name},
+            "poster_ref": poster_ref,
+            "contact": {"phone": post.contact_phone, "name": post.name, "email": post.contact_email,
+                        "wechat_openid": post.wechat_openid},
             "phone_last4": post.contact_phone[-4:] if post.contact_phone else None,
             "replies": [],
             "timeline": [_timeline_entry(submitted)],
@@ -475,7 +498,6 @@ def internal_case_view(doc: dict[str, Any], now: datetime) -> dict[str, Any]:
         location=doc.get("location"),
         anonymous=doc.get("anonymous", False),
         attachments=doc.get("attachments", []),
-        poster_ref=doc.get("poster_ref"),
         requested_category=doc.get("requested_category"),
         assigned_at=_iso(doc.get("assigned_at")),
         working_days=doc.get("working_days"),

@@ -33,7 +33,7 @@ from services.intake.domain import Case, PendingExtension
 DuplicateKey = DuplicateKeyError
 _CASE_FIELDS = [f.name for f in dataclasses.fields(Case) if f.name != "case_id"]
 PRIVATE_FIELDS = ("contact", "outbox", "idempotency_key", "idempotency_fingerprint", "applied_decisions",
-                  "phone_last4")
+                  "phone_last4", "poster_ref")
 
 
 def case_to_fields(case: Case) -> dict[str, Any]:
