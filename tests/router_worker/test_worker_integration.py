@@ -13,7 +13,15 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from services.common.events import CaseAssigned, CaseContact, CaseReturned, CaseSubmitted, Location, make_event, parse_event
+from services.common.events import (
+    CaseAssigned,
+    CaseContact,
+    CaseReturned,
+    CaseSubmitted,
+    Location,
+    make_event,
+    parse_event,
+)
 from services.common.kafka import new_consumer, new_producer
 
 pytestmark = pytest.mark.integration
