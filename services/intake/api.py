@@ -21,6 +21,7 @@ from pymongo import AsyncMongoClient
 
 from services.common.clock import Clock, clock_from_environment
 from services.common.config import CommonSettings, TopicSettings, common_settings, topics
+from services.common.errors import BodyLimits, document_errors, error_response, install_error_handlers
 from services.common.events import CaseStatus, Channel, Location, Rating
 from services.common.logging import get_logger
 from services.common.metrics import METRICS_CONTENT_TYPE, render_metrics
@@ -32,7 +33,7 @@ from services.intake.consumer import DecisionConsumer
 from services.intake.directory import Directory
 from services.intake.domain import DomainError, IllegalTransition
 from services.intake.handlers import Forbidden, IntakeService, NewPost, ServiceError
-from services.intake.open311 import open311_router
+from services.intake.open311 import open311_error, open311_router
 from services.intake.relay import OutboxRelay
 from services.intake.store import CaseStore
 
@@ -381,39 +382,42 @@ async def metrics_endpoint() -> Response:
 # --------------------------------------------------------------------------------------------------
 
 
-def _error(http_status: int, code: str, message: str, field: str | None, request: Request,
-           **extra: Any) -> JSONResponse:
+def _render_error(request: Request, http_status: int, code: str, message: str, field: str | None,
+                  headers: dict[str, str] | None, extra: dict[str, Any]) -> Response:
+    """The platform's envelope everywhere but Open311, whose clients expect GeoReport's error list."""
     if request.url.path.startswith("/open311/"):
-        return JSONResponse([{"code": http_status, "description": message}], status_code=http_status)
-    headers = {"WWW-Authenticate": "Bearer"} if http_status == 401 and field == "Authorization" else None
+        return open311_error(request, http_status, message, headers)
+    headers = dict(headers or {})
+    if http_status == 401 and field == "Authorization":
+        headers["WWW-Authenticate"] = "Bearer"
     if "retry_after" in extra:
-        headers = {"Retry-After": str(extra.pop("retry_after"))}
-    body = {"error": {"code": code, "message": message, "field": field, **extra}}
-    return JSONResponse(body, status_code=http_status, headers=headers)
+        headers["Retry-After"] = str(extra.pop("retry_after"))
+    return error_response(http_status, code, message, field, headers=headers or None, **extra)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
+    install_error_handlers(app, _render_error)
+
     @app.exception_handler(ServiceError)
-    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+    async def _service_error(request: Request, exc: ServiceError) -> Response:
         extra = dict(exc.extra)
         if hasattr(exc, "retry_after"):
             extra["retry_after"] = exc.retry_after
-        return _error(exc.status, exc.code, exc.message, exc.field, request, **extra)
+        return _render_error(request, exc.status, exc.code, exc.message, exc.field, None, extra)
 
     @app.exception_handler(DomainError)
-    async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
+    async def _domain_error(request: Request, exc: DomainError) -> Response:
         extra: dict[str, Any] = {}
         if isinstance(exc, IllegalTransition):
             extra = {"status": exc.status.value, "allowed_actions": exc.allowed}
-        return _error(409, exc.code, exc.message, exc.field, request, **extra)
+        return _render_error(request, 409, exc.code, exc.message, exc.field, None, extra)
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
-        message = f"{first.get('msg', 'invalid')}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
-        return _error(422, "validation_error", message, ".".join(loc) or None, request)
+
+def _render_limit_error(scope: Any, http_status: int, code: str, message: str, field: str | None,
+                        extra: dict[str, Any]) -> Response:
+    if str(scope.get("path", "")).startswith("/open311/"):
+        return JSONResponse([{"code": http_status, "description": message}], status_code=http_status)
+    return error_response(http_status, code, message, field, **extra)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -444,6 +448,9 @@ def create_app(settings: IntakeSettings | None = None, *, common: CommonSettings
     _install_error_handlers(app)
     for router in (citizen, cases, open311_router, ops):
         app.include_router(router)
+    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth,
+                       render=_render_limit_error)
+    document_errors(app, skip_prefixes=("/open311/",), text_paths={"/metrics": "text/plain"})
     Instrumentator(excluded_handlers=["/metrics", "/healthz", "/readyz"]).instrument(app)
     return app
 

@@ -47,6 +47,13 @@ class IntakeSettings(BaseSettings):
 
     page_size_max: int = 200
 
+    open311_jurisdiction_id: str = Field("ganzhou.gov.cn", description="the jurisdiction_id Open311 serves")
+    open311_changeset: str = Field("2026-12-01T00:00:00Z", description="discovery: when the endpoints last changed")
+    open311_contact: str = Field("赣州市人民政府办公室 12345 政务服务便民热线", description="discovery: who runs it")
+    open311_key_service: str = Field("向市政务服务数据管理局申请 API key", description="discovery: how to get a key")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest JSON/form/XML request body (413 above)")
+    max_json_depth: int = Field(32, ge=2, le=200, description="deepest JSON nesting accepted (422 above)")
+
 
 def http_port() -> int:
     return int(os.environ.get("WENZHENG_PORT", "8000"))
