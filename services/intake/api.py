@@ -9,14 +9,14 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_fastapi_instrumentator import Instrumentator
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError, field_validator
 from pymongo import AsyncMongoClient
 
 from services.common.clock import Clock, clock_from_environment
@@ -54,8 +54,38 @@ def _no_nul(value: str | None) -> str | None:
     return value
 
 
+NO_NUL_PATTERN = r"^[^\x00]*$"
+NOT_BLANK_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+
+
+def _document_string_rules(schema: dict[str, Any], model: type) -> None:
+    """The OpenAPI says what the validators refuse: NUL characters anywhere, blank titles and texts."""
+    not_blank = getattr(model, "NOT_BLANK", ())
+
+    def patch(name: str, node: dict[str, Any]) -> None:
+        if node.get("type") == "string" and "pattern" not in node and "enum" not in node:
+            node["pattern"] = NOT_BLANK_PATTERN if name in not_blank else NO_NUL_PATTERN
+        for inner in node.get("anyOf", []):
+            patch(name, inner)
+        if isinstance(node.get("items"), dict):
+            patch("", node["items"])
+
+    for name, node in schema.get("properties", {}).items():
+        patch(name, node)
+
+
+def _json_number(value: Any) -> Any:
+    """JSON numbers only: no "1.5" strings and no booleans slipping through pydantic's lax mode."""
+    if isinstance(value, str | bool):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+_NUMBER = BeforeValidator(_json_number)
+
+
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_document_string_rules)
 
     @field_validator("*", mode="after")
     @classmethod
@@ -63,14 +93,23 @@ class Body(BaseModel):
         return _no_nul(value) if isinstance(value, str) else value
 
 
+class LocationIn(Body):
+    county: str | None = Field(None, max_length=32)
+    township: str | None = Field(None, max_length=32)
+    address: str | None = Field(None, max_length=200)
+    lat: Annotated[float, Field(ge=-90, le=90), _NUMBER] | None = None
+    lng: Annotated[float, Field(ge=-180, le=180), _NUMBER] | None = None
+
+
 class PostIn(Body):
+    NOT_BLANK: ClassVar[tuple[str, ...]] = ("title", "body")
     channel: Literal["web", "wechat", "app", "sms", "phone"]
     title: str = Field(min_length=1, max_length=100)
     body: str = Field(min_length=1, max_length=5000)
-    location: Location | None = None
+    location: LocationIn | None = None
     contact_phone: str = Field(pattern=PHONE_PATTERN)
     name: str | None = Field(None, max_length=50)
-    anonymous: bool = False
+    anonymous: StrictBool = False
     attachments: list[Annotated[str, Field(max_length=2000, pattern=r"^https?://[^\s]+$")]] = Field(
         default_factory=list, max_length=20)
 
@@ -110,7 +149,7 @@ class ReplyIn(Body):
 
 class ExtensionIn(Body):
     reason: str = Field(min_length=2, max_length=500)
-    extra_working_days: int = Field(ge=1, le=30)
+    extra_working_days: Annotated[int, Field(ge=1, le=30), _NUMBER]
 
 
 class ReassignIn(Body):
@@ -208,7 +247,8 @@ async def create_post(post: PostIn, request: Request, service: ServiceDep,
                       idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> Response:
     accepted = await service.submit(
         NewPost(channel=Channel(post.channel), title=post.title, body=post.body, contact_phone=post.contact_phone,
-                name=post.name, anonymous=post.anonymous, location=post.location,
+                name=post.name, anonymous=post.anonymous,
+                location=Location(**post.location.model_dump()) if post.location else None,
                 attachments=tuple(post.attachments)),
         client_ip=request.client.host if request.client else None,
         idempotency_key=idempotency_key or None,
@@ -230,7 +270,7 @@ async def rate_post(tracking_number: TrackingPath, rating: RatingIn, service: Se
 
 _SMS_SCHEMA = {"type": "object", "required": ["from", "text"], "properties": {
     "from": {"type": "string", "pattern": PHONE_PATTERN}, "text": {"type": "string", "minLength": 1,
-                                                                 "maxLength": 5000}}}
+                                                                 "maxLength": 5000, "pattern": NO_NUL_PATTERN}}}
 
 
 _SMS_BODY = {"requestBody": {"required": True, "content": {
@@ -451,8 +491,25 @@ def create_app(settings: IntakeSettings | None = None, *, common: CommonSettings
     app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth,
                        render=_render_limit_error)
     document_errors(app, skip_prefixes=("/open311/",), text_paths={"/metrics": "text/plain"})
+    _document_reference_values(app, runtime.directory)
     Instrumentator(excluded_handlers=["/metrics", "/healthz", "/readyz"]).instrument(app)
     return app
+
+
+def _document_reference_values(app: FastAPI, directory: Directory) -> None:
+    """The OpenAPI names the categories and units a supervisor may reassign to (they come from the directory,
+    so the document says exactly which values are accepted)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        properties = schema.get("components", {}).get("schemas", {}).get("ReassignIn", {}).get("properties", {})
+        if "category" in properties:
+            properties["category"]["enum"] = sorted(directory.categories)
+            properties["department_id"]["enum"] = sorted(directory.units)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def load_credentials(settings: IntakeSettings, common: CommonSettings) -> Credentials:

@@ -265,10 +265,11 @@ class IntakeService:
         return public_case_view(doc, self.clock.now())
 
     def _is_poster(self, doc: dict[str, Any], phone_last4: str | None, token: str | None) -> bool:
-        if token and hmac.compare_digest(token, domain.rating_token(self.settings.secret, doc["_id"])):
+        expected = domain.rating_token(self.settings.secret, doc["_id"])
+        if token and hmac.compare_digest(token.encode(), expected.encode()):  # bytes: any text compares
             return True
         last4 = doc.get("phone_last4")
-        return bool(phone_last4 and last4 and hmac.compare_digest(phone_last4, last4))
+        return bool(phone_last4 and last4 and hmac.compare_digest(phone_last4.encode(), last4.encode()))
 
     async def sms_inbound(self, sender: str, text: str) -> dict[str, Any]:
         match = SMS_QUERY.match(text)

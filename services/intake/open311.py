@@ -351,16 +351,22 @@ async def token_status(request: Request, fmt: FormatPath,
     return answer(fmt, "requests", [{"service_request_id": doc["tracking_number"], "token": token}])
 
 
+W3C_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?$")
+
+
 def _parse_date(value: str | None, name: str) -> datetime | None:
-    if not value:
+    if value is None:
         return None
+    text = value.strip()
+    match = W3C_DATETIME.match(text)
+    if match and match.group(2) is None:
+        raise BadRequest("dates need a time zone (ISO 8601, e.g. 2026-11-01T00:00:00Z)", name)
     try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        if not match:
+            raise ValueError(text)
+        return datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
     except ValueError:
         raise BadRequest(f"{name} must be a W3C date-time, e.g. 2026-11-01T00:00:00Z", name) from None
-    if parsed.tzinfo is None:
-        raise BadRequest("dates need a time zone (ISO 8601, e.g. 2026-11-01T00:00:00Z)", name)
-    return parsed
 
 
 def requests_query(*, ids: Sequence[str], codes: Sequence[str], statuses: Sequence[str], start: datetime | None,
@@ -395,8 +401,8 @@ async def list_requests(
     fmt: FormatPath,
     service_request_id: Annotated[str | None, Query(max_length=2000)] = None,
     service_code: Annotated[str | None, Query(max_length=1000)] = None,
-    start_date: Annotated[str | None, Query(max_length=40)] = None,
-    end_date: Annotated[str | None, Query(max_length=40)] = None,
+    start_date: Annotated[str | None, Query(max_length=40, json_schema_extra={"format": "date-time"})] = None,
+    end_date: Annotated[str | None, Query(max_length=40, json_schema_extra={"format": "date-time"})] = None,
     status: Annotated[str | None, Query(max_length=20, pattern=r"^\s*(open|closed)\s*(,\s*(open|closed)\s*)*$")] = None,
     jurisdiction_id: Jurisdiction = None,
     page: Annotated[int, Query(ge=1, le=100000)] = 1,
