@@ -426,7 +426,7 @@ def _render_error(request: Request, http_status: int, code: str, message: str, f
                   headers: dict[str, str] | None, extra: dict[str, Any]) -> Response:
     """The platform's envelope everywhere but Open311, whose clients expect GeoReport's error list."""
     if request.url.path.startswith("/open311/"):
-        return open311_error(request, http_status, message, headers)
+        return open311_error(request.url.path, http_status, message, headers)
     headers = dict(headers or {})
     if http_status == 401 and field == "Authorization":
         headers["WWW-Authenticate"] = "Bearer"
@@ -456,7 +456,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 def _render_limit_error(scope: Any, http_status: int, code: str, message: str, field: str | None,
                         extra: dict[str, Any]) -> Response:
     if str(scope.get("path", "")).startswith("/open311/"):
-        return JSONResponse([{"code": http_status, "description": message}], status_code=http_status)
+        return open311_error(str(scope["path"]), http_status, message)
     return error_response(http_status, code, message, field, **extra)
 
 

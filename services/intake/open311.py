@@ -88,9 +88,9 @@ def answer(fmt: str, kind: str, payload: Any, status_code: int = 200) -> Respons
     return JSONResponse(payload, status_code=status_code)
 
 
-def open311_error(request: Request, status_code: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    """GeoReport's error list, in the format the URL asked for."""
-    fmt = "xml" if request.url.path.endswith(".xml") else "json"
+def open311_error(path: str, status_code: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """GeoReport's error list, in the format the URL (its ``path``) asked for."""
+    fmt = "xml" if path.endswith(".xml") else "json"
     response = answer(fmt, "errors", [{"code": status_code, "description": message}], status_code)
     response.headers.update(headers or {})
     return response
