@@ -35,6 +35,7 @@ from services.intake.domain import DomainError, IllegalTransition
 from services.intake.handlers import Forbidden, IntakeService, NewPost, ServiceError
 from services.intake.open311 import open311_error, open311_router
 from services.intake.relay import OutboxRelay
+from services.intake.retention import ContactEraser
 from services.intake.store import CaseStore
 
 log = get_logger(__name__)
@@ -192,6 +193,7 @@ class Runtime:
     service: IntakeService | None = None
     relay: OutboxRelay | None = None
     consumer: DecisionConsumer | None = None
+    eraser: ContactEraser | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
 
 
@@ -544,6 +546,11 @@ async def start_runtime(runtime: Runtime) -> None:
                                     topic_names=runtime.names, on_commit=runtime.relay.notify)
     if settings.relay_enabled:
         runtime.tasks.append(asyncio.create_task(runtime.relay.run(), name="outbox-relay"))
+    runtime.eraser = ContactEraser(runtime.store, runtime.clock, settings.contact_retention_days,
+                                   on_commit=runtime.relay.notify)
+    if settings.retention_enabled:
+        runtime.tasks.append(asyncio.create_task(runtime.eraser.run(settings.retention_interval_seconds),
+                                                 name="contact-retention"))
     if settings.consumer_enabled:
         runtime.consumer = DecisionConsumer(runtime.service, runtime.names, common.kafka_bootstrap,
                                             settings.consumer_group, settings.source)

@@ -42,6 +42,11 @@ class IntakeSettings(BaseSettings):
         0.05, ge=0, description="at least this long between two drains under load, so each drain carries more")
     relay_lease_seconds: float = Field(10, gt=0)
 
+    contact_retention_days: float = Field(
+        180, gt=0, description="a citizen's contact is erased this many days after the case is closed (PIPL)")
+    retention_enabled: bool = True
+    retention_interval_seconds: float = Field(3600, gt=0, description="how often the erasure job runs")
+
     consumer_enabled: bool = True
     consumer_group: str = "wenzheng-intake"
 

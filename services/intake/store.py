@@ -212,7 +212,7 @@ class CaseStore:
         await asyncio.gather(*(insert_each(collection, rows) for collection, rows in pointers))
         return errors
 
-    async def _flag_pending(self, case_id: str) -> None:
+    async def flag_pending(self, case_id: str) -> None:
         """Written after the case: the relay's list of cases to look at (``seq`` tells it of later events)."""
         await self.pending.update_one({"_id": case_id}, {"$inc": {"seq": 1}}, upsert=True)
 
@@ -229,7 +229,7 @@ class CaseStore:
         async with self.locks.holding([case.case_id]):
             result = await self.cases.update_one({"_id": case.case_id, "version": expected_version}, update)
             if result.modified_count == 1 and outbox:
-                await self._flag_pending(case.case_id)
+                await self.flag_pending(case.case_id)
         return result.modified_count == 1
 
     async def push_outbox(self, case_id: str, entries: list[dict[str, Any]]) -> bool:
@@ -238,7 +238,7 @@ class CaseStore:
             result = await self.cases.update_one(
                 {"_id": case_id}, {"$push": {"outbox": {"$each": entries}}, "$inc": {"outbox_count": len(entries)}})
             if result.modified_count == 1:
-                await self._flag_pending(case_id)
+                await self.flag_pending(case_id)
         return result.modified_count == 1
 
     # ------------------------------------------------------------------ outbox
