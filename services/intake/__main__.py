@@ -21,10 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "credentials":
+        from services.common.reference import reference
         from services.intake.auth import ensure_credentials_file
-        from services.intake.directory import Directory
 
-        created = ensure_credentials_file(args.ensure, sorted(Directory.load().units))
+        created = ensure_credentials_file(args.ensure, sorted(u.id for u in reference().units.units))
         print(f"[intake] credentials {'written to' if created else 'already in'} {args.ensure}")
         return 0
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -22,15 +21,24 @@ from pymongo import AsyncMongoClient
 from services.common.clock import Clock, clock_from_environment
 from services.common.config import CommonSettings, TopicSettings, common_settings, topics
 from services.common.errors import BodyLimits, document_errors, error_response, install_error_handlers
-from services.common.events import CaseStatus, Channel, Location, Rating
+from services.common.events import (
+    INVALID_REASON_NAMES,
+    CaseStatus,
+    Channel,
+    Disposition,
+    InvalidReason,
+    Location,
+    Rating,
+)
 from services.common.logging import get_logger
 from services.common.metrics import METRICS_CONTENT_TYPE, render_metrics
 from services.common.mongo import new_client, ping
+from services.common.reference import ReferenceData, reference
+from services.common.secret_compare import same_secret
 from services.intake import domain
 from services.intake.auth import Credentials, Principal
 from services.intake.config import DEFAULT_SECRET, IntakeSettings
 from services.intake.consumer import DecisionConsumer
-from services.intake.directory import Directory
 from services.intake.domain import DomainError, IllegalTransition
 from services.intake.handlers import Forbidden, IntakeService, NewPost, ServiceError
 from services.intake.open311 import open311_error, open311_router
@@ -159,6 +167,12 @@ class ReassignIn(Body):
     reason: str = Field(min_length=2, max_length=500)
 
 
+class CloseIn(Body):
+    reason: str = Field(min_length=2, max_length=500)
+    disposition: Disposition = Disposition.RESOLVED
+    invalid_reason: InvalidReason | None = None
+
+
 class FlagIn(Body):
     note: str | None = Field(None, max_length=500)
 
@@ -186,7 +200,7 @@ class Runtime:
     common: CommonSettings
     names: TopicSettings
     clock: Clock
-    directory: Directory
+    reference: ReferenceData
     credentials: Credentials
     client: AsyncMongoClient | None = None
     store: CaseStore | None = None
@@ -287,7 +301,7 @@ def _sms_gateway(request: Request,
         return
     if not token:
         raise Unauthorized("the SMS gateway's token is required", "X-Sms-Gateway-Token")
-    if not hmac.compare_digest(token.encode(), expected.encode()):
+    if not same_secret(token, expected):
         raise Unauthorized("wrong SMS gateway token", "X-Sms-Gateway-Token")
 
 
@@ -385,8 +399,20 @@ async def reopen(case_id: CaseIdPath, body: ReasonIn, principal: SupervisorDep, 
 
 
 @cases.post("/cases/{case_id}/close", responses=_COMMAND_RESPONSES)
-async def close(case_id: CaseIdPath, body: ReasonIn, principal: SupervisorDep, service: ServiceDep) -> dict[str, Any]:
-    return await service.command(case_id, domain.Close(body.reason), principal)
+async def close(case_id: CaseIdPath, body: CloseIn, principal: SupervisorDep, service: ServiceDep) -> dict[str, Any]:
+    """Close out (销号). ``disposition: invalid`` with an ``invalid_reason`` code marks a post that was never a
+    valid request (spam, not a government matter…): it is counted apart and not as received."""
+    command = domain.Close(body.reason, disposition=body.disposition, invalid_reason=body.invalid_reason)
+    return await service.command(case_id, command, principal)
+
+
+@cases.get("/reference")
+async def reference_data(request: Request) -> dict[str, Any]:
+    """Units (with county, kind, categories and the places they serve), categories (with working days by kind),
+    counties with their townships, and the invalid-reason codes: for pickers."""
+    data = request.app.state.runtime.reference.as_public_dict()
+    data["invalid_reasons"] = [{"code": code.value, "name": name} for code, name in INVALID_REASON_NAMES.items()]
+    return data
 
 
 @cases.post("/cases/{case_id}/flag", responses=_COMMAND_RESPONSES)
@@ -469,11 +495,11 @@ def _render_limit_error(scope: Any, http_status: int, code: str, message: str, f
 
 def create_app(settings: IntakeSettings | None = None, *, common: CommonSettings | None = None,
                names: TopicSettings | None = None, clock: Clock | None = None,
-               directory: Directory | None = None, credentials: Credentials | None = None) -> FastAPI:
+               reference_data: ReferenceData | None = None, credentials: Credentials | None = None) -> FastAPI:
     settings = settings or IntakeSettings()
     common = common or common_settings()
     runtime = Runtime(settings=settings, common=common, names=names or topics(),
-                      clock=clock or clock_from_environment(), directory=directory or Directory.load(),
+                      clock=clock or clock_from_environment(), reference=reference_data or reference(),
                       credentials=credentials or load_credentials(settings, common))
 
     @contextlib.asynccontextmanager
@@ -493,13 +519,13 @@ def create_app(settings: IntakeSettings | None = None, *, common: CommonSettings
     app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth,
                        render=_render_limit_error)
     document_errors(app, skip_prefixes=("/open311/",), text_paths={"/metrics": "text/plain"})
-    _document_reference_values(app, runtime.directory)
+    _document_reference_values(app, runtime.reference)
     Instrumentator(excluded_handlers=["/metrics", "/healthz", "/readyz"]).instrument(app)
     return app
 
 
-def _document_reference_values(app: FastAPI, directory: Directory) -> None:
-    """The OpenAPI names the categories and units a supervisor may reassign to (they come from the directory,
+def _document_reference_values(app: FastAPI, data: ReferenceData) -> None:
+    """The OpenAPI names the categories and units a supervisor may reassign to (they come from the reference,
     so the document says exactly which values are accepted)."""
     generate = app.openapi
 
@@ -507,8 +533,8 @@ def _document_reference_values(app: FastAPI, directory: Directory) -> None:
         schema = generate()
         properties = schema.get("components", {}).get("schemas", {}).get("ReassignIn", {}).get("properties", {})
         if "category" in properties:
-            properties["category"]["enum"] = sorted(directory.categories)
-            properties["department_id"]["enum"] = sorted(directory.units)
+            properties["category"]["enum"] = sorted(c.id for c in data.taxonomy.categories)
+            properties["department_id"]["enum"] = sorted(u.id for u in data.units.units)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -542,7 +568,7 @@ async def start_runtime(runtime: Runtime) -> None:
                                 batch=settings.relay_batch, idle_seconds=settings.relay_idle_seconds,
                                 lease_seconds=settings.relay_lease_seconds,
                                 min_interval_seconds=settings.relay_min_interval_seconds)
-    runtime.service = IntakeService(runtime.store, settings, runtime.clock, runtime.directory,
+    runtime.service = IntakeService(runtime.store, settings, runtime.clock, runtime.reference,
                                     topic_names=runtime.names, on_commit=runtime.relay.notify)
     if settings.relay_enabled:
         runtime.tasks.append(asyncio.create_task(runtime.relay.run(), name="outbox-relay"))
@@ -555,7 +581,7 @@ async def start_runtime(runtime: Runtime) -> None:
         runtime.consumer = DecisionConsumer(runtime.service, runtime.names, common.kafka_bootstrap,
                                             settings.consumer_group, settings.source)
         runtime.tasks.append(asyncio.create_task(runtime.consumer.run(), name="decision-consumer"))
-    log.info("intake_started", database=settings.database, directory=runtime.directory.source,
+    log.info("intake_started", database=settings.database, reference=runtime.reference.version,
              started_at=datetime.now(UTC).isoformat())
 
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from services.common.secret_compare import secret_bytes
+
 
 class Role(StrEnum):
     DEPARTMENT = "department"
@@ -29,7 +31,7 @@ class Principal:
 
 
 def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    return hashlib.sha256(secret_bytes(token)).hexdigest()
 
 
 class Credentials:

@@ -196,7 +196,7 @@ def _number(values: dict[str, str], name: str, low: float, high: float) -> float
 
 
 def _service_entry(category: Any) -> dict[str, Any]:
-    return {"service_code": category.code, "service_name": category.name, "description": category.description,
+    return {"service_code": category.id, "service_name": category.name, "description": category.description,
             "metadata": False, "type": "realtime", "keywords": "", "group": "问政"}
 
 
@@ -213,14 +213,14 @@ def _notes(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(notes, key=lambda note: note["datetime"] or "")
 
 
-def request_view(doc: dict[str, Any], directory: Any, *, extensions: bool = False) -> dict[str, Any]:
+def request_view(doc: dict[str, Any], reference: Any, *, extensions: bool = False) -> dict[str, Any]:
     status = CaseStatus(doc["status"])
     location = doc.get("location") or {}
     replies = doc.get("replies") or []
     timeline = doc.get("timeline") or []
     notes = replies[-1]["text"] if replies else (timeline[-1].get("note") if timeline else None)
     code = doc.get("requested_category") or doc.get("category")
-    category = directory.category(code) if code else None
+    category = reference.category(code)
     view = {
         "service_request_id": doc["tracking_number"],
         "status": "closed" if status is CaseStatus.CLOSED else "open",
@@ -228,7 +228,7 @@ def request_view(doc: dict[str, Any], directory: Any, *, extensions: bool = Fals
         "service_name": category.name if category else doc.get("category_name"),
         "service_code": code,
         "description": doc.get("body"),
-        "agency_responsible": doc.get("department_name"),
+        "agency_responsible": reference.unit_name(doc.get("department_id")),
         "service_notice": None,
         "requested_datetime": _iso(doc.get("created_at")),
         "updated_datetime": _iso(doc.get("updated_at")),
@@ -243,7 +243,8 @@ def request_view(doc: dict[str, Any], directory: Any, *, extensions: bool = Fals
     if extensions:
         view["extended_attributes"] = {
             "tracking_number": doc["tracking_number"], "case_status": status.value,
-            "routed_service_code": doc.get("category"), "routed_service_name": doc.get("category_name"),
+            "routed_service_code": doc.get("category"),
+            "routed_service_name": reference.category_name(doc.get("category")),
             "agency_id": doc.get("department_id"), "handling_round": doc.get("handling_round", 1),
             "county": location.get("county"), "township": location.get("township"),
         }
@@ -274,7 +275,7 @@ async def discovery(request: Request, fmt: FormatPath) -> Response:
 @open311_router.get("/v2/services.{fmt}", responses=_documented("services"))
 async def services(request: Request, fmt: FormatPath, jurisdiction_id: Jurisdiction = None) -> Response:
     _check_jurisdiction(request, jurisdiction_id)
-    return answer(fmt, "services", [_service_entry(c) for c in _service(request).directory.categories.values()])
+    return answer(fmt, "services", [_service_entry(c) for c in _service(request).reference.taxonomy.categories])
 
 
 @open311_router.get("/v2/services/{service_code}.{fmt}", responses=_documented("service_definition"))
@@ -282,7 +283,7 @@ async def service_definition(request: Request, fmt: FormatPath,
                              service_code: Annotated[str, Path(max_length=64)],
                              jurisdiction_id: Jurisdiction = None) -> Response:
     _check_jurisdiction(request, jurisdiction_id)
-    if _service(request).directory.category(service_code) is None:
+    if _service(request).reference.category(service_code) is None:
         raise NotFound(f"no service {service_code}", "service_code")
     return answer(fmt, "service_definition", {"service_code": service_code, "attributes": []})
 
@@ -308,7 +309,7 @@ async def create_request(request: Request, fmt: FormatPath) -> Response:
     code = _text(values, "service_code", 64)
     if not code:
         raise BadRequest("service_code is required", "service_code")
-    category = service.directory.category(code)
+    category = service.reference.category(code)
     if category is None:
         raise BadRequest(f"unknown service_code {code!r}", "service_code")
     lat, lng = _number(values, "lat", -90, 90), _number(values, "long", -180, 180)
@@ -331,7 +332,7 @@ async def create_request(request: Request, fmt: FormatPath) -> Response:
     attachments = (media,) if media and re.match(r"^https?://\S+$", media) else ()
     location = Location(lat=lat, lng=lng, address=address)
     post = NewPost(channel=Channel.OPEN311, title=text[:30], body=text, contact_phone=phone, contact_email=email,
-                   name=name, location=location, attachments=attachments, requested_category=category.code)
+                   name=name, location=location, attachments=attachments, requested_category=category.id)
     accepted = await service.submit(post, client_ip=request.client.host if request.client else None,
                                     idempotency_key=None)
     doc = await service.store.get_by_tracking(accepted.body["tracking_number"])
@@ -415,7 +416,7 @@ async def list_requests(
                            statuses=split_list(status), start=_parse_date(start_date, "start_date"),
                            end=_parse_date(end_date, "end_date"), now=service.clock.now())
     docs, _ = await service.store.list_cases(query, skip=(page - 1) * page_size, limit=page_size)
-    return answer(fmt, "requests", [request_view(d, service.directory, extensions=extensions) for d in docs])
+    return answer(fmt, "requests", [request_view(d, service.reference, extensions=extensions) for d in docs])
 
 
 @open311_router.get("/v2/requests/{service_request_id}.{fmt}", responses=_documented("requests"))
@@ -427,4 +428,4 @@ async def get_request(request: Request, fmt: FormatPath,
     doc = await service.store.get_by_tracking(service_request_id.strip().upper())
     if doc is None:
         raise NotFound(f"no request {service_request_id}", "service_request_id")
-    return answer(fmt, "requests", [request_view(doc, service.directory, extensions=extensions)])
+    return answer(fmt, "requests", [request_view(doc, service.reference, extensions=extensions)])
