@@ -119,7 +119,7 @@ class PostIn(Body):
     contact_phone: str = Field(pattern=PHONE_PATTERN)
     name: str | None = Field(None, max_length=50)
     anonymous: StrictBool = False
-    attachments: list[Annotated[str, Field(max_length=2000, pattern=r"^https?://[^\s]+$")]] = Field(
+    attachments: list[Annotated[str, Field(max_length=2000, pattern=r"^https?://[!-~]+$")]] = Field(
         default_factory=list, max_length=20)
 
     @field_validator("title", "body")
