@@ -45,6 +45,7 @@ from services.intake.open311 import open311_error, open311_router
 from services.intake.relay import OutboxRelay
 from services.intake.retention import ContactEraser
 from services.intake.store import CaseStore
+from services.intake.wechat import check_wechat_settings, wechat_router
 
 log = get_logger(__name__)
 PHONE_PATTERN = r"^1[3-9]\d{9}$"
@@ -514,7 +515,7 @@ def create_app(settings: IntakeSettings | None = None, *, common: CommonSettings
                   description="The only door into the platform: posts, case commands, Open311.")
     app.state.runtime = runtime
     _install_error_handlers(app)
-    for router in (citizen, cases, open311_router, ops):
+    for router in (citizen, cases, open311_router, wechat_router, ops):
         app.include_router(router)
     app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth,
                        render=_render_limit_error)
@@ -551,6 +552,7 @@ def load_credentials(settings: IntakeSettings, common: CommonSettings) -> Creden
         raise SystemExit("intake: set WENZHENG_INTAKE_SECRET; refusing to start in production with the default")
     if common.environment == "production" and not settings.sms_gateway_token:
         raise SystemExit("intake: set WENZHENG_INTAKE_SMS_GATEWAY_TOKEN; refusing to start in production without it")
+    check_wechat_settings(settings, common.environment)
     if common.environment == "production" and not len(credentials):
         raise SystemExit(f"intake: no credentials in {settings.credentials_file}; refusing to start in production")
     if not len(credentials):

@@ -52,6 +52,13 @@ class IntakeSettings(BaseSettings):
 
     page_size_max: int = 200
 
+    wechat_enabled: bool = Field(False, description="serve the WeChat official account's message webhook")
+    wechat_app_id: str | None = Field(None, description="the official account's AppID")
+    wechat_app_secret: str | None = Field(None, description="its AppSecret (for the notifier's customer messages)")
+    wechat_token: str | None = Field(None, description="the token configured in 服务器配置: signs every push")
+    wechat_encoding_aes_key: str | None = Field(None, description="EncodingAESKey, for safe (encrypted) mode")
+    wechat_reply_seconds: float = Field(4.5, gt=0, lt=5, description="answer within WeChat's 5 s limit")
+
     open311_jurisdiction_id: str = Field("ganzhou.gov.cn", description="the jurisdiction_id Open311 serves")
     open311_changeset: str = Field("2026-12-01T00:00:00Z", description="discovery: when the endpoints last changed")
     open311_contact: str = Field("赣州市人民政府办公室 12345 政务服务便民热线", description="discovery: who runs it")

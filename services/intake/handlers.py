@@ -136,6 +136,32 @@ class NewPost:
 
 
 @dataclass(frozen=True)
+class TextSender:
+    """Who wrote a text message: a phone number (SMS) or a WeChat follower's openid."""
+
+    channel: Channel
+    address: str
+
+    @classmethod
+    def sms(cls, phone: str) -> TextSender:
+        return cls(Channel.SMS, phone)
+
+    @classmethod
+    def wechat(cls, openid: str) -> TextSender:
+        return cls(Channel.WECHAT, openid)
+
+    def owns(self, doc: dict[str, Any]) -> bool:
+        contact = doc.get("contact") or {}
+        return same_secret(self.address, contact.get("phone" if self.channel is Channel.SMS else "wechat_openid"))
+
+    def new_post(self, text: str) -> NewPost:
+        if self.channel is Channel.SMS:
+            return NewPost(channel=Channel.SMS, title=text[:30], body=text[:5000], contact_phone=self.address)
+        return NewPost(channel=self.channel, title=text[:30], body=text[:5000], contact_phone=None,
+                       wechat_openid=self.address)
+
+
+@dataclass(frozen=True)
 class Accepted:
     status_code: int
     body: dict[str, Any]
@@ -276,39 +302,45 @@ class IntakeService:
         last4 = doc.get("phone_last4")
         return bool(phone_last4 and last4 and same_secret(phone_last4, last4))
 
-    # ------------------------------------------------------------------ the SMS conversation
+    # ------------------------------------------------------------------ the text conversation (SMS, WeChat)
     async def sms_inbound(self, sender: str, text: str) -> dict[str, Any]:
-        """``查询 编号`` answers the status, ``评价 编号 满意|基本满意|不满意 [理由]`` rates the sender's own case,
-        anything else becomes a post. Every answer also goes out as an SMS through the notifications topic."""
+        return await self.converse(TextSender.sms(sender), text)
+
+    async def converse(self, sender: TextSender, text: str, *, message_id: str | None = None) -> dict[str, Any]:
+        """One conversation for every text channel: ``查询 编号`` answers the status, ``评价 编号
+        满意|基本满意|不满意 [理由]`` rates the sender's own case, anything else becomes a post. On SMS every
+        answer also goes out as a text through the notifications topic; WeChat answers in its reply.
+        ``message_id`` (the channel's id of the message) makes a redelivered message post only once."""
         command_text = unicodedata.normalize("NFKC", text)  # full-width digits, letters and spaces too
         if match := SMS_QUERY.match(command_text):
-            return await self._sms_query(sender, domain.normalise_tracking_number(match.group(1)))
+            return await self._text_query(sender, domain.normalise_tracking_number(match.group(1)))
         if match := SMS_RATING.match(command_text):
             tracking = domain.normalise_tracking_number(match.group(1))
-            return await self._sms_rating(sender, tracking, SMS_RATINGS[match.group(2)], match.group(3) or None)
+            return await self._text_rating(sender, tracking, SMS_RATINGS[match.group(2)], match.group(3) or None)
         text = text.strip()
         if not text:
             raise Invalid("the message is empty", "text")
-        post = NewPost(channel=Channel.SMS, title=text[:30], body=text[:5000], contact_phone=sender)
-        accepted = await self.submit(post, client_ip=None, idempotency_key=None)
+        post = sender.new_post(text)
+        key = f"{sender.channel.value}:{message_id}" if message_id else None
+        accepted = await self.submit(post, client_ip=None, idempotency_key=key)
         tracking = accepted.body["tracking_number"]
-        # the notifier sends the citizen the "received" SMS from the submitted event: no second message here
+        # the notifier sends the citizen the "received" message from the submitted event: no second one here
         return {"action": "post", "tracking_number": tracking,
                 "reply": f"您的诉求已受理，编号 {tracking}。查询进度请回复：查询 {tracking}"}
 
-    async def _sms_query(self, sender: str, tracking: str) -> dict[str, Any]:
+    async def _text_query(self, sender: TextSender, tracking: str) -> dict[str, Any]:
         doc = await self.store.get_by_tracking(tracking)
         if doc is None:
             return {"action": "query", "reply": f"未找到编号为 {tracking} 的诉求，请核对后重试。"}
         answer = self._status_answer(doc)
-        notification_id = await self._sms_answer(doc, sender, answer, "status")
+        notification_id = await self._text_answer(doc, sender, answer, "status")
         return {"action": "query", "tracking_number": doc["tracking_number"], "reply": answer,
                 "notification_id": notification_id}
 
-    async def _sms_rating(self, sender: str, tracking: str, rating: Rating, reason: str | None) -> dict[str, Any]:
+    async def _text_rating(self, sender: TextSender, tracking: str, rating: Rating,
+                           reason: str | None) -> dict[str, Any]:
         doc = await self.store.get_by_tracking(tracking)
-        phone = (doc or {}).get("contact", {}).get("phone")
-        if doc is None or not same_secret(sender, phone):
+        if doc is None or not sender.owns(doc):
             # the same answer for an unknown number and someone else's: nothing about other cases leaks
             return {"action": "rating", "reply": f"未找到您提交的编号为 {tracking} 的诉求，请核对后重试。"}
         command = domain.Rate(rating=rating, reason=mask_personal_text(reason[:500]) if reason else None,
@@ -319,22 +351,25 @@ class IntakeService:
         except IllegalTransition:
             status = STATUS_TEXT[CaseStatus(doc["status"])]
             answer = f"您的诉求 {doc['tracking_number']} 当前状态：{status}，暂不能评价。"
-            notification_id = await self._sms_answer(doc, sender, answer, "rating_refused")
+            notification_id = await self._text_answer(doc, sender, answer, "rating_refused")
             return {"action": "rating", "tracking_number": doc["tracking_number"], "reply": answer,
                     "notification_id": notification_id}
         answer = f"感谢您的评价（{RATING_TEXT[rating]}）。您的诉求 {doc['tracking_number']} 当前状态：" \
                  f"{STATUS_TEXT[CaseStatus(doc['status'])]}。"
-        notification_id = await self._sms_answer(doc, sender, answer, "rating")
+        notification_id = await self._text_answer(doc, sender, answer, "rating")
         return {"action": "rating", "tracking_number": doc["tracking_number"], "rating": rating.value,
                 "status": doc["status"], "reply": answer, "notification_id": notification_id}
 
-    async def _sms_answer(self, doc: dict[str, Any], sender: str, text: str, template: str) -> str:
-        """Queue an SMS answer on the private notifications topic (through the case's outbox)."""
+    async def _text_answer(self, doc: dict[str, Any], sender: TextSender, text: str, template: str) -> str | None:
+        """Queue an SMS answer on the private notifications topic (through the case's outbox); channels that
+        answer in their reply (WeChat's passive reply) need none."""
+        if sender.channel is not Channel.SMS:
+            return None
         now = self.clock.now()
         notification = ev.Notification(
             notification_id=f"{template}:{doc['_id']}:{secrets.token_hex(6)}", case_id=doc["_id"],
             tracking_number=doc["tracking_number"], kind=ev.NotificationKind.STATUS,
-            channel=ev.NotificationChannel.SMS, to=sender, template=template, text=text, created_at=now)
+            channel=ev.NotificationChannel.SMS, to=sender.address, template=template, text=text, created_at=now)
         event = make_event(notification, source=self.settings.source, time=now)
         await self.store.push_outbox(doc["_id"], [outbox_entry(event, "notifications")])
         self.on_commit()

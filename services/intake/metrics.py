@@ -17,3 +17,5 @@ DECISIONS = Counter(metric_name("intake", "routing_decisions"), "Routing decisio
 CONSUMER = ConsumerHealth("intake")
 CONTACTS_ERASED = Counter(metric_name("intake", "contacts_erased"),
                           "Citizens' contacts erased after the retention period (PIPL)")
+WECHAT_MESSAGES = Counter(metric_name("intake", "wechat_messages"),
+                          "WeChat official-account messages by outcome", ["outcome"])
