@@ -25,6 +25,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from services.common.events import CaseStatus, Channel, Location
+from services.common.redaction import redact_text
 from services.intake.handlers import Forbidden, IntakeService, NewPost, NotFound, ServiceError
 
 open311_router = APIRouter(prefix="/open311", tags=["open311"])
@@ -206,10 +207,10 @@ def _iso(value: datetime | None) -> str | None:
 
 def _notes(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """The update history, oldest first: each public step and each reply."""
-    notes = [{"datetime": _iso(t.get("at")), "summary": t.get("note"), "type": t.get("type"), "description": None}
-             for t in doc.get("timeline") or []]
+    notes = [{"datetime": _iso(t.get("at")), "summary": redact_text(t.get("note")), "type": t.get("type"),
+              "description": None} for t in doc.get("timeline") or []]
     notes += [{"datetime": _iso(r.get("at")), "summary": "承办单位答复", "type": "replied",
-               "description": r.get("text")} for r in doc.get("replies") or []]
+               "description": redact_text(r.get("text"))} for r in doc.get("replies") or []]
     return sorted(notes, key=lambda note: note["datetime"] or "")
 
 
@@ -224,16 +225,16 @@ def request_view(doc: dict[str, Any], reference: Any, *, extensions: bool = Fals
     view = {
         "service_request_id": doc["tracking_number"],
         "status": "closed" if status is CaseStatus.CLOSED else "open",
-        "status_notes": notes,
+        "status_notes": redact_text(notes),
         "service_name": category.name if category else doc.get("category_name"),
         "service_code": code,
-        "description": doc.get("body"),
+        "description": redact_text(doc.get("body")),  # publishable text only, whatever the store holds
         "agency_responsible": reference.unit_name(doc.get("department_id")),
         "service_notice": None,
         "requested_datetime": _iso(doc.get("created_at")),
         "updated_datetime": _iso(doc.get("updated_at")),
         "expected_datetime": _iso(doc.get("deadline")),
-        "address": location.get("address"),
+        "address": redact_text(location.get("address")),
         "address_id": None,
         "zipcode": None,
         "lat": location.get("lat"),
@@ -375,9 +376,10 @@ def requests_query(*, ids: Sequence[str], codes: Sequence[str], statuses: Sequen
     """The MongoDB filter for GET requests: ids override everything else; otherwise the codes the clients
     asked for (their own code, or the routed one when they gave none), the statuses, and the dates
     (the last 90 days when none are given)."""
+    hidden = {"publishable": {"$ne": False}}  # a case waiting for moderation is not public yet
     if ids:
-        return {"tracking_number": {"$in": [i.upper() for i in ids]}}
-    query: dict[str, Any] = {}
+        return {"tracking_number": {"$in": [i.upper() for i in ids]}, **hidden}
+    query: dict[str, Any] = dict(hidden)
     if codes:
         query["$or"] = [{"requested_category": {"$in": list(codes)}},
                         {"requested_category": None, "category": {"$in": list(codes)}}]
@@ -426,6 +428,6 @@ async def get_request(request: Request, fmt: FormatPath,
     _check_jurisdiction(request, jurisdiction_id)
     service = _service(request)
     doc = await service.store.get_by_tracking(service_request_id.strip().upper())
-    if doc is None:
+    if doc is None or doc.get("publishable") is False:
         raise NotFound(f"no request {service_request_id}", "service_request_id")
     return answer(fmt, "requests", [request_view(doc, service.reference, extensions=extensions)])
