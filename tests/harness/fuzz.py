@@ -9,11 +9,13 @@ The run is bounded in `make test` (15 examples per operation) and longer in `mak
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +60,32 @@ def running_service(module: str, env: dict[str, str], log_path: Path) -> Iterato
                 process.wait(20)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+@contextlib.contextmanager
+def running_intake_process(kafka_bootstrap: str, mongo_url: str, topic_env: dict[str, str], workdir: Path,
+                           name: str) -> Iterator[dict]:
+    """``python -m services.intake`` over HTTP with its own database and a credentials file; yields its URL
+    and the credentials, and drops the database afterwards."""
+    from pymongo import MongoClient
+
+    from services.common.reference import reference
+    from services.intake.auth import ensure_credentials_file
+
+    run = uuid.uuid4().hex[:10]
+    database = f"wenzheng_intake_{name}_{run}"
+    credentials = workdir / "credentials.json"
+    ensure_credentials_file(credentials, sorted(u.id for u in reference().units.units))
+    env = {"WENZHENG_KAFKA_BOOTSTRAP": kafka_bootstrap, "WENZHENG_MONGO_URL": mongo_url,
+           "WENZHENG_INTAKE_DATABASE": database, "WENZHENG_INTAKE_CREDENTIALS_FILE": str(credentials),
+           "WENZHENG_INTAKE_CONSUMER_GROUP": f"{name}-{run}", "WENZHENG_INTAKE_RATE_LIMIT_ENABLED": "false",
+           **topic_env}
+    try:
+        with running_service("services.intake", env, workdir / "intake.log") as url:
+            yield {"url": url, "credentials": json.loads(credentials.read_text())}
+    finally:
+        with MongoClient(mongo_url) as client:
+            client.drop_database(database)
 
 
 @dataclass

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import Iterator
 
 import pytest
-from pymongo import MongoClient
 
 from services.common.config import TopicSettings
-from services.common.reference import reference
-from services.intake.auth import ensure_credentials_file
-from tests.harness.fuzz import EXAMPLES_PER_OPERATION, fuzz_openapi, running_service
+from tests.harness.fuzz import EXAMPLES_PER_OPERATION, fuzz_openapi, running_intake_process
 
 pytestmark = pytest.mark.integration
 
@@ -20,23 +15,10 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def running_intake(kafka_bootstrap: str, mongo_url: str, intake_topics: TopicSettings,
                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    run = uuid.uuid4().hex[:10]
-    workdir = tmp_path_factory.mktemp("intake-fuzz")
-    credentials = workdir / "credentials.json"
-    ensure_credentials_file(credentials, sorted(u.id for u in reference().units.units))
-    env = {
-        "WENZHENG_KAFKA_BOOTSTRAP": kafka_bootstrap, "WENZHENG_MONGO_URL": mongo_url,
-        "WENZHENG_INTAKE_DATABASE": f"wenzheng_intake_fuzz_{run}",
-        "WENZHENG_INTAKE_CREDENTIALS_FILE": str(credentials), "WENZHENG_INTAKE_CONSUMER_GROUP": f"fuzz-{run}",
-        "WENZHENG_INTAKE_RATE_LIMIT_ENABLED": "false",
-        **{f"WENZHENG_TOPIC_{k.upper()}": v for k, v in intake_topics.model_dump().items()},
-    }
-    try:
-        with running_service("services.intake", env, workdir / "intake.log") as url:
-            yield {"url": url, "credentials": json.loads(credentials.read_text())}
-    finally:
-        with MongoClient(mongo_url) as client:
-            client.drop_database(f"wenzheng_intake_fuzz_{run}")
+    topic_env = {f"WENZHENG_TOPIC_{k.upper()}": v for k, v in intake_topics.model_dump().items()}
+    with running_intake_process(kafka_bootstrap, mongo_url, topic_env, tmp_path_factory.mktemp("intake-fuzz"),
+                                "fuzz") as running:
+        yield running
 
 
 def test_no_input_causes_a_server_error(running_intake: dict) -> None:

@@ -15,15 +15,13 @@ import httpx
 import pytest
 import xmltodict
 from georeport import GeoReport
-from pymongo import MongoClient
 from requests import HTTPError
 
 from services.common.config import TopicSettings
 from services.common.events import RoutingDecision, make_event
 from services.common.kafka import new_producer
 from services.common.reference import reference
-from services.intake.auth import ensure_credentials_file
-from tests.harness.fuzz import running_service
+from tests.harness.fuzz import running_intake_process
 
 pytestmark = pytest.mark.integration
 JURISDICTION = "ganzhou.gov.cn"
@@ -33,23 +31,11 @@ FORMATS = ["json", "xml"]
 @pytest.fixture(scope="module")
 def server(kafka_bootstrap: str, mongo_url: str, intake_topics: TopicSettings,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    run = uuid.uuid4().hex[:10]
-    workdir = tmp_path_factory.mktemp("open311")
-    credentials = workdir / "credentials.json"
-    ensure_credentials_file(credentials, sorted(u.id for u in reference().units.units))
-    env = {
-        "WENZHENG_KAFKA_BOOTSTRAP": kafka_bootstrap, "WENZHENG_MONGO_URL": mongo_url,
-        "WENZHENG_INTAKE_DATABASE": f"wenzheng_intake_o311_{run}", "WENZHENG_INTAKE_CONSUMER_GROUP": f"o311-{run}",
-        "WENZHENG_INTAKE_CREDENTIALS_FILE": str(credentials), "WENZHENG_INTAKE_RATE_LIMIT_ENABLED": "false",
-        **{f"WENZHENG_TOPIC_{k.upper()}": v for k, v in intake_topics.model_dump().items()},
-    }
-    try:
-        with running_service("services.intake", env, workdir / "intake.log") as url:
-            yield {"url": url, "base": f"{url}/open311/v2", "names": intake_topics, "bootstrap": kafka_bootstrap,
-                   "key": json.loads(credentials.read_text())["open311_api_keys"][0]}
-    finally:
-        with MongoClient(mongo_url) as client:
-            client.drop_database(f"wenzheng_intake_o311_{run}")
+    topic_env = {f"WENZHENG_TOPIC_{k.upper()}": v for k, v in intake_topics.model_dump().items()}
+    with running_intake_process(kafka_bootstrap, mongo_url, topic_env, tmp_path_factory.mktemp("open311"),
+                                "o311") as running:
+        yield {"url": running["url"], "base": f"{running['url']}/open311/v2", "names": intake_topics,
+               "bootstrap": kafka_bootstrap, "key": running["credentials"]["open311_api_keys"][0]}
 
 
 def parse(fmt: str, response: httpx.Response) -> object:
