@@ -65,6 +65,8 @@ class IntakeSettings(BaseSettings):
     open311_key_service: str = Field("向市政务服务数据管理局申请 API key", description="discovery: how to get a key")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest JSON/form/XML request body (413 above)")
     max_json_depth: int = Field(32, ge=2, le=200, description="deepest JSON nesting accepted (422 above)")
+    attachments_dir: str = Field("var/attachments", description="where the filesystem AttachmentStore keeps photos")
+    attachment_max_bytes: int = Field(5 * 1024 * 1024, ge=1, description="largest photo accepted (413 above)")
 
 
 def http_port() -> int:

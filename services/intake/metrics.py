@@ -19,3 +19,4 @@ CONTACTS_ERASED = Counter(metric_name("intake", "contacts_erased"),
                           "Citizens' contacts erased after the retention period (PIPL)")
 WECHAT_MESSAGES = Counter(metric_name("intake", "wechat_messages"),
                           "WeChat official-account messages by outcome", ["outcome"])
+ATTACHMENTS = Counter(metric_name("intake", "attachments"), "Photos accepted, by type", ["type"])

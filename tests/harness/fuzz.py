@@ -79,6 +79,7 @@ def running_intake_process(kafka_bootstrap: str, mongo_url: str, topic_env: dict
     env = {"WENZHENG_KAFKA_BOOTSTRAP": kafka_bootstrap, "WENZHENG_MONGO_URL": mongo_url,
            "WENZHENG_INTAKE_DATABASE": database, "WENZHENG_INTAKE_CREDENTIALS_FILE": str(credentials),
            "WENZHENG_INTAKE_CONSUMER_GROUP": f"{name}-{run}", "WENZHENG_INTAKE_RATE_LIMIT_ENABLED": "false",
+           "WENZHENG_INTAKE_ATTACHMENTS_DIR": str(workdir / "attachments"),
            **topic_env}
     try:
         with running_service("services.intake", env, workdir / "intake.log") as url:
