@@ -6,6 +6,8 @@ are the same moments for people (Asia/Shanghai, ``2026年11月2日``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -42,6 +44,9 @@ class Rates(_Shape):
     merged: int = Field(description="duplicates merged into another case (counted once, with the primary)")
     invalid: int = Field(description="posts closed as invalid (not received)")
     invalid_by_reason: dict[str, int] = Field(description="invalid posts by invalid_reason code")
+    notices_issued: int = Field(0, description="督办 notices issued")
+    notices_answered: int = Field(0, description="督办 notices the unit answered")
+    callbacks: int = Field(0, description="回访 callbacks recorded")
 
 
 class Period(_Shape):
@@ -151,6 +156,8 @@ class Monthly(_Shape):
     typical_cases: list[CaseBrief] = Field(description="典型案例 flagged in the month")
     overdue_and_escalated: list[LateCase]
     second_handling: dict[str, int]
+    supervision: dict[str, Any] = Field(default_factory=dict,
+                                        description="督办 notices and 回访 callbacks: totals and by_unit")
 
 
 class LedgerRow(_Shape):

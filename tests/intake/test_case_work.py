@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 
+from services.common.reference import reference
 from services.common.workdays import local_date
 from tests.intake.conftest import Intake, decode, random_phone, read_topic
 
@@ -106,7 +107,7 @@ async def test_approve_as_is_and_board_filters(intake: Intake) -> None:
     assert [i["tracking_number"] for i in (await _board(intake, q=marker, department_id="city_transport"))["items"]] \
         == [tn]
     item = (await _board(intake, q=marker))["items"][0]
-    assert item["department"] == {"id": "city_transport", "name": "市交通运输局"}
+    assert item["department"] == {"id": "city_transport", "name": reference().unit_name("city_transport")}
     assert item["category"] == {"code": "urban_management", "name": "城市管理"}
     assert (await _board(intake, q=marker, department_id="city_housing"))["items"] == []
     assert (await _board(intake, q=marker, status="closed"))["items"] == []
