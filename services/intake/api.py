@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -118,6 +119,18 @@ def _json_number(value: Any) -> Any:
 _NUMBER = BeforeValidator(_json_number)
 
 
+def _iso_date_only(value: Any) -> Any:
+    """``YYYY-MM-DD`` only: pydantic would also take ``0`` (a Unix time) for a date."""
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("expected a date YYYY-MM-DD")
+    return value
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date_only)]
+
+
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra=_document_string_rules)
 
@@ -147,7 +160,8 @@ class PostIn(Body):
     attachments: list[Annotated[str, Field(max_length=2000, pattern=r"^https?://[!-~]+$")]] = Field(
         default_factory=list, max_length=20)
     attachment_ids: list[Annotated[str, Field(pattern=ATTACHMENT_ID_PATTERN)]] = Field(
-        default_factory=list, max_length=MAX_ATTACHMENTS_PER_POST, description="photos from POST /v1/attachments")
+        default_factory=list, max_length=MAX_ATTACHMENTS_PER_POST, description="photos from POST /v1/attachments",
+        json_schema_extra={"uniqueItems": True})
 
     @field_validator("title", "body")
     @classmethod
@@ -220,15 +234,22 @@ class ModerateIn(Body):
 class NoticeIn(Body):
     method: NoticeMethod
     note: str = Field(min_length=1, max_length=500)
-    reply_by: date
+    reply_by: IsoDate
 
 
 class AnswerIn(Body):
     text: str = Field(min_length=1, max_length=2000)
 
 
+def _callback_schema(schema: dict[str, Any], model: type) -> None:
+    _document_string_rules(schema, model)
+    schema["oneOf"] = [{"properties": {"reached": {"const": True}}},
+                       {"properties": {"reached": {"const": False}, "rating": {"type": "null"}}}]
+
+
 class CallbackIn(Body):
-    reached: bool
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_callback_schema)
+    reached: StrictBool
     rating: Rating | None = None
     note: str = Field("", max_length=500)
 
@@ -320,7 +341,9 @@ citizen = APIRouter(prefix="/v1", tags=["citizens"])
 
 
 @citizen.post("/posts", status_code=201, response_model=PostAccepted,
-              responses={409: {"description": "Idempotency-Key reused"}, 422: {}, 429: {"description": "rate"}})
+              responses={404: {"description": "an attachment id names no upload"},
+                         409: {"description": "Idempotency-Key reused, or an attachment of another post"}, 422: {},
+                         429: {"description": "rate"}})
 async def create_post(post: PostIn, request: Request, service: ServiceDep,
                       idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> Response:
     accepted = await service.submit(
@@ -395,7 +418,7 @@ async def list_cases(principal: PrincipalDep, service: ServiceDep,
                      status: CaseStatus | None = None, overdue: bool | None = None,
                      bucket: domain.Bucket | None = None,
                      q: Annotated[str | None, Query(max_length=100)] = None,
-                     since: date | None = None, until: date | None = None,
+                     since: IsoDate | None = None, until: IsoDate | None = None,
                      category: Annotated[str | None, Query(max_length=64)] = None,
                      county: Annotated[str | None, Query(max_length=32)] = None,
                      department_id: Annotated[str | None, Query(max_length=64)] = None,
@@ -568,7 +591,25 @@ class BulkIn(BaseModel):
     case_ids: list[Annotated[str, Field(pattern=CASE_ID_PATTERN)]] = Field(min_length=1, max_length=MAX_BULK_CASES)
 
 
-@cases.post("/cases/bulk", responses={401: {}, 422: {}})
+def _bulk_body() -> dict[str, Any]:
+    """The bulk body as it really is: one variant per action, each with that action's own arguments, so the
+    OpenAPI says which arguments an action needs (a callback needs ``reached``)."""
+    case_ids = BulkIn.model_json_schema()["properties"]["case_ids"]
+    variants = []
+    for action in [*COMMANDS, "approve_text"]:
+        model = COMMANDS[action][0] if action in COMMANDS else None
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}") if model else {}
+        variant: dict[str, Any] = {
+            "type": "object", "additionalProperties": False,
+            "required": ["action", "case_ids", *schema.get("required", [])],
+            "properties": {"action": {"const": action}, "case_ids": case_ids, **schema.get("properties", {})}}
+        if "oneOf" in schema:
+            variant["oneOf"] = schema["oneOf"]
+        variants.append(variant)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": variants}}}}}
+
+
+@cases.post("/cases/bulk", responses={401: {}, 422: {}}, openapi_extra=_bulk_body())
 async def bulk(body: BulkIn, principal: PrincipalDep, service: ServiceDep) -> dict[str, Any]:
     """The same command for many cases, one after the other through the single-case use case: each case is
     authorised and checked by the state machine on its own, and answers ``ok`` or its error."""
@@ -632,7 +673,7 @@ def _optional_principal(request: Request,
 
 
 _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["file"],
+    "type": "object", "required": ["file"], "additionalProperties": False,
     "properties": {"file": {"type": "string", "format": "binary", "description": "JPEG, PNG or WebP, at most 5 MB"}},
 }}}}}
 MULTIPART_OVERHEAD = 64 * 1024
@@ -652,6 +693,9 @@ async def upload_attachment(request: Request, service: ServiceDep) -> dict[str, 
     except Exception as exc:  # starlette's parser: malformed multipart or too many parts
         raise Invalid(f"the upload cannot be read: {exc}"[:200], "file") from exc
     upload = form.get("file")
+    if extra := sorted(set(form.keys()) - {"file"}):
+        await form.close()
+        raise Invalid(f"unexpected form field {extra[0]!r}: send only 'file'", extra[0])
     if upload is None or isinstance(upload, str):
         raise Invalid("a file is required in the field 'file'", "file")
     data = await upload.read(limit + 1)
@@ -661,7 +705,7 @@ async def upload_attachment(request: Request, service: ServiceDep) -> dict[str, 
     return await service.upload_attachment(data)
 
 
-@citizen.get("/attachments/{attachment_id}", responses={401: {}, 404: {}},
+@citizen.get("/attachments/{attachment_id}", responses={401: {}, 404: {}, 422: {}},
              response_class=Response)
 async def get_attachment(attachment_id: Annotated[str, Path(pattern=ATTACHMENT_ID_PATTERN)], service: ServiceDep,
                          principal: Annotated[Principal | None, Depends(_optional_principal)]) -> Response:
@@ -781,12 +825,23 @@ def _document_reference_values(app: FastAPI, data: ReferenceData) -> None:
     so the document says exactly which values are accepted)."""
     generate = app.openapi
 
+    categories = sorted(c.id for c in data.taxonomy.categories)
+    units = sorted(u.id for u in data.units.units)
+
+    def name_values(node: Any) -> None:  # ReassignIn and the bulk body's reassign variant
+        if isinstance(node, dict):
+            properties = node.get("properties")
+            if isinstance(properties, dict) and {"category", "department_id", "reason"} <= set(properties):
+                properties["category"]["enum"], properties["department_id"]["enum"] = categories, units
+            for value in node.values():
+                name_values(value)
+        elif isinstance(node, list):
+            for value in node:
+                name_values(value)
+
     def openapi() -> dict[str, Any]:
         schema = generate()
-        properties = schema.get("components", {}).get("schemas", {}).get("ReassignIn", {}).get("properties", {})
-        if "category" in properties:
-            properties["category"]["enum"] = sorted(c.id for c in data.taxonomy.categories)
-            properties["department_id"]["enum"] = sorted(u.id for u in data.units.units)
+        name_values(schema)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -87,6 +87,10 @@ class Forbidden(ServiceError):
     status, code = 403, "forbidden"
 
 
+class SignInRequired(ServiceError):
+    status, code = 401, "unauthorized"
+
+
 class Conflict(ServiceError):
     status, code = 409, "conflict"
 
@@ -261,11 +265,15 @@ class IntakeService:
     async def attachment(self, attachment_id: str, principal: Principal | None) -> tuple[bytes, str, bool]:
         """(bytes, type, public): anyone once its case is publishable; before, its unit and supervisors."""
         metas = await self.store.get_attachments([attachment_id])
-        doc = await self.store.get(metas[0]["case_id"]) if metas and metas[0].get("case_id") else None
-        if doc is None:
+        if not metas:
             raise NotFound(f"no attachment {attachment_id}", "attachment_id")
-        public = bool(doc.get("publishable"))
-        if not public and not (principal and may_read(doc, principal)):
+        doc = await self.store.get(metas[0]["case_id"]) if metas[0].get("case_id") else None
+        public = bool(doc and doc.get("publishable"))
+        if not public and principal is None:
+            raise SignInRequired("this photo is not public yet: staff sign in to see it", "Authorization")
+        if doc is None and acting_unit(principal) is None:
+            doc = {}  # uploaded, not yet part of a post: supervisors may look at it (no unit's staff)
+        if doc is None or (not public and not may_read(doc, principal)):
             raise NotFound(f"no attachment {attachment_id}", "attachment_id")
         data = await self.attachments.get(attachment_id)
         if data is None:
@@ -280,10 +288,10 @@ class IntakeService:
         found = {meta["_id"]: meta for meta in await self.store.get_attachments(list(ids))}
         for attachment_id in ids:
             meta = found.get(attachment_id)
-            if meta is None:
-                raise Invalid(f"no attachment {attachment_id}", "attachment_ids")
+            if meta is None:  # well formed, but nothing was uploaded under it
+                raise NotFound(f"no attachment {attachment_id}", "attachment_ids")
             if meta.get("case_id") is not None:
-                raise Invalid(f"attachment {attachment_id} belongs to another post", "attachment_ids")
+                raise Conflict(f"attachment {attachment_id} belongs to another post", "attachment_ids")
 
     async def _replay(self, key: str, fingerprint: str) -> Accepted | None:
         doc = await self.store.get_by_idempotency_key(key)
