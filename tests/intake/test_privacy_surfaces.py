@@ -19,7 +19,8 @@ from tests.intake.conftest import Intake, open_intake, random_phone, read_topic
 from tests.intake.test_wechat import APP_ID, TOKEN, signed, text_message
 
 pytestmark = pytest.mark.integration
-TEXT = ("红旗大道路灯坏了。电话 138 0000 5678、138-0000-5678、8613800005678、+86 139 0000 1234、１３８００００５６７８，"
+TEXT = ("红旗大道路灯坏了。电话 138 0000 5678、138-0000-5678、8613800005678、+86 139 0000 1234、"
+        "１３８００００５６７８，"
         "座机0797-8123456；身份证11010519491231002X；邮箱wangjh1988@qq.com；卡号6222 0212 3456 7890 123；"
         "车牌赣B12345；联系人王建华，建华晚上在家。")
 PERSONAL = ["138 0000 5678", "13800005678", "138-0000-5678", "8613800005678", "139 0000 1234", "13900001234",
@@ -57,7 +58,8 @@ async def test_no_personal_data_on_public_surfaces_and_no_link_between_posts(kaf
 
 async def _story(intake: Intake) -> None:
     phone, openid, email = random_phone(), f"o-{uuid.uuid4().hex[:16]}", f"c{uuid.uuid4().hex[:8]}@example.cn"
-    named = (await intake.post(contact_phone=phone, name="王建华", title="王建华反映路灯", body=TEXT))["tracking_number"]
+    named = (await intake.post(contact_phone=phone, name="王建华", title="王建华反映路灯",
+                               body=TEXT))["tracking_number"]
     anonymous = (await intake.post(contact_phone=phone, name=None, anonymous=True, title="匿名反映路灯",
                                    body=TEXT))["tracking_number"]
     key = intake.credentials["open311_api_keys"][0]
