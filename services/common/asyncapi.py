@@ -30,6 +30,7 @@ WRITERS = {
     "routing_decisions": "router",
     "alerts": "notifier",
     "case_contacts": "intake",
+    "staff_contacts": "intake",
     "notifications": "notifier",
     "dead_letter": "any consumer",
 }
@@ -38,6 +39,7 @@ READERS = {
     "routing_decisions": "intake",
     "alerts": "other city systems, supervisors' tools",
     "case_contacts": "notifier",
+    "staff_contacts": "notifier",
     "notifications": "SMS, WeChat and e-mail gateways",
     "dead_letter": "operators",
 }

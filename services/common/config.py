@@ -18,6 +18,7 @@ class TopicSettings(BaseSettings):
     alerts: str = "wenzheng.alerts.v1"
     case_contacts: str = "wenzheng.case-contacts.v1"
     notifications: str = "wenzheng.notifications.v1"
+    staff_contacts: str = "wenzheng.staff-contacts.v1"
     dead_letter: str = "wenzheng.dead-letter.v1"
 
 

@@ -40,6 +40,8 @@ UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 CaseId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 UnitId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_.-]+$")]
 ShortText = Annotated[str, Field(max_length=500)]
+StaffId = Annotated[str, Field(min_length=3, max_length=40, pattern=r"^p-[A-Za-z0-9]+$")]
+"""A staff member's stable opaque id (``p-…``): never a name or a phone."""
 
 
 def utcnow() -> datetime:
@@ -125,6 +127,9 @@ class CaseEvent(Contract):
     version: int = Field(ge=1, description="the case record's version after this event (per-case order)")
     occurred_at: UtcDatetime
     actor: Actor
+    actor_id: StaffId | None = Field(
+        None, description="the staff member who acted (an opaque id, never a name); absent for citizens, "
+                          "the router and the system")
 
 
 class CaseSubmitted(CaseEvent):
@@ -349,6 +354,27 @@ class NotificationKind(StrEnum):
     REOPENED = "reopened"
     CLOSED = "closed"
     STATUS = "status"
+    STAFF_ALERT = "staff_alert"  # a reminder, overdue alert or supervision notice for one staff member
+
+
+class QuietHours(Contract):
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM, Asia/Shanghai")
+    end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM, Asia/Shanghai")
+
+
+class StaffContact(Contract):
+    """How to reach one staff member with reminders. Personal data: private compacted topic only, keyed by
+    the person's id; ``active`` false (disabled account) means send nothing."""
+
+    person_id: StaffId
+    unit_id: UnitId | None = None
+    roles: list[str] = Field(default_factory=list)
+    phone: str | None = Field(None, pattern=r"^1[3-9]\d{9}$")
+    email: str | None = Field(None, max_length=254)
+    channels: list[NotificationChannel] = Field(default_factory=list)
+    quiet_hours: QuietHours | None = None
+    active: bool = True
+    updated_at: UtcDatetime
 
 
 class Notification(Contract):
@@ -361,6 +387,8 @@ class Notification(Contract):
     template: str
     text: str = Field(max_length=1000)
     created_at: UtcDatetime
+    person_id: StaffId | None = Field(None, description="the staff member a staff alert is for")
+    not_before: UtcDatetime | None = Field(None, description="hold until then (the person's quiet hours)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -424,6 +452,7 @@ EVENT_SPECS: dict[str, EventSpec] = {
         _spec("alert.raised", Alert, "alerts", subject_field="alert_id"),
         _spec("case.contact", CaseContact, "case_contacts"),
         _spec("notification.requested", Notification, "notifications"),
+        _spec("staff.contact", StaffContact, "staff_contacts", subject_field="person_id"),
         _spec("deadletter.recorded", DeadLetter, "dead_letter", subject_field="service"),
     ]
 }
@@ -668,6 +697,7 @@ __all__ = [
     "Rating",
     "RoutingDecision",
     "RoutingOutcome",
+    "StaffContact",
     "dead_letter_for",
     "make_event",
     "parse_event",

@@ -35,6 +35,8 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
               {"retention.ms": str(400 * DAY_MS)}),
     TopicSpec("case_contacts", "private", "case id -> how to reach the poster (compacted)",
               {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}),
+    TopicSpec("staff_contacts", "private", "staff id -> unit, roles, phone/e-mail, channels, quiet hours (compacted)",
+              {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}),
     TopicSpec("notifications", "private", "outbound messages to citizens for the gateways",
               {"retention.ms": str(14 * DAY_MS)}),
     TopicSpec("dead_letter", "operators", "messages a consumer could not process, with the reason",

@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pymongo import AsyncMongoClient
@@ -26,13 +25,16 @@ from services.common.logging import get_logger
 from services.common.metrics import METRICS_CONTENT_TYPE, render_metrics
 from services.common.mongo import new_client, ping
 from services.intake import domain
-from services.intake.auth import Credentials, Principal
+from services.intake.accounts_store import AccountsStore
+from services.intake.auth import Credentials
+from services.intake.auth_api import PrincipalDep, SupervisorDep, admin_router, auth, client_ip, templates
 from services.intake.config import DEFAULT_SECRET, IntakeSettings
 from services.intake.consumer import DecisionConsumer
 from services.intake.directory import Directory
 from services.intake.domain import DomainError, IllegalTransition
-from services.intake.handlers import Forbidden, IntakeService, NewPost, ServiceError
+from services.intake.handlers import IntakeService, NewPost, ServiceError
 from services.intake.open311 import open311_router
+from services.intake.people import AccountsService, Unauthorized
 from services.intake.relay import OutboxRelay
 from services.intake.store import CaseStore
 
@@ -105,6 +107,7 @@ class OptionalReasonIn(Body):
 
 class ReplyIn(Body):
     text: str = Field(min_length=1, max_length=10000)
+    template_id: str | None = Field(None, pattern=r"^t-[a-f0-9]{16}$")
 
 
 class ExtensionIn(Body):
@@ -152,6 +155,8 @@ class Runtime:
     service: IntakeService | None = None
     relay: OutboxRelay | None = None
     consumer: DecisionConsumer | None = None
+    accounts: AccountsService | None = None
+    oidc_metadata: dict[str, Any] | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
 
 
@@ -163,35 +168,8 @@ def _service(request: Request) -> IntakeService:
 
 
 ServiceDep = Annotated[IntakeService, Depends(_service)]
-_bearer = HTTPBearer(auto_error=False)
-
-
-class Unauthorized(ServiceError):
-    status, code = 401, "unauthorized"
-
-
-def _principal(request: Request,
-               creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
-    if creds is None or not creds.credentials:
-        raise Unauthorized("a bearer token is required", "Authorization")
-    principal = request.app.state.runtime.credentials.principal(creds.credentials)
-    if principal is None:
-        raise Unauthorized("unknown or revoked token", "Authorization")
-    return principal
-
-
-PrincipalDep = Annotated[Principal, Depends(_principal)]
 CaseIdPath = Annotated[str, Path(pattern=CASE_ID_PATTERN)]
 TrackingPath = Annotated[str, Path(pattern=TRACKING_PATTERN)]
-
-
-def _supervisor(principal: PrincipalDep) -> Principal:
-    if not principal.oversees:
-        raise Forbidden("supervisors only")
-    return principal
-
-
-SupervisorDep = Annotated[Principal, Depends(_supervisor)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -236,16 +214,21 @@ _SMS_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": _SMS_SCHEMA}, "application/x-www-form-urlencoded": {"schema": _SMS_SCHEMA}}}}
 
 
-def _sms_gateway(request: Request,
-                 token: Annotated[str | None, Header(alias="X-Sms-Gateway-Token")] = None) -> None:
-    """Only the SMS gateway may say which phone a text came from: it proves itself with a shared secret."""
-    expected = request.app.state.runtime.settings.sms_gateway_token
-    if expected is None:
+async def _sms_gateway(request: Request,
+                       token: Annotated[str | None, Header(alias="X-Sms-Gateway-Token")] = None) -> None:
+    """Only the SMS gateway may say which phone a text came from: it proves itself with the shared secret of
+    the settings or with an admin-issued machine token of kind ``sms_gateway``."""
+    runtime = request.app.state.runtime
+    expected = runtime.settings.sms_gateway_token
+    if expected is None and not token:
         return
     if not token:
         raise Unauthorized("the SMS gateway's token is required", "X-Sms-Gateway-Token")
-    if not hmac.compare_digest(token.encode(), expected.encode()):
-        raise Unauthorized("wrong SMS gateway token", "X-Sms-Gateway-Token")
+    if expected is not None and hmac.compare_digest(token.encode(), expected.encode()):
+        return
+    if await runtime.accounts.machine_token_ok(token, "sms_gateway"):
+        return
+    raise Unauthorized("wrong SMS gateway token", "X-Sms-Gateway-Token")
 
 
 @citizen.post("/sms/inbound", responses={401: {}, 422: {}, 429: {}}, openapi_extra=_SMS_BODY,
@@ -299,9 +282,31 @@ async def sign(case_id: CaseIdPath, principal: PrincipalDep, service: ServiceDep
     return await service.command(case_id, domain.Sign(), principal)
 
 
-@cases.post("/cases/{case_id}/reply", responses=_COMMAND_RESPONSES)
-async def reply(case_id: CaseIdPath, body: ReplyIn, principal: PrincipalDep, service: ServiceDep) -> dict[str, Any]:
-    return await service.command(case_id, domain.Reply(body.text), principal)
+@cases.post("/cases/{case_id}/reply", responses={**_COMMAND_RESPONSES, 202: {"description": "awaits the lead"},
+                                                 422: {}})
+async def reply(case_id: CaseIdPath, body: ReplyIn, principal: PrincipalDep, service: ServiceDep) -> JSONResponse:
+    """A unit's public reply; 202 with ``pending_reply`` when the unit's lead must approve it first."""
+    view = await service.reply(case_id, body.text, body.template_id, principal)
+    return JSONResponse(view, status_code=202 if view.get("pending_reply") else 200)
+
+
+@cases.post("/cases/{case_id}/reply/approve", responses=_COMMAND_RESPONSES)
+async def approve_reply(case_id: CaseIdPath, principal: PrincipalDep, service: ServiceDep) -> dict[str, Any]:
+    return await service.command(case_id, domain.ApproveReply(), principal)
+
+
+@cases.post("/cases/{case_id}/reply/reject", responses=_COMMAND_RESPONSES)
+async def reject_reply(case_id: CaseIdPath, body: ReasonIn, principal: PrincipalDep,
+                       service: ServiceDep) -> dict[str, Any]:
+    return await service.command(case_id, domain.RejectReply(body.reason), principal)
+
+
+@cases.post("/cases/{case_id}/contact", responses={401: {}, 403: {}, 404: {}})
+async def reveal_contact(case_id: CaseIdPath, request: Request, principal: PrincipalDep,
+                         service: ServiceDep) -> JSONResponse:
+    """The poster's phone and name (null for an anonymous post), for the unit holding the case: audited."""
+    contact = await service.reveal_contact(case_id, principal, client_ip(request))
+    return JSONResponse(contact, headers={"Cache-Control": "no-store"})
 
 
 @cases.post("/cases/{case_id}/return", responses=_COMMAND_RESPONSES)
@@ -442,7 +447,7 @@ def create_app(settings: IntakeSettings | None = None, *, common: CommonSettings
                   description="The only door into the platform: posts, case commands, Open311.")
     app.state.runtime = runtime
     _install_error_handlers(app)
-    for router in (citizen, cases, open311_router, ops):
+    for router in (citizen, auth, cases, templates, admin_router, open311_router, ops):
         app.include_router(router)
     Instrumentator(excluded_handlers=["/metrics", "/healthz", "/readyz"]).instrument(app)
     return app
@@ -459,11 +464,6 @@ def load_credentials(settings: IntakeSettings, common: CommonSettings) -> Creden
         raise SystemExit("intake: set WENZHENG_INTAKE_SECRET; refusing to start in production with the default")
     if common.environment == "production" and not settings.sms_gateway_token:
         raise SystemExit("intake: set WENZHENG_INTAKE_SMS_GATEWAY_TOKEN; refusing to start in production without it")
-    if common.environment == "production" and not len(credentials):
-        raise SystemExit(f"intake: no credentials in {settings.credentials_file}; refusing to start in production")
-    if not len(credentials):
-        log.warning("no_credentials", path=settings.credentials_file,
-                    hint="run: python -m services.intake credentials --ensure PATH")
     return credentials
 
 
@@ -478,6 +478,11 @@ async def start_runtime(runtime: Runtime) -> None:
                                 min_interval_seconds=settings.relay_min_interval_seconds)
     runtime.service = IntakeService(runtime.store, settings, runtime.clock, runtime.directory,
                                     topic_names=runtime.names, on_commit=runtime.relay.notify)
+    accounts_store = AccountsStore(runtime.client[settings.database])
+    await accounts_store.ensure_indexes()
+    runtime.accounts = AccountsService(accounts_store, settings, runtime.clock, runtime.directory,
+                                       production=common.environment == "production", on_commit=runtime.relay.notify)
+    runtime.service.accounts = runtime.accounts
     if settings.relay_enabled:
         runtime.tasks.append(asyncio.create_task(runtime.relay.run(), name="outbox-relay"))
     if settings.consumer_enabled:

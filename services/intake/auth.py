@@ -1,4 +1,6 @@
-"""Bearer tokens for units, supervisors and admins, from a local credentials file (hashes kept in memory)."""
+"""Integration keys from the local credentials file (hashes kept in memory): the Open311 API keys that
+``make run`` generates. People sign in with their own accounts (services/intake/people.py); machine tokens
+for integrations are managed by admins in the database. This file only keeps what integrations need locally."""
 
 from __future__ import annotations
 
@@ -6,26 +8,7 @@ import hashlib
 import json
 import os
 import secrets
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
-
-
-class Role(StrEnum):
-    DEPARTMENT = "department"
-    SUPERVISOR = "supervisor"
-    ADMIN = "admin"
-
-
-@dataclass(frozen=True)
-class Principal:
-    role: Role
-    name: str  # the unit id for a department, the login for a supervisor
-    unit_id: str | None = None
-
-    @property
-    def oversees(self) -> bool:
-        return self.role in (Role.SUPERVISOR, Role.ADMIN)
 
 
 def _digest(token: str) -> str:
@@ -33,20 +16,12 @@ def _digest(token: str) -> str:
 
 
 class Credentials:
-    def __init__(self, principals: dict[str, Principal], open311_keys: set[str]) -> None:
-        self._by_hash = principals
+    def __init__(self, open311_keys: set[str]) -> None:
         self._open311 = open311_keys
 
     @classmethod
     def from_mapping(cls, raw: dict) -> Credentials:
-        principals: dict[str, Principal] = {}
-        if raw.get("admin"):
-            principals[_digest(raw["admin"])] = Principal(Role.ADMIN, "admin")
-        for name, token in (raw.get("supervisors") or {}).items():
-            principals[_digest(token)] = Principal(Role.SUPERVISOR, name)
-        for unit_id, token in (raw.get("departments") or {}).items():
-            principals[_digest(token)] = Principal(Role.DEPARTMENT, unit_id, unit_id)
-        return cls(principals, {_digest(k) for k in raw.get("open311_api_keys") or []})
+        return cls({_digest(k) for k in raw.get("open311_api_keys") or []})
 
     @classmethod
     def from_file(cls, path: str | Path) -> Credentials:
@@ -54,34 +29,30 @@ class Credentials:
 
     @classmethod
     def empty(cls) -> Credentials:
-        return cls({}, set())
-
-    def principal(self, token: str) -> Principal | None:
-        return self._by_hash.get(_digest(token))
+        return cls(set())
 
     def open311_key_ok(self, key: str) -> bool:
         return _digest(key) in self._open311
 
     def __len__(self) -> int:
-        return len(self._by_hash)
+        return len(self._open311)
 
 
-def generate_credentials(unit_ids: list[str]) -> dict:
-    return {
-        "admin": secrets.token_urlsafe(24),
-        "supervisors": {"supervisor": secrets.token_urlsafe(24)},
-        "departments": {unit_id: secrets.token_urlsafe(24) for unit_id in unit_ids},
-        "open311_api_keys": [secrets.token_urlsafe(24)],
-    }
+def write_private_json(path: str | Path, data: dict) -> None:
+    """Write ``data`` to ``path`` readable by the owner only (replacing it atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, ensure_ascii=False, indent=2)
+    os.replace(tmp, path)
 
 
-def ensure_credentials_file(path: str | Path, unit_ids: list[str]) -> bool:
-    """Write random tokens if the file is missing (owner-only permissions); True when it was created."""
+def ensure_credentials_file(path: str | Path) -> bool:
+    """Write a random Open311 key if the file is missing (owner-only permissions); True when it was created."""
     path = Path(path)
     if path.exists():
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(generate_credentials(unit_ids), f, ensure_ascii=False, indent=2)
+    write_private_json(path, {"open311_api_keys": [secrets.token_urlsafe(24)]})
     return True

@@ -47,6 +47,29 @@ class IntakeSettings(BaseSettings):
 
     page_size_max: int = 200
 
+    # People and sign-in
+    session_hours: float = Field(8, gt=0, le=24 * 30, description="a sign-in token's lifetime")
+    session_cache_seconds: float = Field(
+        30, ge=0, le=30, description="a validated token is trusted this long without asking the database, so a "
+                                     "logout or a disabled account takes effect everywhere within a minute")
+    login_rate_per_ip: int = Field(30, ge=1, description="sign-in attempts per address per window")
+    login_rate_window_seconds: float = Field(60, gt=0)
+    lockout_failures: int = Field(5, ge=1)
+    lockout_minutes: float = Field(15, gt=0)
+    password_time_cost: int = Field(3, ge=1, description="argon2id passes")
+    password_memory_kib: int = Field(65536, ge=1024, description="argon2id memory")
+    password_parallelism: int = Field(4, ge=1)
+    cookie_secure: bool | None = Field(None, description="Secure session cookies (default: on in production)")
+
+    # Optional OpenID Connect sign-in against the city's identity provider (off unless an issuer is set)
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    oidc_label: str = "统一身份认证登录"
+    oidc_username_claim: str = "preferred_username"
+    oidc_scopes: str = "openid profile"
+    oidc_redirect_uris: list[str] = Field(default_factory=list, description="allowed redirect_uri values (empty: any)")
+
 
 def http_port() -> int:
     return int(os.environ.get("WENZHENG_PORT", "8000"))

@@ -36,6 +36,8 @@ class Action(StrEnum):
     CLOSE = "close"
     FLAG = "flag"
     REASSIGN = "reassign"
+    APPROVE_REPLY = "approve_reply"  # a unit lead publishes the reply its staff wrote
+    REJECT_REPLY = "reject_reply"
 
 
 HANDLING = (S.SIGNED, S.EXTENDED, S.REOPENED)  # a unit is working on it and may reply
@@ -55,7 +57,9 @@ def _table() -> dict[tuple[CaseStatus, Action], CaseStatus]:
         table[working, Action.REQUEST_EXTENSION] = working
         table[working, Action.APPROVE_EXTENSION] = S.EXTENDED
         table[working, Action.DENY_EXTENSION] = working
-        table[working, Action.REPLY] = S.REPLIED
+        table[working, Action.REPLY] = S.REPLIED  # or stays, with a pending reply, when the lead must approve
+        table[working, Action.APPROVE_REPLY] = S.REPLIED
+        table[working, Action.REJECT_REPLY] = working
     table[S.REPLIED, Action.RATE] = S.RATED
     table[S.REPLIED, Action.REOPEN] = S.REOPENED
     table[S.RATED, Action.REOPEN] = S.REOPENED
@@ -72,8 +76,29 @@ TRANSITIONS: dict[tuple[CaseStatus, Action], CaseStatus] = _table()
 OPEN_DEADLINE_STATES = (S.ASSIGNED, *HANDLING)  # overdue = one of these and the deadline has passed
 
 
+ROUTING_ACTIONS = frozenset({Action.ASSIGN, Action.TRIAGE, Action.LINK})
+
+
 def allowed_actions(status: CaseStatus) -> list[str]:
     return sorted(action.value for (state, action) in TRANSITIONS if state is status)
+
+
+def available_actions(case: Case) -> list[str]:
+    """What the state machine and the case's guards allow now, whoever asks (people narrow it further)."""
+    out = set()
+    for (state, action) in TRANSITIONS:
+        if state is not case.status or action in ROUTING_ACTIONS or action is Action.RATE:
+            continue
+        if action in (Action.APPROVE_REPLY, Action.REJECT_REPLY) and case.pending_reply is None:
+            continue
+        if action is Action.REPLY and case.pending_reply is not None:
+            continue
+        if action in (Action.APPROVE_EXTENSION, Action.DENY_EXTENSION) and case.pending_extension is None:
+            continue
+        if action is Action.REQUEST_EXTENSION and case.pending_extension is not None:
+            continue
+        out.add(action.value)
+    return sorted(out)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -132,6 +157,16 @@ class PendingExtension:
 
 
 @dataclass(frozen=True)
+class PendingReply:
+    """A reply a unit's staff wrote that waits for the unit lead: not public until approved."""
+
+    text: str
+    author_id: str | None
+    submitted_at: datetime
+    template_id: str | None = None
+
+
+@dataclass(frozen=True)
 class Case:
     case_id: str
     tracking_number: str
@@ -160,6 +195,7 @@ class Case:
     linked_case_id: str | None = None
     closed_at: datetime | None = None
     replied_at: datetime | None = None
+    pending_reply: PendingReply | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -224,7 +260,22 @@ class DenyExtension(Command):
 @dataclass(frozen=True)
 class Reply(Command):
     text: str
+    needs_approval: bool = False  # the unit wants its lead to approve replies before they go public
+    template_id: str | None = None
     action: ClassVar[Action] = Action.REPLY
+    actor: ClassVar[Actor] = Actor.DEPARTMENT
+
+
+@dataclass(frozen=True)
+class ApproveReply(Command):
+    action: ClassVar[Action] = Action.APPROVE_REPLY
+    actor: ClassVar[Actor] = Actor.DEPARTMENT
+
+
+@dataclass(frozen=True)
+class RejectReply(Command):
+    reason: str
+    action: ClassVar[Action] = Action.REJECT_REPLY
     actor: ClassVar[Actor] = Actor.DEPARTMENT
 
 
@@ -278,6 +329,7 @@ class Reassign(Command):
 class Outcome:
     case: Case
     events: list[ev.CaseEvent]
+    internal_notes: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (type, note) staff only
 
 
 # --------------------------------------------------------------------------------------------------
@@ -288,19 +340,28 @@ class Outcome:
 class _Builder:
     """Numbers the events of one command: each event's version is the case version after it."""
 
-    def __init__(self, case: Case, now: datetime) -> None:
+    def __init__(self, case: Case, now: datetime, actor_id: str | None = None) -> None:
         self.case = case
         self.now = now
+        self.actor_id = actor_id
         self.events: list[ev.CaseEvent] = []
 
     def add(self, model: type[ev.CaseEvent], actor: Actor, **fields: Any) -> None:
         version = self.case.version + len(self.events) + 1
+        by_staff = actor in (Actor.DEPARTMENT, Actor.SUPERVISOR, Actor.ADMIN)
         self.events.append(model(case_id=self.case.case_id, tracking_number=self.case.tracking_number,
-                                 version=version, occurred_at=self.now, actor=actor, **fields))
+                                 version=version, occurred_at=self.now, actor=actor,
+                                 actor_id=self.actor_id if by_staff else None, **fields))
 
     def outcome(self, **changes: Any) -> Outcome:
         new_case = dataclasses.replace(self.case, version=self.case.version + len(self.events), **changes)
         return Outcome(new_case, self.events)
+
+    def internal(self, kind: str, note: str, **changes: Any) -> Outcome:
+        """A change only staff see (a reply waiting for approval): no public event; the version still moves,
+        so a concurrent command on the old version fails and retries."""
+        new_case = dataclasses.replace(self.case, version=self.case.version + 1, **changes)
+        return Outcome(new_case, [], [(kind, note)])
 
 
 def next_status(status: CaseStatus, action: Action) -> CaseStatus:
@@ -310,13 +371,15 @@ def next_status(status: CaseStatus, action: Action) -> CaseStatus:
         raise IllegalTransition(status, action) from None
 
 
-def decide(case: Case, command: Command, now: datetime, calendar: WorkCalendar | None = None) -> Outcome:
-    """Check the transition and its guards; return the new case and its events (or raise)."""
+def decide(case: Case, command: Command, now: datetime, calendar: WorkCalendar | None = None, *,
+           actor_id: str | None = None) -> Outcome:
+    """Check the transition and its guards; return the new case and its events (or raise).
+    ``actor_id`` is the acting staff member's opaque id, carried by the events they cause."""
     calendar = calendar or default_calendar()
     if isinstance(command, ApplyDecision):
         _check_decision_is_current(case, command.decision)
     target = next_status(case.status, command.action)
-    b = _Builder(case, now)
+    b = _Builder(case, now, actor_id)
     match command:
         case ApplyDecision(decision=d):
             return _apply_decision(b, d, target, calendar)
@@ -330,7 +393,7 @@ def decide(case: Case, command: Command, now: datetime, calendar: WorkCalendar |
             tried = (*case.tried_departments, _unit(case))
             return b.outcome(status=target, return_count=case.return_count + 1, routing_round=case.routing_round + 1,
                              routing_source_version=b.events[-1].version, tried_departments=tried,
-                             pending_extension=None)
+                             pending_extension=None, pending_reply=None)
         case RequestExtension(reason=reason, extra_working_days=days):
             if case.pending_extension is not None:
                 raise RuleViolation("extension_pending", "an extension request is already waiting for a supervisor")
@@ -348,18 +411,28 @@ def decide(case: Case, command: Command, now: datetime, calendar: WorkCalendar |
             _pending(case)
             b.add(ev.CaseExtensionDenied, command.actor, department_id=_unit(case), reason=reason)
             return b.outcome(status=target, pending_extension=None)
-        case Reply(text=text):
-            deadline = case.deadline or now
-            b.add(ev.CaseReplied, command.actor, department_id=_unit(case), reply=text, deadline=deadline,
-                  on_time=now <= deadline, handling_round=case.handling_round)
-            return b.outcome(status=target, pending_extension=None, replied_at=now)
+        case Reply(text=text, needs_approval=needs_approval, template_id=template_id):
+            if case.pending_reply is not None:
+                raise RuleViolation("reply_pending", "a reply is already waiting for the unit lead's approval")
+            if needs_approval:
+                pending = PendingReply(text=text, author_id=actor_id, submitted_at=now, template_id=template_id)
+                return b.internal("reply_submitted", "答复已提交，待单位负责人审核", pending_reply=pending)
+            return _publish_reply(b, text, target)
+        case ApproveReply():
+            if case.pending_reply is None:
+                raise RuleViolation("no_pending_reply", "there is no reply waiting for approval")
+            return _publish_reply(b, case.pending_reply.text, target)
+        case RejectReply(reason=reason):
+            if case.pending_reply is None:
+                raise RuleViolation("no_pending_reply", "there is no reply waiting for approval")
+            return b.internal("reply_rejected", f"答复未通过审核：{reason}", pending_reply=None)
         case Rate():
             return _rate(b, command, target, calendar)
         case Reopen(reason=reason, working_days=days, automatic=automatic):
             return _reopen(b, reason, days, automatic, command.actor, calendar)
         case Close(reason=reason, automatic=automatic):
             b.add(ev.CaseClosed, command.actor, reason=reason, department_id=case.department_id, automatic=automatic)
-            return b.outcome(status=target, closed_at=now, pending_extension=None)
+            return b.outcome(status=target, closed_at=now, pending_extension=None, pending_reply=None)
         case Flag(note=note):
             b.add(ev.CaseFlagged, command.actor, note=note)
             return b.outcome(flagged=True)
@@ -374,8 +447,16 @@ def decide(case: Case, command: Command, now: datetime, calendar: WorkCalendar |
             return b.outcome(status=target, category=command.category, category_name=command.category_name,
                              department_id=command.department_id, department_name=command.department_name,
                              deadline=deadline, assigned_at=now, working_days=command.working_days,
-                             pending_extension=None)
+                             pending_extension=None, pending_reply=None)
     raise TypeError(f"unknown command {type(command).__name__}")  # pragma: no cover
+
+
+def _publish_reply(b: _Builder, text: str, target: CaseStatus) -> Outcome:
+    case, now = b.case, b.now
+    deadline = case.deadline or now
+    b.add(ev.CaseReplied, Actor.DEPARTMENT, department_id=_unit(case), reply=text, deadline=deadline,
+          on_time=now <= deadline, handling_round=case.handling_round)
+    return b.outcome(status=target, pending_extension=None, replied_at=now, pending_reply=None)
 
 
 def _unit(case: Case) -> str:

@@ -21,7 +21,7 @@ from services.common.events import Actor, CaseStatus, Channel, Event, Rating, ma
 from services.common.logging import get_logger, mask_personal_text
 from services.common.workdays import SHANGHAI, WorkCalendar, default_calendar
 from services.intake import domain, metrics
-from services.intake.auth import Principal, Role
+from services.intake.accounts import Principal, Role, permitted_actions
 from services.intake.config import IntakeSettings
 from services.intake.directory import Directory
 from services.intake.domain import Case, Command, DecisionIgnored, DomainError, IllegalTransition
@@ -136,6 +136,7 @@ class IntakeService:
         self.phone_limiter = SlidingWindowLimiter(settings.rate_limit_per_phone,
                                                   settings.rate_limit_phone_window_seconds)
         self.ip_limiter = SlidingWindowLimiter(settings.rate_limit_per_ip, settings.rate_limit_ip_window_seconds)
+        self.accounts: Any = None  # the AccountsService (audit, unit settings, templates), wired by the app
 
     # ------------------------------------------------------------------ citizens
     async def submit(self, post: NewPost, *, client_ip: str | None, idempotency_key: str | None) -> Accepted:
@@ -288,13 +289,45 @@ class IntakeService:
         if doc is None:
             raise NotFound(f"no case {case_id}", "case_id")
         _authorize_read(doc, principal)
-        return internal_case_view(doc, self.clock.now())
+        return internal_case_view(doc, self.clock.now(), principal)
+
+    async def reveal_contact(self, case_id: str, principal: Principal, ip: str | None = None) -> dict[str, Any]:
+        """The poster's phone (and name unless anonymous) for the unit holding the case: one audited act."""
+        doc = await self.store.get(case_id)
+        if doc is None:
+            raise NotFound(f"no case {case_id}", "case_id")
+        role = _authorize(doc, "reveal_contact", principal)
+        contact = doc.get("contact") or {}
+        if self.accounts is not None:
+            await self.accounts.audit(principal, "reveal_contact", role=role, case_id=case_id,
+                                      tracking_number=doc.get("tracking_number"), unit_id=doc.get("department_id"),
+                                      ip=ip)
+        metrics.COMMANDS.labels("reveal_contact", "ok").inc()
+        return {"phone": contact.get("phone"), "name": None if doc.get("anonymous") else contact.get("name")}
+
+    async def reply(self, case_id: str, text: str, template_id: str | None, principal: Principal) -> dict[str, Any]:
+        """A unit's reply; a unit_staff reply waits for the unit lead when the unit asks for approval."""
+        doc = await self.store.get(case_id)
+        if doc is None:
+            raise NotFound(f"no case {case_id}", "case_id")
+        role = _authorize(doc, domain.Action.REPLY.value, principal)
+        unit_id = doc.get("department_id")
+        needs_approval = False
+        if self.accounts is not None:
+            if template_id:
+                await self.accounts.template_for_reply(template_id, unit_id)
+            if role is Role.UNIT_STAFF and unit_id:
+                needs_approval = (await self.accounts.store.unit_settings_of(unit_id))["reply_approval_required"]
+        return await self.command(case_id, domain.Reply(text, needs_approval=needs_approval, template_id=template_id),
+                                  principal, first=doc)
 
     async def list_cases(self, principal: Principal, *, status: CaseStatus | None, overdue: bool | None,
                          page: int, page_size: int) -> dict[str, Any]:
         now = self.clock.now()
         query: dict[str, Any] = {}
-        if principal.role is Role.DEPARTMENT:
+        if not principal.oversees:
+            if principal.unit_id is None:
+                raise Forbidden("case work is for units and supervisors")
             query["department_id"] = principal.unit_id
         if status is not None:
             query["status"] = status.value
@@ -306,8 +339,8 @@ class IntakeService:
             query["$or"] = [{"deadline": {"$gte": now}}, {"deadline": None},
                             {"status": {"$nin": [s.value for s in domain.OPEN_DEADLINE_STATES]}}]
         docs, total = await self.store.list_cases(query, skip=(page - 1) * page_size, limit=page_size)
-        return {"items": [internal_case_view(d, now) for d in docs], "page": page, "page_size": page_size,
-                "total": total}
+        return {"items": [internal_case_view(d, now, principal) for d in docs], "page": page,
+                "page_size": page_size, "total": total}
 
     async def triage_queue(self, principal: Principal, page: int, page_size: int) -> dict[str, Any]:
         if not principal.oversees:
@@ -315,8 +348,8 @@ class IntakeService:
         docs, total = await self.store.list_cases({"status": CaseStatus.TRIAGE.value},
                                                   skip=(page - 1) * page_size, limit=page_size)
         now = self.clock.now()
-        return {"items": [internal_case_view(d, now) for d in docs], "page": page, "page_size": page_size,
-                "total": total}
+        return {"items": [internal_case_view(d, now, principal) for d in docs], "page": page,
+                "page_size": page_size, "total": total}
 
     def reassign_command(self, category: str, department_id: str, reason: str) -> domain.Reassign:
         cat = self.directory.category(category)
@@ -328,9 +361,10 @@ class IntakeService:
         return domain.Reassign(category=cat.code, category_name=cat.name, department_id=unit.id,
                                department_name=unit.name, reason=reason, working_days=cat.working_days)
 
-    async def command(self, case_id: str, command: Command, principal: Principal) -> dict[str, Any]:
-        doc = await self.execute(case_id, command, principal)
-        return internal_case_view(doc, self.clock.now())
+    async def command(self, case_id: str, command: Command, principal: Principal,
+                      first: dict[str, Any] | None = None) -> dict[str, Any]:
+        doc = await self.execute(case_id, command, principal, first=first)
+        return internal_case_view(doc, self.clock.now(), principal)
 
     async def execute(self, case_id: str, command: Command, principal: Principal | None,
                       first: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -344,17 +378,20 @@ class IntakeService:
             if doc is None:
                 metrics.COMMANDS.labels(name, "not_found").inc()
                 raise NotFound(f"no case {case_id}", "case_id")
-            if principal is not None:
-                _authorize_command(doc, command, principal)
+            role = _authorize(doc, name, principal) if principal is not None else None
+            actor = _staff_actor(principal, role)
             case = case_from_doc(doc)
             now = self.clock.now()
             try:
-                outcome = domain.decide(case, command, now, self.calendar)
+                outcome = domain.decide(case, command, now, self.calendar,
+                                        actor_id=principal.person_id if principal else None)
             except (DomainError, DecisionIgnored) as exc:
                 metrics.COMMANDS.labels(name, "rejected" if isinstance(exc, DomainError) else "ignored").inc()
                 raise
             events = [make_event(e, source=self.settings.source, time=now) for e in outcome.events]
-            timeline = [_timeline_entry(e) for e in outcome.events]
+            timeline = [_timeline_entry(e, actor) for e in outcome.events]
+            timeline += [{"type": kind, "at": now, "note": note, "version": outcome.case.version, "internal": True,
+                          "actor": actor} for kind, note in outcome.internal_notes]
             replies = [_reply_entry(e, case) for e in outcome.events if isinstance(e, ev.CaseReplied)]
             outbox = [outbox_entry(e, "case_events") for e in events]
             if await self.store.commit(outcome.case, case.version, outbox=outbox, timeline=timeline,
@@ -364,6 +401,11 @@ class IntakeService:
                 doc.update(case_to_fields(outcome.case), updated_at=now)
                 doc["timeline"] = [*doc.get("timeline", []), *timeline]
                 doc["replies"] = [*doc.get("replies", []), *replies]
+                if principal is not None and self.accounts is not None:
+                    await self.accounts.audit(principal, _audit_action(command, outcome), role=role, case_id=case_id,
+                                              tracking_number=doc.get("tracking_number"),
+                                              unit_id=case.department_id or outcome.case.department_id,
+                                              detail=_audit_detail(command))
                 return doc
             await asyncio.sleep(0.005 * (attempt + 1))
         metrics.COMMANDS.labels(name, "conflict").inc()
@@ -401,26 +443,51 @@ class IntakeService:
 
 
 def _authorize_read(doc: dict[str, Any], principal: Principal) -> None:
-    if principal.role is Role.DEPARTMENT and doc.get("department_id") != principal.unit_id:
-        raise Forbidden("this case belongs to another unit")
+    if not principal.may_read(doc.get("department_id")):
+        if principal.oversees or principal.unit_id:
+            raise Forbidden("this case belongs to another unit")
+        raise Forbidden("case work is for units and supervisors")
 
 
-def _authorize_command(doc: dict[str, Any], command: Command, principal: Principal) -> None:
-    if command.actor is Actor.DEPARTMENT:
-        if principal.role is not Role.DEPARTMENT:
-            raise Forbidden(f"only the responsible unit can {command.action.value}")
+def _authorize(doc: dict[str, Any], action: str, principal: Principal) -> Role:
+    """The role under which ``principal`` takes ``action`` on this case, or 403."""
+    role = principal.acting_role(action, doc.get("department_id"))
+    if role is None:
         _authorize_read(doc, principal)
-    elif command.actor is Actor.SUPERVISOR and not principal.oversees:
-        raise Forbidden(f"only a supervisor can {command.action.value}")
+        raise Forbidden(f"your role may not {action} this case")
+    return role
+
+
+def _staff_actor(principal: Principal | None, role: Role | None) -> dict[str, Any] | None:
+    if principal is None:
+        return None
+    return {"role": role.value if role else None, "id": principal.person_id, "display_name": principal.display_name}
+
+
+def _audit_action(command: Command, outcome: domain.Outcome) -> str:
+    if isinstance(command, domain.Reply) and not outcome.events:
+        return "reply_submitted"
+    return command.action.value
+
+
+def _audit_detail(command: Command) -> str | None:
+    parts = [f"{name}={getattr(command, name)}" for name in ("template_id", "extra_working_days", "department_id",
+                                                             "category") if getattr(command, name, None)]
+    for name in ("reason", "note"):
+        if getattr(command, name, None):
+            parts.append(str(getattr(command, name))[:200])
+    return "; ".join(parts) or None
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def _timeline_entry(event: ev.CaseEvent) -> dict[str, Any]:
+def _timeline_entry(event: ev.CaseEvent, staff: dict[str, Any] | None = None) -> dict[str, Any]:
     short = ev.short_type(ev.SPEC_BY_MODEL[type(event)].type).removeprefix("case.")
-    return {"type": short, "at": event.occurred_at, "note": domain.public_note(event), "version": event.version}
+    actor = staff if staff is not None and event.actor_id else {"role": event.actor.value}
+    return {"type": short, "at": event.occurred_at, "note": domain.public_note(event), "version": event.version,
+            "actor": actor}
 
 
 def _reply_entry(event: ev.CaseReplied, case: Case) -> dict[str, Any]:
@@ -441,6 +508,14 @@ def _category(doc: dict[str, Any]) -> dict[str, Any] | None:
     return {"code": doc["category"], "name": doc.get("category_name") or doc["category"]}
 
 
+def _legacy_actor(kind: str) -> dict[str, Any]:
+    """Timeline entries written before actors were recorded: who does this kind of step."""
+    role = {"submitted": "citizen", "rated": "citizen", "assigned": "router", "triaged": "router",
+            "linked": "router"}.get(kind, "department" if kind in ("signed", "returned", "replied",
+                                                                    "extension_requested") else "supervisor")
+    return {"role": role}
+
+
 def public_case_view(doc: dict[str, Any], now: datetime) -> dict[str, Any]:
     """What anyone holding the tracking number sees: never a phone number or a name."""
     status = CaseStatus(doc["status"])
@@ -459,14 +534,18 @@ def public_case_view(doc: dict[str, Any], now: datetime) -> dict[str, Any]:
         "rating": doc.get("rating"),
         "replies": [{"text": r["text"], "at": _iso(r["at"]), "department": r.get("department_name"),
                      "handling_round": r.get("handling_round", 1)} for r in doc.get("replies", [])],
-        "timeline": [{"type": t["type"], "at": _iso(t["at"]), "note": t.get("note")} for t in doc.get("timeline", [])],
+        "timeline": [{"type": t["type"], "at": _iso(t["at"]), "note": t.get("note")} for t in doc.get("timeline", [])
+                     if not t.get("internal")],
     }
 
 
-def internal_case_view(doc: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """What units and supervisors see: the whole case except contact details and plumbing."""
-    status = CaseStatus(doc["status"])
+def internal_case_view(doc: dict[str, Any], now: datetime, principal: Principal | None = None) -> dict[str, Any]:
+    """What units and supervisors see: the whole case except contact details and plumbing; ``allowed_actions``
+    is what ``principal`` may do now (the state machine, the case's guards, the role and the unit)."""
     pending = doc.get("pending_extension")
+    pending_reply = doc.get("pending_reply")
+    candidates = [*domain.available_actions(case_from_doc(doc)), "reveal_contact"]
+    allowed = permitted_actions(principal, candidates, doc.get("department_id")) if principal else []
     view = public_case_view(doc, now)
     view.update(
         case_id=doc["_id"],
@@ -485,12 +564,13 @@ def internal_case_view(doc: dict[str, Any], now: datetime) -> dict[str, Any]:
         pending_extension={**pending, "requested_at": _iso(pending["requested_at"])} if pending else None,
         flagged=doc.get("flagged", False),
         linked_case_id=doc.get("linked_case_id"),
-        allowed_actions=domain.allowed_actions(status),
+        pending_reply={**pending_reply, "submitted_at": _iso(pending_reply["submitted_at"])} if pending_reply else None,
+        allowed_actions=allowed,
         outbox_pending=doc.get("outbox_count", 0),
         updated_at=_iso(doc.get("updated_at")),
     )
-    view["timeline"] = [{"type": t["type"], "at": _iso(t["at"]), "note": t.get("note"), "version": t.get("version")}
-                        for t in doc.get("timeline", [])]
+    view["timeline"] = [{"type": t["type"], "at": _iso(t["at"]), "note": t.get("note"), "version": t.get("version"),
+                         "actor": t.get("actor") or _legacy_actor(t["type"])} for t in doc.get("timeline", [])]
     for private in PRIVATE_FIELDS:
         view.pop(private, None)
     return view

@@ -65,7 +65,8 @@ async def create_request(
 ) -> JSONResponse:
     service = _service(request)
     runtime = request.app.state.runtime
-    if not runtime.credentials.open311_key_ok(api_key):
+    if not (runtime.credentials.open311_key_ok(api_key)
+            or await runtime.accounts.machine_token_ok(api_key, "open311")):
         raise Forbidden("invalid api_key", "api_key")
     category = service.directory.category(service_code)
     if category is None:

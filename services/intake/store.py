@@ -28,7 +28,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.common.events import CaseStatus, PostKind, Rating
 from services.common.mongo import DUPLICATE_KEY, id_chunks
-from services.intake.domain import Case, PendingExtension
+from services.intake.domain import Case, PendingExtension, PendingReply
 
 DuplicateKey = DuplicateKeyError
 _CASE_FIELDS = [f.name for f in dataclasses.fields(Case) if f.name != "case_id"]
@@ -41,7 +41,7 @@ def case_to_fields(case: Case) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in _CASE_FIELDS:
         value = getattr(case, name)
-        if isinstance(value, PendingExtension):
+        if isinstance(value, PendingExtension | PendingReply):
             value = dataclasses.asdict(value)
         elif isinstance(value, tuple):
             value = list(value)
@@ -53,12 +53,14 @@ def case_to_fields(case: Case) -> dict[str, Any]:
 
 def case_from_doc(doc: dict[str, Any]) -> Case:
     pending = doc.get("pending_extension")
+    pending_reply = doc.get("pending_reply")
     values: dict[str, Any] = {name: doc[name] for name in _CASE_FIELDS if name in doc}
     values.update(
         status=CaseStatus(doc["status"]),
         kind=PostKind(doc.get("kind") or PostKind.COMPLAINT),
         rating=Rating(doc["rating"]) if doc.get("rating") else None,
         pending_extension=PendingExtension(**pending) if pending else None,
+        pending_reply=PendingReply(**pending_reply) if pending_reply else None,
         tried_departments=tuple(doc.get("tried_departments") or ()),
         applied_decisions=tuple(doc.get("applied_decisions") or ()),
     )
@@ -155,6 +157,7 @@ class CaseStore:
         self.by_tracking = db["tracking_numbers"]
         self.by_idempotency_key = db["idempotency_keys"]
         self.pending = db["outbox_pending"]
+        self.people = db["people"]  # a person's outbox (its staff-contact record) is drained here too
         self.locks = CaseLocks()
         self.group_commit = GroupCommit(self)
 
@@ -242,13 +245,22 @@ class CaseStore:
         return result.modified_count == 1
 
     # ------------------------------------------------------------------ outbox
+    def _holder(self, holder_id: str) -> AsyncCollection:
+        """Where an outbox lives: a person's (``p-…``) in people, everything else in cases."""
+        return self.people if holder_id.startswith("p-") else self.cases
+
+    def _by_holder(self, ids: Iterable[str]) -> list[tuple[AsyncCollection, list[str]]]:
+        people = [i for i in ids if i.startswith("p-")]
+        cases = [i for i in ids if not i.startswith("p-")]
+        return [(c, chunk) for c, group in ((self.cases, cases), (self.people, people)) for chunk in id_chunks(group)]
+
     async def pending_outbox(self, limit: int) -> list[dict[str, Any]]:
         """Cases with unpublished events, from the pointer list (read in batches by _id)."""
         pointers = await self.pending.find({}).limit(limit).to_list()
         seq_by_id = {pointer["_id"]: pointer["seq"] for pointer in pointers}
         docs: list[dict[str, Any]] = []
-        for ids in id_chunks(list(seq_by_id)):
-            docs += await self.cases.find({"_id": {"$in": ids}}, {"outbox": 1, "outbox_count": 1}).to_list()
+        for collection, ids in self._by_holder(seq_by_id):
+            docs += await collection.find({"_id": {"$in": ids}}, {"outbox": 1, "outbox_count": 1}).to_list()
         with_events = [{**doc, "pending_seq": seq_by_id[doc["_id"]]} for doc in docs if doc.get("outbox_count")]
         still_pending = {doc["_id"] for doc in with_events}
         stale = {case_id: seq for case_id, seq in seq_by_id.items() if case_id not in still_pending}
@@ -266,9 +278,10 @@ class CaseStore:
         """The safety net: flag every case whose outbox is not empty (a full scan; at start and now and then).
         Catches a crash between a case write and its pointer."""
         flagged = 0
-        async for doc in self.cases.find({"outbox_count": {"$gt": 0}}, {"_id": 1}):
-            await self.pending.update_one({"_id": doc["_id"]}, {"$setOnInsert": {"seq": 0}}, upsert=True)
-            flagged += 1
+        for collection in (self.cases, self.people):
+            async for doc in collection.find({"outbox_count": {"$gt": 0}}, {"_id": 1}):
+                await self.pending.update_one({"_id": doc["_id"]}, {"$setOnInsert": {"seq": 0}}, upsert=True)
+                flagged += 1
         return flagged
 
     async def mark_published(self, published: dict[str, list[dict[str, Any]]],
@@ -284,22 +297,22 @@ class CaseStore:
         async with self.locks.holding(published):
             ids = list(published)
             modified = 0
-            for part in id_chunks(ids):
+            for collection, part in self._by_holder(ids):
                 emptied = [UpdateOne({"_id": i, "outbox_count": len(published[i])},
                                      {"$set": {"outbox": [], "outbox_count": 0}}) for i in part]
-                result = await self.cases.bulk_write(emptied, ordered=False)
+                result = await collection.bulk_write(emptied, ordered=False)
                 modified += result.modified_count
             if modified < len(ids):
                 await self._remove_sent_entries(published)
             await self._drop_pointers({i: seen_seq[i] for i in ids if i in seen_seq})
 
     async def _remove_sent_entries(self, published: dict[str, list[dict[str, Any]]]) -> None:
-        for ids in id_chunks(list(published)):
-            for doc in await self.cases.find({"_id": {"$in": ids}}, {"outbox": 1}).to_list():
+        for collection, ids in self._by_holder(published):
+            for doc in await collection.find({"_id": {"$in": ids}}, {"outbox": 1}).to_list():
                 sent = {entry["id"] for entry in published[doc["_id"]]}
                 still_there = [e for e in doc.get("outbox") or [] if e["id"] in sent]
                 if still_there:
-                    await self.cases.update_one({"_id": doc["_id"]}, {"$pullAll": {"outbox": still_there},
+                    await collection.update_one({"_id": doc["_id"]}, {"$pullAll": {"outbox": still_there},
                                                                       "$inc": {"outbox_count": -len(still_there)}})
 
     async def outbox_backlog(self) -> int:

@@ -24,7 +24,7 @@ def sample_payloads(case_id: str = "c-1") -> list[ev.Contract]:
         ev.CaseTriaged(**base, version=2, actor="router", reason="置信度低", confidence=0.31),
         ev.CaseLinked(**base, version=2, actor="router", decision_id="d2", linked_case_id="c-0",
                       reason="7天内同一来电重复反映"),
-        ev.CaseSigned(**base, version=3, actor="department", department_id=dept),
+        ev.CaseSigned(**base, version=3, actor="department", actor_id="p-0123456789abcdef", department_id=dept),
         ev.CaseReturned(**base, version=3, actor="department", department_id=dept, reason="不属于本单位职责",
                         return_count=1),
         ev.CaseExtensionRequested(**base, version=4, actor="department", department_id=dept,
@@ -51,5 +51,7 @@ def sample_payloads(case_id: str = "c-1") -> list[ev.Contract]:
         ev.Notification(notification_id=f"received:{case_id}", case_id=case_id,
                         tracking_number="WZ2609-ABCD-EFGH", kind="received", channel="sms",
                         to="13800138000", template="received", text="您的诉求已受理", created_at=T0),
+        ev.StaffContact(person_id="p-0123456789abcdef", unit_id=dept, roles=["unit_staff"], phone="13800138001",
+                        channels=["sms"], quiet_hours=ev.QuietHours(start="22:00", end="07:30"), updated_at=T0),
         ev.dead_letter_for(topic="t", value=b"{}", key=None, reason="bad", error_type="X", service="router"),
     ]

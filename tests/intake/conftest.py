@@ -25,9 +25,10 @@ from services.common.kafka import new_producer
 from services.common.mongo import new_client
 from services.common.topics import create_topics
 from services.intake.api import create_app
-from services.intake.auth import Credentials, generate_credentials
+from services.intake.auth import Credentials
 from services.intake.config import IntakeSettings
 from services.intake.directory import BUILTIN_CATEGORIES, BUILTIN_UNITS, Directory
+from tests.harness.people import CHEAP_HASHING, create_person, sign_in, unit_staff_username
 
 WAIT_SECONDS = 60  # generous: only a ceiling for eventually-consistent steps, never a speed assertion
 
@@ -104,17 +105,33 @@ class Intake:
     settings: IntakeSettings
     names: TopicSettings
     bootstrap: str
+    signed_in: dict[str, dict[str, str]]  # user name -> bearer headers, for the people made at start
 
     @property
     def runtime(self) -> Any:
         return self.app.state.runtime
 
+    @property
+    def accounts(self) -> Any:
+        return self.runtime.accounts
+
     def dept(self, unit_id: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.credentials['departments'][unit_id]}"}
+        """A unit_staff member of ``unit_id``, signed in."""
+        return self.signed_in[unit_staff_username(unit_id)]
 
     @property
     def supervisor(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.credentials['supervisors']['supervisor']}"}
+        return self.signed_in["supervisor"]
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return self.signed_in["admin"]
+
+    async def person(self, roles: list[str], unit_id: str | None = None, **extra: Any) -> tuple[str, dict[str, str]]:
+        """A new person with ``roles``, signed in: (person id, bearer headers)."""
+        username = f"u{uuid.uuid4().hex[:12]}"
+        person_id = await create_person(self.accounts, username, roles, unit_id, **extra)
+        return person_id, await sign_in(self.client, username)
 
     async def post(self, **overrides: Any) -> dict[str, Any]:
         response = await self.client.post("/v1/posts", json=a_post(**overrides))
@@ -173,8 +190,8 @@ async def intake_topics(kafka_bootstrap: str) -> TopicSettings:
 @contextlib.asynccontextmanager
 async def open_intake(kafka_bootstrap: str, mongo_url: str, names: TopicSettings, run: str,
                       **settings_overrides: Any) -> AsyncIterator[Intake]:
-    credentials = generate_credentials(sorted(u.id for u in BUILTIN_UNITS))
-    options: dict[str, Any] = {
+    credentials = {"open311_api_keys": [secrets.token_urlsafe(24)]}
+    options: dict[str, Any] = {**CHEAP_HASHING, "session_hours": 24 * 30, "login_rate_per_ip": 100_000,
         "database": f"wenzheng_intake_{run}", "consumer_group": f"intake-test-{run}", "secret": "test-secret",
         "rate_limit_per_phone": 10_000, "rate_limit_per_ip": 100_000, "relay_idle_seconds": 0.05,
         "relay_min_interval_seconds": 0,
@@ -190,7 +207,14 @@ async def open_intake(kafka_bootstrap: str, mongo_url: str, names: TopicSettings
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app, client=("10.0.0.1", 5555))
             async with httpx.AsyncClient(transport=transport, base_url="http://intake") as client:
-                yield Intake(app, client, credentials, clock, settings, names, kafka_bootstrap)
+                accounts = app.state.runtime.accounts
+                people = [(unit_staff_username(u.id), ["unit_staff"], u.id) for u in BUILTIN_UNITS]
+                people += [("supervisor", ["supervisor"], None), ("admin", ["admin"], None)]
+                signed_in = {}
+                for username, roles, unit_id in people:
+                    await create_person(accounts, username, roles, unit_id)
+                    signed_in[username] = await sign_in(client, username)
+                yield Intake(app, client, credentials, clock, settings, names, kafka_bootstrap, signed_in)
     finally:
         mongo = new_client(mongo_url)
         await mongo.drop_database(settings.database)

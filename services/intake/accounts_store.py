@@ -1,0 +1,160 @@
+"""MongoDB adapter for people: accounts, sessions, sign-in failures, the audit trail, machine tokens, unit
+settings and reply templates (all in ``wenzheng_intake``).
+
+Lookups on the hot path go by ``_id`` (the only index FerretDB's SQLite backend uses): a session by its
+token's hash, a machine token by its hash, a person by id, a user name through a pointer document keyed
+by the name. A person document carries its own ``outbox`` (the staff-contact record to publish), drained
+by the same relay as the cases' outboxes (see :class:`services.intake.store.CaseStore`).
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import Any
+
+from pymongo import DESCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+AUDIT_PAGE_MAX = 500
+
+
+class AccountsStore:
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.db = db
+        self.people = db["people"]
+        self.usernames = db["usernames"]
+        self.sessions = db["sessions"]
+        self.failures = db["login_failures"]
+        self.audit = db["audit"]
+        self.machine_tokens = db["machine_tokens"]
+        self.unit_settings = db["unit_settings"]
+        self.templates = db["reply_templates"]
+        self.pending = db["outbox_pending"]  # shared with the case store: the relay's to-do list
+
+    async def ensure_indexes(self) -> None:
+        await self.audit.create_index([("at", DESCENDING)])
+        await self.audit.create_index("person_id")
+        await self.audit.create_index("case_id")
+        await self.sessions.create_index("person_id")
+        await self.templates.create_index("unit_id")
+
+    # ------------------------------------------------------------------ people
+    async def insert_person(self, doc: dict[str, Any]) -> None:
+        """Claims the user name first (the pointer's _id is unique), then stores the person."""
+        await self.usernames.insert_one({"_id": doc["username"], "person_id": doc["_id"]})
+        try:
+            await self.people.insert_one(doc)
+        except Exception:
+            await self.usernames.delete_one({"_id": doc["username"], "person_id": doc["_id"]})
+            raise
+        if doc.get("outbox_count"):
+            await self.flag_pending(doc["_id"])
+
+    async def person(self, person_id: str) -> dict[str, Any] | None:
+        return await self.people.find_one({"_id": person_id}, {"outbox": 0})
+
+    async def person_by_username(self, username: str) -> dict[str, Any] | None:
+        pointer = await self.usernames.find_one({"_id": username})
+        return await self.person(pointer["person_id"]) if pointer else None
+
+    async def list_people(self, query: dict[str, Any], skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        cursor = self.people.find(query, {"outbox": 0, "password_hash": 0}).sort([("username", 1)])
+        docs = await cursor.skip(skip).limit(limit).to_list()
+        return docs, await self.people.count_documents(query)
+
+    async def people_of_unit(self, unit_id: str) -> list[dict[str, Any]]:
+        return await self.people.find({"unit_id": unit_id}, {"outbox": 0, "password_hash": 0}).to_list()
+
+    async def update_person(self, person_id: str, changes: dict[str, Any],
+                            outbox: list[dict[str, Any]] | None = None) -> bool:
+        update: dict[str, Any] = {"$set": changes}
+        if outbox:
+            update["$push"] = {"outbox": {"$each": outbox}}
+            update["$inc"] = {"outbox_count": len(outbox)}
+        result = await self.people.update_one({"_id": person_id}, update)
+        if outbox and result.matched_count:
+            await self.flag_pending(person_id)
+        return result.matched_count == 1
+
+    async def flag_pending(self, holder_id: str) -> None:
+        await self.pending.update_one({"_id": holder_id}, {"$inc": {"seq": 1}}, upsert=True)
+
+    # ------------------------------------------------------------------ sign-in failures
+    async def failures_of(self, username: str) -> list[datetime]:
+        doc = await self.failures.find_one({"_id": username})
+        return list(doc.get("at", [])) if doc else []
+
+    async def record_failure(self, username: str, at: datetime, keep: list[datetime]) -> None:
+        await self.failures.update_one({"_id": username}, {"$set": {"at": [*keep, at]}}, upsert=True)
+
+    async def clear_failures(self, username: str) -> None:
+        await self.failures.delete_one({"_id": username})
+
+    # ------------------------------------------------------------------ sessions
+    async def insert_session(self, doc: dict[str, Any]) -> None:
+        await self.sessions.insert_one(doc)
+
+    async def session(self, token_hash: str) -> dict[str, Any] | None:
+        return await self.sessions.find_one({"_id": token_hash})
+
+    async def delete_session(self, token_hash: str) -> None:
+        await self.sessions.delete_one({"_id": token_hash})
+
+    async def delete_sessions_of(self, person_id: str, keep: str | None = None) -> None:
+        query: dict[str, Any] = {"person_id": person_id}
+        if keep:
+            query["_id"] = {"$ne": keep}
+        await self.sessions.delete_many(query)
+
+    # ------------------------------------------------------------------ audit
+    async def add_audit(self, row: dict[str, Any]) -> None:
+        await self.audit.insert_one({"_id": f"a-{secrets.token_hex(10)}", **row})
+
+    async def list_audit(self, query: dict[str, Any], skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        cursor = self.audit.find(query).sort([("at", DESCENDING), ("_id", DESCENDING)])
+        docs = await cursor.skip(skip).limit(limit).to_list()
+        return docs, await self.audit.count_documents(query)
+
+    # ------------------------------------------------------------------ machine tokens
+    async def insert_machine_token(self, doc: dict[str, Any]) -> None:
+        await self.machine_tokens.insert_one(doc)
+
+    async def machine_token(self, token_hash: str) -> dict[str, Any] | None:
+        return await self.machine_tokens.find_one({"_id": token_hash})
+
+    async def list_machine_tokens(self) -> list[dict[str, Any]]:
+        return await self.machine_tokens.find({}).sort([("created_at", 1)]).to_list()
+
+    async def revoke_machine_token(self, public_id: str, at: datetime) -> bool:
+        result = await self.machine_tokens.update_one({"id": public_id, "revoked_at": None},
+                                                      {"$set": {"revoked_at": at}})
+        return result.matched_count == 1
+
+    # ------------------------------------------------------------------ unit settings and templates
+    async def unit_settings_of(self, unit_id: str) -> dict[str, Any]:
+        doc = await self.unit_settings.find_one({"_id": unit_id})
+        return {"reply_approval_required": bool(doc and doc.get("reply_approval_required"))}
+
+    async def put_unit_settings(self, unit_id: str, settings: dict[str, Any]) -> None:
+        await self.unit_settings.update_one({"_id": unit_id}, {"$set": settings}, upsert=True)
+
+    async def insert_template(self, doc: dict[str, Any]) -> None:
+        await self.templates.insert_one(doc)
+
+    async def template(self, template_id: str) -> dict[str, Any] | None:
+        return await self.templates.find_one({"_id": template_id})
+
+    async def templates_of(self, unit_id: str | None) -> list[dict[str, Any]]:
+        query = {"unit_id": unit_id} if unit_id else {}
+        return await self.templates.find(query).sort([("title", 1)]).to_list()
+
+    async def update_template(self, template_id: str, changes: dict[str, Any]) -> bool:
+        return (await self.templates.update_one({"_id": template_id}, {"$set": changes})).matched_count == 1
+
+    async def delete_template(self, template_id: str) -> bool:
+        return (await self.templates.delete_one({"_id": template_id})).deleted_count == 1
+
+
+__all__ = ["AccountsStore", "DuplicateKeyError"]
