@@ -29,9 +29,9 @@ import httpx
 
 from services.common.config import TopicSettings, common_settings
 from services.common.mongo import new_client
+from services.common.reference import reference
 from services.common.topics import create_topics
 from services.intake.auth import ensure_credentials_file
-from services.intake.directory import Directory
 from tests.harness.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,7 +116,7 @@ async def run(clients: int, seconds: float, warmup: float, workers: int, drain_l
     await create_topics(common.kafka_bootstrap, partitions=6, names=names)
     workdir = Path(tempfile.mkdtemp(prefix="intake-bench-"))
     credentials = workdir / "credentials.json"
-    ensure_credentials_file(credentials, sorted(Directory.load().units))
+    ensure_credentials_file(credentials, sorted(u.id for u in reference().units.units))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WENZHENG_INTAKE_")}
     env.update({

@@ -239,10 +239,38 @@ class CaseReopened(CaseEvent):
     automatic: bool = False
 
 
+class Disposition(StrEnum):
+    """How a case was closed: answered (counts in every rate) or not a valid post at all (excluded from received)."""
+
+    RESOLVED = "resolved"
+    INVALID = "invalid"
+
+
+class InvalidReason(StrEnum):
+    """Why a post was closed as invalid; counted separately, never as received."""
+
+    SPAM = "spam"  # 垃圾信息、广告
+    NOT_GOVERNMENT = "not_government"  # 非政府职能事项
+    NO_CONTENT = "no_content"  # 无实质内容
+    ABUSIVE = "abusive"  # 辱骂、恶意诉求
+    TEST = "test"  # 测试信息
+
+
+INVALID_REASON_NAMES = {
+    InvalidReason.SPAM: "垃圾信息",
+    InvalidReason.NOT_GOVERNMENT: "非政府职能事项",
+    InvalidReason.NO_CONTENT: "无实质内容",
+    InvalidReason.ABUSIVE: "辱骂或恶意诉求",
+    InvalidReason.TEST: "测试信息",
+}
+
+
 class CaseClosed(CaseEvent):
     reason: ShortText
     department_id: UnitId | None = None
     automatic: bool = False
+    disposition: Disposition = Field(Disposition.RESOLVED, description="resolved, or invalid: not counted as received")
+    invalid_reason: InvalidReason | None = Field(None, description="why the post was invalid (disposition invalid)")
 
 
 class CaseFlagged(CaseEvent):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,17 +19,26 @@ from pymongo import AsyncMongoClient
 
 from services.common.clock import Clock, clock_from_environment
 from services.common.config import CommonSettings, TopicSettings, common_settings, topics
-from services.common.events import CaseStatus, Channel, Location, Rating
+from services.common.events import (
+    INVALID_REASON_NAMES,
+    CaseStatus,
+    Channel,
+    Disposition,
+    InvalidReason,
+    Location,
+    Rating,
+)
 from services.common.logging import get_logger
 from services.common.metrics import METRICS_CONTENT_TYPE, render_metrics
 from services.common.mongo import new_client, ping
+from services.common.reference import ReferenceData, reference
+from services.common.secret_compare import same_secret
 from services.intake import domain
 from services.intake.accounts_store import AccountsStore
 from services.intake.auth import Credentials
 from services.intake.auth_api import PrincipalDep, SupervisorDep, admin_router, auth, client_ip, templates
 from services.intake.config import DEFAULT_SECRET, IntakeSettings
 from services.intake.consumer import DecisionConsumer
-from services.intake.directory import Directory
 from services.intake.domain import DomainError, IllegalTransition
 from services.intake.handlers import IntakeService, NewPost, ServiceError
 from services.intake.open311 import open311_router
@@ -121,6 +129,12 @@ class ReassignIn(Body):
     reason: str = Field(min_length=2, max_length=500)
 
 
+class CloseIn(Body):
+    reason: str = Field(min_length=2, max_length=500)
+    disposition: Disposition = Disposition.RESOLVED
+    invalid_reason: InvalidReason | None = None
+
+
 class FlagIn(Body):
     note: str | None = Field(None, max_length=500)
 
@@ -148,7 +162,7 @@ class Runtime:
     common: CommonSettings
     names: TopicSettings
     clock: Clock
-    directory: Directory
+    reference: ReferenceData
     credentials: Credentials
     client: AsyncMongoClient | None = None
     store: CaseStore | None = None
@@ -224,7 +238,7 @@ async def _sms_gateway(request: Request,
         return
     if not token:
         raise Unauthorized("the SMS gateway's token is required", "X-Sms-Gateway-Token")
-    if expected is not None and hmac.compare_digest(token.encode(), expected.encode()):
+    if expected is not None and same_secret(token, expected):
         return
     if await runtime.accounts.machine_token_ok(token, "sms_gateway"):
         return
@@ -347,8 +361,20 @@ async def reopen(case_id: CaseIdPath, body: ReasonIn, principal: SupervisorDep, 
 
 
 @cases.post("/cases/{case_id}/close", responses=_COMMAND_RESPONSES)
-async def close(case_id: CaseIdPath, body: ReasonIn, principal: SupervisorDep, service: ServiceDep) -> dict[str, Any]:
-    return await service.command(case_id, domain.Close(body.reason), principal)
+async def close(case_id: CaseIdPath, body: CloseIn, principal: SupervisorDep, service: ServiceDep) -> dict[str, Any]:
+    """Close out (销号). ``disposition: invalid`` with an ``invalid_reason`` code marks a post that was never a
+    valid request (spam, not a government matter…): it is counted apart and not as received."""
+    command = domain.Close(body.reason, disposition=body.disposition, invalid_reason=body.invalid_reason)
+    return await service.command(case_id, command, principal)
+
+
+@cases.get("/reference")
+async def reference_data(request: Request) -> dict[str, Any]:
+    """Units (with county, kind, categories and the places they serve), categories (with working days by kind),
+    counties with their townships, and the invalid-reason codes: for pickers."""
+    data = request.app.state.runtime.reference.as_public_dict()
+    data["invalid_reasons"] = [{"code": code.value, "name": name} for code, name in INVALID_REASON_NAMES.items()]
+    return data
 
 
 @cases.post("/cases/{case_id}/flag", responses=_COMMAND_RESPONSES)
@@ -428,11 +454,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def create_app(settings: IntakeSettings | None = None, *, common: CommonSettings | None = None,
                names: TopicSettings | None = None, clock: Clock | None = None,
-               directory: Directory | None = None, credentials: Credentials | None = None) -> FastAPI:
+               reference_data: ReferenceData | None = None, credentials: Credentials | None = None) -> FastAPI:
     settings = settings or IntakeSettings()
     common = common or common_settings()
     runtime = Runtime(settings=settings, common=common, names=names or topics(),
-                      clock=clock or clock_from_environment(), directory=directory or Directory.load(),
+                      clock=clock or clock_from_environment(), reference=reference_data or reference(),
                       credentials=credentials or load_credentials(settings, common))
 
     @contextlib.asynccontextmanager
@@ -476,11 +502,11 @@ async def start_runtime(runtime: Runtime) -> None:
                                 batch=settings.relay_batch, idle_seconds=settings.relay_idle_seconds,
                                 lease_seconds=settings.relay_lease_seconds,
                                 min_interval_seconds=settings.relay_min_interval_seconds)
-    runtime.service = IntakeService(runtime.store, settings, runtime.clock, runtime.directory,
+    runtime.service = IntakeService(runtime.store, settings, runtime.clock, runtime.reference,
                                     topic_names=runtime.names, on_commit=runtime.relay.notify)
     accounts_store = AccountsStore(runtime.client[settings.database])
     await accounts_store.ensure_indexes()
-    runtime.accounts = AccountsService(accounts_store, settings, runtime.clock, runtime.directory,
+    runtime.accounts = AccountsService(accounts_store, settings, runtime.clock, runtime.reference,
                                        production=common.environment == "production", on_commit=runtime.relay.notify)
     runtime.service.accounts = runtime.accounts
     if settings.relay_enabled:
@@ -489,7 +515,7 @@ async def start_runtime(runtime: Runtime) -> None:
         runtime.consumer = DecisionConsumer(runtime.service, runtime.names, common.kafka_bootstrap,
                                             settings.consumer_group, settings.source)
         runtime.tasks.append(asyncio.create_task(runtime.consumer.run(), name="decision-consumer"))
-    log.info("intake_started", database=settings.database, directory=runtime.directory.source,
+    log.info("intake_started", database=settings.database, reference=runtime.reference.version,
              started_at=datetime.now(UTC).isoformat())
 
 

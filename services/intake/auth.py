@@ -10,9 +10,11 @@ import os
 import secrets
 from pathlib import Path
 
+from services.common.secret_compare import secret_bytes
+
 
 def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    return hashlib.sha256(secret_bytes(token)).hexdigest()
 
 
 class Credentials:

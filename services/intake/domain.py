@@ -8,7 +8,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -16,6 +18,7 @@ from typing import Any, ClassVar
 
 from services.common import events as ev
 from services.common.events import Actor, CaseStatus, PostKind, Rating, RoutingDecision, RoutingOutcome
+from services.common.people import people_deadline
 from services.common.workdays import WorkCalendar, default_calendar
 
 S = CaseStatus
@@ -302,6 +305,8 @@ class Reopen(Command):
 class Close(Command):
     reason: str
     automatic: bool = False
+    disposition: ev.Disposition = ev.Disposition.RESOLVED
+    invalid_reason: ev.InvalidReason | None = None
     action: ClassVar[Action] = Action.CLOSE
     actor: ClassVar[Actor] = Actor.SUPERVISOR
 
@@ -321,6 +326,7 @@ class Reassign(Command):
     department_name: str
     reason: str
     working_days: int = 5
+    working_days_by_kind: tuple[tuple[str, int], ...] = ()  # (kind, days): the case's kind picks its deadline
     action: ClassVar[Action] = Action.REASSIGN
     actor: ClassVar[Actor] = Actor.SUPERVISOR
 
@@ -391,9 +397,11 @@ def decide(case: Case, command: Command, now: datetime, calendar: WorkCalendar |
             b.add(ev.CaseReturned, command.actor, department_id=_unit(case), reason=reason,
                   return_count=case.return_count + 1)
             tried = (*case.tried_departments, _unit(case))
+            # nobody is responsible while the router looks again: the unit that returned it no longer is
             return b.outcome(status=target, return_count=case.return_count + 1, routing_round=case.routing_round + 1,
                              routing_source_version=b.events[-1].version, tried_departments=tried,
-                             pending_extension=None, pending_reply=None)
+                             pending_extension=None, pending_reply=None, department_id=None, department_name=None,
+                             deadline=None)
         case RequestExtension(reason=reason, extra_working_days=days):
             if case.pending_extension is not None:
                 raise RuleViolation("extension_pending", "an extension request is already waiting for a supervisor")
@@ -430,13 +438,19 @@ def decide(case: Case, command: Command, now: datetime, calendar: WorkCalendar |
             return _rate(b, command, target, calendar)
         case Reopen(reason=reason, working_days=days, automatic=automatic):
             return _reopen(b, reason, days, automatic, command.actor, calendar)
-        case Close(reason=reason, automatic=automatic):
-            b.add(ev.CaseClosed, command.actor, reason=reason, department_id=case.department_id, automatic=automatic)
+        case Close(reason=reason, automatic=automatic, disposition=disposition, invalid_reason=invalid_reason):
+            if (disposition is ev.Disposition.INVALID) != (invalid_reason is not None):
+                raise RuleViolation("invalid_reason_required",
+                                    "closing as invalid needs an invalid_reason, and only then", "invalid_reason")
+            b.add(ev.CaseClosed, command.actor, reason=reason, department_id=case.department_id, automatic=automatic,
+                  disposition=disposition, invalid_reason=invalid_reason)
             return b.outcome(status=target, closed_at=now, pending_extension=None, pending_reply=None)
         case Flag(note=note):
             b.add(ev.CaseFlagged, command.actor, note=note)
             return b.outcome(flagged=True)
         case Reassign():
+            days = dict(command.working_days_by_kind).get(case.kind.value, command.working_days)
+            command = dataclasses.replace(command, working_days=days)
             deadline = calendar.add_working_days(now, command.working_days)
             b.add(ev.CaseAssigned, command.actor, decision_id=f"supervisor:{secrets.token_hex(8)}",
                   category=command.category, category_name=command.category_name,
@@ -536,8 +550,11 @@ def _apply_decision(b: _Builder, d: RoutingDecision, target: CaseStatus, calenda
         reason = "; ".join(d.reasons)[:500] or "routing could not decide"
         b.add(ev.CaseTriaged, Actor.ROUTER, decision_id=d.decision_id, reason=reason, category=d.category,
               candidates=list(d.tried_departments), confidence=d.confidence, county=d.county, township=d.township)
-        return b.outcome(status=target, category=d.category or case.category, applied_decisions=applied,
-                         county=d.county or case.county, township=d.township or case.township)
+        # the code and its name change together; nobody is responsible until a supervisor assigns it
+        category, category_name = (d.category, d.category_name) if d.category else (case.category, case.category_name)
+        return b.outcome(status=target, category=category, category_name=category_name, applied_decisions=applied,
+                         county=d.county or case.county, township=d.township or case.township,
+                         department_id=None, department_name=None, deadline=None)
     if not d.linked_case_id:
         raise MalformedDecision("a duplicate decision needs linked_case_id")
     reason = "; ".join(d.reasons)[:500] or "duplicate of an open case"
@@ -558,7 +575,11 @@ def new_tracking_number(now: datetime) -> str:
 
 
 def normalise_tracking_number(text: str) -> str:
-    return text.strip().upper().replace(" ", "")
+    """``wz2612 abcd efgh``, ``WZ2612ABCDEFGH`` and full-width forms all mean ``WZ2612-ABCD-EFGH``."""
+    compact = re.sub(r"[^0-9A-Z]", "", unicodedata.normalize("NFKC", text).upper())
+    if re.fullmatch(r"WZ\d{4}[0-9A-Z]{8}", compact):
+        return f"{compact[:6]}-{compact[6:10]}-{compact[10:]}"
+    return unicodedata.normalize("NFKC", text).strip().upper().replace(" ", "")
 
 
 def new_case_id() -> str:
@@ -595,7 +616,7 @@ def public_note(event: ev.CaseEvent) -> str | None:
         case ev.CaseExtensionRequested():
             return "承办单位申请延期"
         case ev.CaseExtended(deadline=deadline):
-            return f"延期已批准，新办理期限 {deadline.date().isoformat()}"
+            return f"延期已批准，新办理期限 {people_deadline(deadline)}"
         case ev.CaseExtensionDenied():
             return "延期申请未获批准"
         case ev.CaseReplied():

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import json
 import re
 import secrets
 import time
+import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,18 +19,24 @@ from services.common.clock import Clock
 from services.common.config import TopicSettings
 from services.common.events import Actor, CaseStatus, Channel, Event, Rating, make_event
 from services.common.logging import get_logger, mask_personal_text
-from services.common.workdays import SHANGHAI, WorkCalendar, default_calendar
+from services.common.people import people_deadline
+from services.common.reference import ReferenceData
+from services.common.secret_compare import same_secret
+from services.common.workdays import WorkCalendar, default_calendar
 from services.intake import domain, metrics
 from services.intake.accounts import Principal, Role, permitted_actions
 from services.intake.config import IntakeSettings
-from services.intake.directory import Directory
 from services.intake.domain import Case, Command, DecisionIgnored, DomainError, IllegalTransition
 from services.intake.ratelimit import SlidingWindowLimiter
 from services.intake.store import PRIVATE_FIELDS, CaseStore, DuplicateKey, case_from_doc, case_to_fields
 
 log = get_logger(__name__)
 COMMIT_ATTEMPTS = 3
-SMS_QUERY = re.compile(r"^\s*(?:查询|查|CX)\s*[:：]?\s*([A-Za-z0-9\- ]{8,24})\s*$", re.IGNORECASE)
+SMS_QUERY = re.compile(r"^\s*(?:查询|查|CX)\s*[:：]?\s*([A-Za-z0-9\-－—_ 　]{8,32})\s*$", re.IGNORECASE)
+SMS_RATING = re.compile(r"^\s*(?:评价|PJ)\s*[:：]?\s*([A-Za-z0-9\-－—_ 　]{8,32}?)\s*[,，:：]?\s*"
+                        r"(基本满意|不满意|满意)\s*[,，。:：]?\s*(.*?)\s*$", re.IGNORECASE | re.DOTALL)
+SMS_RATINGS = {"满意": Rating.SATISFIED, "基本满意": Rating.BASICALLY_SATISFIED, "不满意": Rating.UNSATISFIED}
+RATING_TEXT = {Rating.SATISFIED: "满意", Rating.BASICALLY_SATISFIED: "基本满意", Rating.UNSATISFIED: "不满意"}
 STATUS_TEXT = {
     CaseStatus.SUBMITTED: "已受理，正在分派",
     CaseStatus.ASSIGNED: "已转交承办单位",
@@ -123,13 +129,13 @@ def outbox_entry(event: Event, topic_key: str) -> dict[str, Any]:
 
 
 class IntakeService:
-    def __init__(self, store: CaseStore, settings: IntakeSettings, clock: Clock, directory: Directory,
+    def __init__(self, store: CaseStore, settings: IntakeSettings, clock: Clock, reference: ReferenceData,
                  *, topic_names: TopicSettings | None = None, calendar: WorkCalendar | None = None,
                  on_commit: Callable[[], None] | None = None) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
-        self.directory = directory
+        self.reference = reference
         self.topic_names = topic_names
         self.calendar = calendar or default_calendar()
         self.on_commit = on_commit or (lambda: None)
@@ -243,44 +249,82 @@ class IntakeService:
         return public_case_view(doc, self.clock.now())
 
     def _is_poster(self, doc: dict[str, Any], phone_last4: str | None, token: str | None) -> bool:
-        if token and hmac.compare_digest(token, domain.rating_token(self.settings.secret, doc["_id"])):
+        if token and same_secret(token, domain.rating_token(self.settings.secret, doc["_id"])):
             return True
         last4 = doc.get("phone_last4")
-        return bool(phone_last4 and last4 and hmac.compare_digest(phone_last4, last4))
+        return bool(phone_last4 and last4 and same_secret(phone_last4, last4))
 
+    # ------------------------------------------------------------------ the SMS conversation
     async def sms_inbound(self, sender: str, text: str) -> dict[str, Any]:
-        match = SMS_QUERY.match(text)
-        if match:
+        """``查询 编号`` answers the status, ``评价 编号 满意|基本满意|不满意 [理由]`` rates the sender's own case,
+        anything else becomes a post. Every answer also goes out as an SMS through the notifications topic."""
+        command_text = unicodedata.normalize("NFKC", text)  # full-width digits, letters and spaces too
+        if match := SMS_QUERY.match(command_text):
+            return await self._sms_query(sender, domain.normalise_tracking_number(match.group(1)))
+        if match := SMS_RATING.match(command_text):
             tracking = domain.normalise_tracking_number(match.group(1))
-            doc = await self.store.get_by_tracking(tracking)
-            if doc is None:
-                return {"action": "query", "reply": f"未找到编号为 {tracking} 的诉求，请核对后重试。"}
-            answer = self._status_answer(doc)
-            now = self.clock.now()
-            notification = ev.Notification(
-                notification_id=f"status:{doc['_id']}:{secrets.token_hex(6)}", case_id=doc["_id"],
-                tracking_number=doc["tracking_number"], kind=ev.NotificationKind.STATUS,
-                channel=ev.NotificationChannel.SMS, to=sender, template="status", text=answer, created_at=now)
-            event = make_event(notification, source=self.settings.source, time=now)
-            await self.store.push_outbox(doc["_id"], [outbox_entry(event, "notifications")])
-            self.on_commit()
-            return {"action": "query", "tracking_number": doc["tracking_number"], "reply": answer,
-                    "notification_id": notification.notification_id}
+            return await self._sms_rating(sender, tracking, SMS_RATINGS[match.group(2)], match.group(3) or None)
         text = text.strip()
         if not text:
             raise Invalid("the message is empty", "text")
         post = NewPost(channel=Channel.SMS, title=text[:30], body=text[:5000], contact_phone=sender)
         accepted = await self.submit(post, client_ip=None, idempotency_key=None)
         tracking = accepted.body["tracking_number"]
+        # the notifier sends the citizen the "received" SMS from the submitted event: no second message here
         return {"action": "post", "tracking_number": tracking,
                 "reply": f"您的诉求已受理，编号 {tracking}。查询进度请回复：查询 {tracking}"}
 
+    async def _sms_query(self, sender: str, tracking: str) -> dict[str, Any]:
+        doc = await self.store.get_by_tracking(tracking)
+        if doc is None:
+            return {"action": "query", "reply": f"未找到编号为 {tracking} 的诉求，请核对后重试。"}
+        answer = self._status_answer(doc)
+        notification_id = await self._sms_answer(doc, sender, answer, "status")
+        return {"action": "query", "tracking_number": doc["tracking_number"], "reply": answer,
+                "notification_id": notification_id}
+
+    async def _sms_rating(self, sender: str, tracking: str, rating: Rating, reason: str | None) -> dict[str, Any]:
+        doc = await self.store.get_by_tracking(tracking)
+        phone = (doc or {}).get("contact", {}).get("phone")
+        if doc is None or not same_secret(sender, phone):
+            # the same answer for an unknown number and someone else's: nothing about other cases leaks
+            return {"action": "rating", "reply": f"未找到您提交的编号为 {tracking} 的诉求，请核对后重试。"}
+        command = domain.Rate(rating=rating, reason=mask_personal_text(reason[:500]) if reason else None,
+                              auto_reopen_on_unsatisfied=self.settings.auto_reopen_on_unsatisfied,
+                              reopen_working_days=self.settings.reopen_working_days)
+        try:
+            doc = await self.execute(doc["_id"], command, None, first=doc)
+        except IllegalTransition:
+            status = STATUS_TEXT[CaseStatus(doc["status"])]
+            answer = f"您的诉求 {doc['tracking_number']} 当前状态：{status}，暂不能评价。"
+            notification_id = await self._sms_answer(doc, sender, answer, "rating_refused")
+            return {"action": "rating", "tracking_number": doc["tracking_number"], "reply": answer,
+                    "notification_id": notification_id}
+        answer = f"感谢您的评价（{RATING_TEXT[rating]}）。您的诉求 {doc['tracking_number']} 当前状态：" \
+                 f"{STATUS_TEXT[CaseStatus(doc['status'])]}。"
+        notification_id = await self._sms_answer(doc, sender, answer, "rating")
+        return {"action": "rating", "tracking_number": doc["tracking_number"], "rating": rating.value,
+                "status": doc["status"], "reply": answer, "notification_id": notification_id}
+
+    async def _sms_answer(self, doc: dict[str, Any], sender: str, text: str, template: str) -> str:
+        """Queue an SMS answer on the private notifications topic (through the case's outbox)."""
+        now = self.clock.now()
+        notification = ev.Notification(
+            notification_id=f"{template}:{doc['_id']}:{secrets.token_hex(6)}", case_id=doc["_id"],
+            tracking_number=doc["tracking_number"], kind=ev.NotificationKind.STATUS,
+            channel=ev.NotificationChannel.SMS, to=sender, template=template, text=text, created_at=now)
+        event = make_event(notification, source=self.settings.source, time=now)
+        await self.store.push_outbox(doc["_id"], [outbox_entry(event, "notifications")])
+        self.on_commit()
+        return notification.notification_id
+
     def _status_answer(self, doc: dict[str, Any]) -> str:
         status = CaseStatus(doc["status"])
-        unit = f"，承办单位：{doc['department_name']}" if doc.get("department_name") else ""
+        unit_name = self.reference.unit_name(doc.get("department_id"))
+        unit = f"，承办单位：{unit_name}" if unit_name else ""
         deadline = ""
         if doc.get("deadline") and status in domain.OPEN_DEADLINE_STATES:
-            deadline = f"，办理期限：{doc['deadline'].astimezone(SHANGHAI).date().isoformat()}"
+            deadline = f"，办理期限：{people_deadline(doc['deadline'])}"
         return f"您的诉求 {doc['tracking_number']} 当前状态：{STATUS_TEXT[status]}{unit}{deadline}。"
 
     # ------------------------------------------------------------------ units and supervisors
@@ -352,14 +396,24 @@ class IntakeService:
                 "page_size": page_size, "total": total}
 
     def reassign_command(self, category: str, department_id: str, reason: str) -> domain.Reassign:
-        cat = self.directory.category(category)
-        unit = self.directory.unit(department_id)
+        """Names and deadlines from the reference data: the case's kind picks the working days at decision time."""
+        cat = self.reference.category(category)
+        unit = self.reference.unit(department_id)
         if cat is None:
             raise Invalid(f"unknown category {category!r}", "category")
         if unit is None:
             raise Invalid(f"unknown unit {department_id!r}", "department_id")
-        return domain.Reassign(category=cat.code, category_name=cat.name, department_id=unit.id,
-                               department_name=unit.name, reason=reason, working_days=cat.working_days)
+        by_kind = tuple((kind, self.reference.working_days(cat.id, kind, unit.id)) for kind in ("inquiry", "complaint"))
+        return domain.Reassign(category=cat.id, category_name=cat.name, department_id=unit.id,
+                               department_name=unit.name, reason=reason, working_days=dict(by_kind)["complaint"],
+                               working_days_by_kind=by_kind)
+
+    def named(self, decision: ev.RoutingDecision) -> ev.RoutingDecision:
+        """The decision with the Chinese names of its category and unit from the reference data, whatever the
+        router wrote: a case's code and name always match."""
+        return decision.model_copy(update={
+            "category_name": self.reference.category_name(decision.category),
+            "department_name": self.reference.unit_name(decision.department_id)})
 
     async def command(self, case_id: str, command: Command, principal: Principal,
                       first: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -418,7 +472,7 @@ class IntakeService:
         if doc is None:
             raise domain.MalformedDecision(f"unknown case {decision.case_id}")
         try:
-            await self.execute(decision.case_id, domain.ApplyDecision(decision), None, first=doc)
+            await self.execute(decision.case_id, domain.ApplyDecision(self.named(decision)), None, first=doc)
         except DecisionIgnored as exc:
             log.info("decision_ignored", decision_id=decision.decision_id, reason=str(exc))
             metrics.DECISIONS.labels("ignored").inc()

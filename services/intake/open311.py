@@ -25,19 +25,19 @@ def _service(request: Request) -> IntakeService:
 
 
 def _service_entry(category: Any) -> dict[str, Any]:
-    return {"service_code": category.code, "service_name": category.name, "description": category.description,
+    return {"service_code": category.id, "service_name": category.name, "description": category.description,
             "metadata": False, "type": "realtime", "keywords": "", "group": "问政"}
 
 
 @open311_router.get("/services.json")
 async def services(request: Request) -> list[dict[str, Any]]:
-    return [_service_entry(c) for c in _service(request).directory.categories.values()]
+    return [_service_entry(c) for c in _service(request).reference.taxonomy.categories]
 
 
 @open311_router.get("/services/{service_code}.json", responses={404: {}})
 async def service_definition(request: Request,
                              service_code: Annotated[str, Path(max_length=64)]) -> dict[str, Any]:
-    if _service(request).directory.category(service_code) is None:
+    if _service(request).reference.category(service_code) is None:
         raise NotFound(f"no service {service_code}", "service_code")
     return {"service_code": service_code, "attributes": []}
 
@@ -68,7 +68,7 @@ async def create_request(
     if not (runtime.credentials.open311_key_ok(api_key)
             or await runtime.accounts.machine_token_ok(api_key, "open311")):
         raise Forbidden("invalid api_key", "api_key")
-    category = service.directory.category(service_code)
+    category = service.reference.category(service_code)
     if category is None:
         raise Invalid(f"unknown service_code {service_code!r}", "service_code")
     text = _clean(description, 5000)
@@ -82,7 +82,7 @@ async def create_request(
     if lat is not None or long is not None or address_string:
         location = Location(lat=lat, lng=long, address=_clean(address_string, 200))
     post = NewPost(channel=Channel.OPEN311, title=text[:30], body=text, contact_phone=phone.strip() if phone else None,
-                   name=name, location=location, attachments=attachments, requested_category=category.code)
+                   name=name, location=location, attachments=attachments, requested_category=category.id)
     accepted = await service.submit(post, client_ip=request.client.host if request.client else None,
                                     idempotency_key=None)
     return JSONResponse([{"service_request_id": accepted.body["tracking_number"],

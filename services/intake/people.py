@@ -19,6 +19,7 @@ from services.common import events as ev
 from services.common.clock import Clock
 from services.common.events import make_event
 from services.common.logging import get_logger
+from services.common.reference import ReferenceData as Directory
 from services.common.workdays import SHANGHAI
 from services.intake.accounts import (
     ROLE_NAMES,
@@ -36,7 +37,6 @@ from services.intake.accounts import (
 )
 from services.intake.accounts_store import AccountsStore, DuplicateKeyError
 from services.intake.config import IntakeSettings
-from services.intake.directory import Directory
 from services.intake.handlers import Conflict, Forbidden, Invalid, NotFound, RateLimited, ServiceError, outbox_entry
 from services.intake.ratelimit import SlidingWindowLimiter
 

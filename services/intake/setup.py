@@ -10,11 +10,11 @@ from typing import Any
 from services.common.clock import SystemClock
 from services.common.config import CommonSettings
 from services.common.mongo import new_client
+from services.common.reference import reference
 from services.intake.accounts import Role, password_problem
 from services.intake.accounts_store import AccountsStore
 from services.intake.auth import write_private_json
 from services.intake.config import IntakeSettings
-from services.intake.directory import Directory
 from services.intake.handlers import ServiceError
 from services.intake.people import AccountsService
 
@@ -46,7 +46,7 @@ async def _service(settings: IntakeSettings, common: CommonSettings) -> tuple[Ac
     client = new_client(common.mongo_url)
     store = AccountsStore(client[settings.database])
     await store.ensure_indexes()
-    return AccountsService(store, settings, SystemClock(), Directory.load()), client
+    return AccountsService(store, settings, SystemClock(), reference()), client
 
 
 async def create_admin(settings: IntakeSettings, common: CommonSettings, username: str, display_name: str,
@@ -74,8 +74,9 @@ async def demo_accounts(settings: IntakeSettings, common: CommonSettings, out: P
     existing = _read_json(out)
     accounts: dict[str, Any] = dict(existing.get("accounts") or {})
     service, client = await _service(settings, common)
-    units = sorted(service.directory.units) if all_units else [u for u in DEMO_UNITS if u in service.directory.units]
-    units = units or sorted(service.directory.units)[:3]
+    known = sorted(u.id for u in service.directory.units.units)
+    units = known if all_units else [u for u in DEMO_UNITS if u in known]
+    units = units or known[:3]
     created = 0
     try:
         for spec in demo_people(units):

@@ -34,6 +34,7 @@ from services.common.events import (
     NotificationChannel,
     NotificationKind,
 )
+from services.common.reference import reference
 from services.common.workdays import SHANGHAI, WorkCalendar, local_date
 from services.notifier.config import LadderSettings
 
@@ -95,7 +96,10 @@ def apply_event(state: CaseState | None, event: CaseEvent, partition: int) -> Ca
     state.partition = partition
     state.version = event.version
     if isinstance(event, CaseAssigned):
-        state.department_id, state.department_name = event.department_id, event.department_name
+        # the name from the shared reference data: the citizen reads the unit's Chinese name, never its id
+        state.department_id = event.department_id
+        unit = reference().unit(event.department_id)
+        state.department_name = unit.name if unit else event.department_name
         state.category, state.county, state.township = event.category, event.county, event.township
         state.assigned_at, state.deadline = event.occurred_at, event.deadline
         state.signed = state.replied = False
@@ -315,7 +319,7 @@ def hotspot_alert(key: HotspotKey, posts: Iterable[tuple[str, datetime]], now: d
         alert_id=f"hotspot:{key.label()}:{first_day}", kind=AlertKind.HOTSPOT, category=key.category,
         county=key.county or None, township=key.township, audience=[Audience.SUPERVISORS],
         message=f"{key.county}{key.township}近{settings.hotspot_window_days}天内有{len(recent)}件"
-                f"{key.category}类诉求未办结，请关注。",
+                f"{reference().category_name(key.category)}类诉求未办结，请关注。",
         case_ids=[cid for _, cid in recent][:200], raised_at=now)
 
 

@@ -13,6 +13,10 @@ division's government (or zone committee), then its parent division's; then the 
 keywords occur in the text first (停电 → the power company), the category's city unit last. City-wide
 categories skip the county units. Units already tried (returned the case) and inactive units are skipped, so
 re-routing after a return picks the best unit not yet tried.
+
+Service areas: a unit is only chosen for places it serves (``serves`` in the reference data). A city-wide
+utility whose keywords match but which does not serve the post's county gives way to that county's government,
+which answers for the local supplier.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.router.reference import Category, Division, Kind, ReferenceData, Unit, load_reference
+from services.common.reference import Category, Division, Kind, ReferenceData, Unit, load_reference
 
 INQUIRY_CUES = ("咨询", "请问", "是否", "如何", "怎么办", "怎样", "能否", "可否", "可不可以",
                 "能不能", "哪里办", "需要什么", "什么时候", "有没有", "想了解", "想问")
@@ -218,19 +222,21 @@ class Assigner:
             for division in self.places.lineage(place.county):
                 path = place.evidence if division == place.county else f"{place.evidence} → {division}"
                 local += self._local_units(category, text, division, path)
-        return local + self._city_units(category, text, place.county, bool(local))
+        return local + self._city_units(category, text, place, bool(local))
 
     def _local_units(self, category: Category, text: str, division: str,
                      path: str | None) -> list[_Candidate]:
         answering = [u for u in self.units.values()
-                     if u.jurisdiction == division and category.id in u.categories]
+                     if u.jurisdiction == division and category.id in u.categories
+                     and u.serves_place(division, None)]
         bureaus = sorted((u for u in answering if u.kind == "county_dept"),
                          key=lambda u: -len(_keyword_hits(u, text)))
         governments = [u for u in answering if u.kind != "county_dept"]
         return [_Candidate(u, f"地点: {path} → {u.name}") for u in (*bureaus, *governments)]
 
-    def _city_units(self, category: Category, text: str, county: str | None, after_local: bool) -> list[
+    def _city_units(self, category: Category, text: str, place: Place, after_local: bool) -> list[
             _Candidate]:
+        county = place.county
         if category.scope == "city":
             why = f"{category.name}由全市统一办理"
         elif county is None:
@@ -240,9 +246,19 @@ class Assigner:
         city = [u for u in self.units.values() if u.city_wide and category.id in u.categories]
         hits = {u.id: _keyword_hits(u, text) for u in city}
         by_keyword = sorted((u for u in city if hits[u.id]), key=lambda u: -len(hits[u.id]))
-        candidates = [_Candidate(u, f"{why}: 关键词 {'、'.join(hits[u.id][:3])} → {u.name}")
-                      for u in by_keyword]
+        candidates: list[_Candidate] = []
+        for unit in by_keyword:
+            if unit.serves_place(county, place.township):
+                candidates.append(_Candidate(unit, f"{why}: 关键词 {'、'.join(hits[unit.id][:3])} → {unit.name}"))
+            elif county is not None:
+                candidates += [_Candidate(gov, f"{unit.name}不服务{county}, 由{gov.name}办理")
+                               for gov in self._governments(county) if gov not in (c.unit for c in candidates)]
         fallback = self.units.get(category.city_unit)
-        if fallback is not None:
+        if fallback is not None and fallback.serves_place(county, place.township):
             candidates.append(_Candidate(fallback, f"{why} → {fallback.name}"))
         return candidates
+
+    def _governments(self, county: str) -> list[Unit]:
+        """The government (or zone committee) of a division and of the divisions it was carved from."""
+        return [u for division in self.places.lineage(county) for u in self.units.values()
+                if u.jurisdiction == division and u.kind in ("county_gov", "zone")]

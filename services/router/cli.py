@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from services.common.reference import REFERENCE_DIR, TAXONOMY_FILE, load_taxonomy
 from services.router.classifier import (
     KeywordClassifier,
     TextClassifier,
@@ -38,7 +39,6 @@ from services.router.classifier import (
     scores_for,
     timed_predictions,
 )
-from services.router.reference import REFERENCE_DIR, TAXONOMY_FILE, load_taxonomy
 
 CORRECTION_WEIGHT = 2.0
 NEAR_DUPLICATE = 0.8

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from services.common.events import Location, PostKind
+from services.common.reference import load_reference
 from services.router.assignment import Assigner
 from services.router.classifier import Classification, KeywordClassifier, load_model
 from services.router.policies import Proposal
-from services.router.reference import load_reference
 
 
 class ModelRoutingEngine:

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
-import html
-import io
 import re
 from collections.abc import AsyncIterator
-from datetime import date, timedelta
-from typing import Any
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any
+from urllib.parse import quote
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from services.common.clock import Clock, clock_from_environment
@@ -26,11 +24,13 @@ from services.common.kafka import EventPublisher, new_producer
 from services.common.logging import get_logger
 from services.common.metrics import METRICS_CONTENT_TYPE, render_metrics
 from services.common.mongo import new_client, ping
+from services.common.people import chinese_date, people_date, people_month
 from services.common.workdays import local_date
 from services.stats.config import StatsSettings
 from services.stats.consumer import StatsConsumer
 from services.stats.domain import (
     RANKABLE,
+    UNASSIGNED,
     Summary,
     month_bounds,
     period_keys,
@@ -39,6 +39,17 @@ from services.stats.domain import (
 )
 from services.stats.handlers import Projector
 from services.stats.metrics import StatsMetrics
+from services.stats.naming import RATE_NAMES, key_name, named_row
+from services.stats.reports import (
+    XLSX_TYPE,
+    bulletin_csv,
+    bulletin_html,
+    bulletin_xlsx,
+    invalid_reason_name,
+    ledger_csv,
+    ledger_row,
+    ledger_xlsx,
+)
 from services.stats.store import StatsStore
 
 log = get_logger(__name__)
@@ -184,14 +195,15 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
                        to: str | None = None) -> dict[str, Any]:
         svc = svc_of(request)
         months, days, period = await svc.period(month, from_, to)
-        return {"period": period, **overall(svc, months, days)}
+        rates = overall(svc, months, days)
+        return {"period": period, **rates, "invalid_reasons": invalid_reasons(rates)}
 
     def breakdown(svc: Service, dim: str, months: list[str], days: list[str]) -> list[dict[str, Any]]:
         today = svc.today()
 
         def compute() -> list[dict[str, Any]]:
             by_key = svc.view.summaries(dim, months, days)
-            return [{"id": key, **summary.rates(today)} for key, summary in sorted(by_key.items())]
+            return [named_row(dim, key, summary.rates(today)) for key, summary in sorted(by_key.items())]
 
         # the rates of every key, reused until the rollups change (each row is copied: callers add a rank)
         rows = svc.view.cached(("breakdown", dim, tuple(months), tuple(days), today), compute)
@@ -249,7 +261,7 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
         today = svc.today()
         if granularity == "monthly":
             months, _days, period = await svc.period(None, from_, to)
-            points = [{"period": m, **rollup.rates(today)} for m in sorted(months)
+            points = [{"period": m, "label": people_month(m), **rollup.rates(today)} for m in sorted(months)
                       if (rollup := svc.view.rollup("all", "all", m))]
             return {"granularity": granularity, "period": period, "points": points}
         last = _parse_date(to, "to") if to else today
@@ -257,7 +269,8 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
         if last < first or (last - first).days > 366:
             raise ApiError(422, "invalid_period", "daily series need 0..366 days", "from")
         days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
-        points = [{"period": day, **svc.view.rollup("all", "all", day).rates(today)} for day in days]
+        points = [{"period": day, "label": chinese_date(date.fromisoformat(day)),
+                   **svc.view.rollup("all", "all", day).rates(today)} for day in days]
         return {"granularity": granularity, "period": {"from": first.isoformat(), "to": last.isoformat()},
                 "points": points}
 
@@ -268,47 +281,88 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
         check_sort(sort)
         months, days, period = await svc.period(month, None, None)
         wanted = format or _format_from_accept(request.headers.get("accept", ""))
-        if wanted not in ("json", "csv", "html"):
-            raise ApiError(422, "invalid_format", "format must be json, csv or html", "format")
+        if wanted not in ("json", "csv", "html", "xlsx"):
+            raise ApiError(422, "invalid_format", "format must be json, csv, html or xlsx", "format")
         report = await build_monthly_report(svc, month, months, days, period, sort)
+        filename = f"{svc.settings.bulletin_title}-{month}"
         if wanted == "csv":
-            return PlainTextResponse(_report_csv(report), media_type="text/csv; charset=utf-8",
-                                     headers={"content-disposition": f'attachment; filename="stats-{month}.csv"'})
+            return _download(bulletin_csv(report).encode("utf-8"), "text/csv; charset=utf-8", f"{filename}.csv")
+        if wanted == "xlsx":
+            return _download(bulletin_xlsx(report), XLSX_TYPE, f"{filename}.xlsx")
         if wanted == "html":
-            return HTMLResponse(_report_html(report))
+            return HTMLResponse(bulletin_html(report))
         return JSONResponse(report)
 
+    async def ledger_page(svc: Service, filters: LedgerFilters, skip: int, limit: int) -> list[dict[str, Any]]:
+        return [ledger_row(d) for d in await svc.store.browse(filters.query(svc.clock.now()), skip, limit)]
+
     @app.get("/v1/cases")
-    async def cases(request: Request, unit: str | None = None, category: str | None = None,
-                    county: str | None = None, status: str | None = None, overdue: bool | None = None,
+    async def cases(request: Request, filters: Annotated[LedgerFilters, Depends()],
                     page: int = Query(1, ge=1, le=100_000), page_size: int = Query(50, ge=1, le=200)
                     ) -> dict[str, Any]:
         svc = svc_of(request)
-        flt: dict[str, Any] = {}
-        for name, value in (("unit", unit), ("category", category), ("county", county), ("status", status)):
-            if value is not None:
-                flt[f"s.{name}"] = value
-        if overdue is not None:
-            now = svc.clock.now().isoformat()
-            late = {"s.awaiting_reply": True, "s.closed_at": None, "s.deadline": {"$lt": now}}
-            flt.update(late if overdue else {"$or": [{"s.awaiting_reply": False}, {"s.closed_at": {"$ne": None}},
-                                                      {"s.deadline": {"$gte": now}}, {"s.deadline": None}]})
         size = min(page_size, svc.settings.page_size_max)
-        docs = await svc.store.browse(flt, (page - 1) * size, size)
-        return {"page": page, "page_size": size, "items": [_public_case(d) for d in docs]}
+        return {"page": page, "page_size": size, "items": await ledger_page(svc, filters, (page - 1) * size, size)}
+
+    @app.get("/v1/ledger")
+    async def ledger(request: Request, filters: Annotated[LedgerFilters, Depends()], format: str = "json",
+                     page: int = Query(1, ge=1, le=100_000), page_size: int = Query(50, ge=1, le=200)) -> Response:
+        """The ledger (台账): one row per case with names; ``format=csv|xlsx`` downloads every matching row (up
+        to ``ledger_export_max``), ``json`` pages like ``/v1/cases``."""
+        svc = svc_of(request)
+        if format not in ("json", "csv", "xlsx"):
+            raise ApiError(422, "invalid_format", "format must be json, csv or xlsx", "format")
+        if format == "json":
+            size = min(page_size, svc.settings.page_size_max)
+            items = await ledger_page(svc, filters, (page - 1) * size, size)
+            return JSONResponse({"page": page, "page_size": size, "items": items})
+        rows = await ledger_page(svc, filters, 0, svc.settings.ledger_export_max)
+        name = f"问政台账-{filters.month or svc.today().isoformat()}"
+        if format == "csv":
+            return _download(ledger_csv(rows).encode("utf-8"), "text/csv; charset=utf-8", f"{name}.csv")
+        title = f"赣州市网络问政台账（{filters.label()}）"
+        return _download(ledger_xlsx(rows, title), XLSX_TYPE, f"{name}.xlsx")
 
     return app
 
 
-def _public_case(doc: dict[str, Any]) -> dict[str, Any]:
-    s = doc.get("s") or {}
-    keep = ("tracking_number", "status", "unit", "category", "county", "received_at", "deadline", "signed_at",
-            "first_reply_at", "on_time", "rating", "second_handling", "returns", "closed_at", "flagged",
-            "overdue_alerted", "escalated", "awaiting_reply")
-    out = {k: s.get(k) for k in keep}
-    out["case_id"] = doc["_id"]
-    out["reply_working_hours"] = None if s.get("reply_tenths") is None else s["reply_tenths"] / 10
-    return out
+class LedgerFilters:
+    """Filters of the ledger (query parameters): unit, category, county, status, received month, flags."""
+
+    def __init__(self, unit: str | None = None, category: str | None = None, county: str | None = None,
+                 status: str | None = None, month: str | None = None, flagged: bool | None = None,
+                 overdue: bool | None = None) -> None:
+        if month is not None and not MONTH.match(month):
+            raise ApiError(422, "invalid_month", "expected YYYY-MM", "month")
+        self.unit, self.category, self.county, self.status = unit, category, county, status
+        self.month, self.flagged, self.overdue = month, flagged, overdue
+
+    def query(self, now: datetime) -> dict[str, Any]:
+        flt: dict[str, Any] = {}
+        for name in ("unit", "category", "county", "status"):
+            if (value := getattr(self, name)) is not None:
+                flt[f"s.{name}"] = value
+        if self.month is not None:
+            first, last = month_bounds(self.month)
+            flt["s.received_day"] = {"$gte": first.isoformat(), "$lte": last.isoformat()}
+        if self.flagged is not None:
+            flt["s.flagged"] = True if self.flagged else {"$ne": True}
+        if self.overdue is not None:
+            late = {"s.awaiting_reply": True, "s.closed_at": None, "s.deadline": {"$lt": now.isoformat()}}
+            flt.update(late if self.overdue else {"$or": [
+                {"s.awaiting_reply": False}, {"s.closed_at": {"$ne": None}}, {"s.deadline": {"$gte": now.isoformat()}},
+                {"s.deadline": None}]})
+        return flt
+
+    def label(self) -> str:
+        parts = [people_month(self.month) if self.month else "全部"]
+        parts += [n for n in (key_name("unit", self.unit), key_name("category", self.category), self.county) if n]
+        return "，".join(parts)
+
+
+def _download(body: bytes, media_type: str, filename: str) -> Response:
+    return Response(body, media_type=media_type,
+                    headers={"content-disposition": f"attachment; filename*=UTF-8''{quote(filename)}"})
 
 
 def _format_from_accept(accept: str) -> str:
@@ -331,102 +385,61 @@ def overall(svc: Service, months: list[str], days: list[str]) -> dict[str, Any]:
 
 async def build_monthly_report(svc: Service, month: str, months: list[str], days: list[str], period: dict,
                                sort: str) -> dict[str, Any]:
+    """The monthly bulletin (月报): totals, the ranking with names, praise and criticism, the typical cases
+    flagged in the month, the overdue and escalated cases, the issuing office and the period in Chinese."""
     today = svc.today()
     totals = overall(svc, months, days)
-    rows = [{"id": key, **s.rates(today)} for key, s in sorted(svc.view.summaries("unit", months, days).items())]
+    by_unit = svc.view.summaries("unit", months, days)
+    rows = [named_row("unit", key, s.rates(today)) for key, s in sorted(by_unit.items())]
+    waiting = by_unit.get(UNASSIGNED)
     ranked, small = rank(rows, sort, svc.settings.min_sample)
     lists = praise_and_criticism(ranked, sort, svc.settings.list_size)
     first, last = month_bounds(month)
-    flagged_docs = await svc.store.browse(
-        {"s.received_day": {"$gte": first.isoformat(), "$lte": last.isoformat()},
-         "$or": [{"s.overdue_alerted": True}, {"s.escalated": True}]}, 0, 500)
-    named = [{"tracking_number": d["s"].get("tracking_number"), "unit": d["s"].get("unit"),
-              "category": d["s"].get("category"), "escalated": d["s"].get("escalated", False),
-              "replied": d["s"].get("first_reply_at") is not None} for d in flagged_docs]
+    in_month = {"$gte": first.isoformat(), "$lte": last.isoformat()}
+    late_docs = await svc.store.browse(
+        {"s.received_day": in_month, "$or": [{"s.overdue_alerted": True}, {"s.escalated": True}]}, 0, 500)
+    late = [ledger_row(d) for d in late_docs]
+    typical = [ledger_row(d) for d in await svc.store.browse({"s.flagged_day": in_month}, 0, 500)]
+    label = people_month(month)
     return {
-        "month": month, "period": period, "generated_for": today.isoformat(), "sort": sort,
+        "month": month, "period": period, "period_label": label,
+        "period_range_label": f"{chinese_date(first)}至{chinese_date(last)}",
+        "title": f"{svc.settings.bulletin_title}（{label}）", "issuer": svc.settings.bulletin_issuer,
+        "generated_for": today.isoformat(), "generated_for_label": chinese_date(today),
+        "sort": sort, "sort_name": RATE_NAMES[sort],
         "min_sample": svc.settings.min_sample, "totals": totals, "ranking": ranked, "below_min_sample": small,
+        # cases no unit is responsible for yet (routing, triage): in the totals, never ranked
+        "unassigned": {"name": key_name("unit", UNASSIGNED), **waiting.rates(today)} if waiting else None,
         "praise": [_brief(r, sort) for r in lists["praise"]],
         "criticise": [_brief(r, sort) for r in lists["criticise"]],
-        "overdue_and_escalated": named,
+        "invalid_reasons": invalid_reasons(totals),
+        "typical_cases": [_case_brief(c) for c in typical],
+        "overdue_and_escalated": [{**_case_brief(c), "escalated": c["escalated"],
+                                   "replied": c["first_reply_at"] is not None} for c in late],
         "second_handling": {"cases": totals["second_handling"], "rated": totals["second_handling_rated"],
                             "satisfied": totals["second_handling_satisfied"]},
     }
 
 
+def invalid_reasons(rates: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"code": code, "name": invalid_reason_name(code), "count": n}
+            for code, n in rates["invalid_by_reason"].items()]
+
+
+def _case_brief(row: dict[str, Any]) -> dict[str, Any]:
+    return {"tracking_number": row["tracking_number"], "unit": row["unit"], "unit_name": row["unit_name"],
+            "category": row["category"], "category_name": row["category_name"], "county": row["county"],
+            "status": row["status"], "status_name": row["status_name"], "received_at": row["received_at"],
+            "received_label": _label(row["received_at"]), "flagged_at": row["flagged_at"],
+            "flagged_label": _label(row["flagged_at"])}
+
+
+def _label(value: str | None) -> str:
+    return people_date(datetime.fromisoformat(value)) if value else ""
+
+
 def _brief(row: dict[str, Any], sort: str) -> dict[str, Any]:
-    return {"id": row["id"], "rank": row.get("rank"), sort: row[sort], "received": row["received"]}
-
-
-def _report_csv(report: dict[str, Any]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["rank", "unit", "received", "replied", "reply_rate", "on_time_rate", "rated", "satisfied",
-                     "satisfaction_rate", "satisfaction_wilson_low", "overdue_open", "median_reply_working_hours",
-                     "returns", "second_handling"])
-    for row in [*report["ranking"], *report["below_min_sample"]]:
-        writer.writerow([row.get("rank", ""), row["id"], row["received"], row["replied"],
-                         row["reply_rate"]["percent"] or "", row["on_time_rate"]["percent"] or "", row["rated"],
-                         row["satisfied"], row["satisfaction_rate"]["percent"] or "",
-                         row["satisfaction_rate"]["wilson_low"] or "", row["overdue_open"],
-                         row["median_reply_working_hours"] if row["median_reply_working_hours"] is not None else "",
-                         row["returns"], row["second_handling"]])
-    t = report["totals"]
-    writer.writerow(["", "TOTAL", t["received"], t["replied"], t["reply_rate"]["percent"] or "",
-                     t["on_time_rate"]["percent"] or "", t["rated"], t["satisfied"],
-                     t["satisfaction_rate"]["percent"] or "", "", t["overdue_open"],
-                     t["median_reply_working_hours"] if t["median_reply_working_hours"] is not None else "",
-                     t["returns"], t["second_handling"]])
-    return out.getvalue()
-
-
-def _bars(rows: list[dict[str, Any]], sort: str) -> str:
-    width, bar_h = 640, 18
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{bar_h * len(rows) + 10}" '
-             f'role="img" aria-label="{html.escape(sort)}">']
-    for i, row in enumerate(rows):
-        ratio = row[sort]
-        value = ratio["value"] or 0.0
-        y = i * bar_h + 5
-        parts.append(f'<text x="0" y="{y + 13}" font-size="12">{html.escape(row["id"])}</text>')
-        parts.append(f'<rect x="170" y="{y}" width="{value * 380:.1f}" height="{bar_h - 4}" fill="#2b6cb0"/>')
-        if ratio["wilson_low"] is not None:
-            lo, hi = 170 + ratio["wilson_low"] * 380, 170 + ratio["wilson_high"] * 380
-            parts.append(f'<line x1="{lo:.1f}" x2="{hi:.1f}" y1="{y + 7}" y2="{y + 7}" stroke="#000"/>')
-        parts.append(f'<text x="560" y="{y + 13}" font-size="12">{ratio["percent"] or "–"} (n={ratio["denominator"]})'
-                     "</text>")
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _report_html(report: dict[str, Any]) -> str:
-    t, sort = report["totals"], report["sort"]
-    esc = html.escape
-
-    def items(rows: list[dict[str, Any]]) -> str:
-        return "".join(f"<li>{esc(r['id'])}: {esc(r[sort]['percent'] or '–')} (n={r[sort]['denominator']})</li>"
-                       for r in rows) or "<li>—</li>"
-
-    named = "".join(f"<tr><td>{esc(c['tracking_number'] or '')}</td><td>{esc(c['unit'] or '')}</td>"
-                    f"<td>{'是' if c['escalated'] else '否'}</td><td>{'是' if c['replied'] else '否'}</td></tr>"
-                    for c in report["overdue_and_escalated"])
-    return f"""<!doctype html><html lang="zh"><head><meta charset="utf-8">
-<title>问政月报 {esc(report['month'])}</title>
-<style>body{{font-family:sans-serif;max-width:900px;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:2px 6px}}@media print{{a{{display:none}}}}</style></head><body>
-<h1>问政月报 {esc(report['month'])}</h1>
-<p>收件 {t['received']}，答复 {t['replied']}，答复率 {esc(t['reply_rate']['percent'] or '–')}；
-按期答复率 {esc(t['on_time_rate']['percent'] or '–')}；评价 {t['rated']}，满意 {t['satisfied']}，
-满意率 {esc(t['satisfaction_rate']['percent'] or '–')}；逾期未答复 {t['overdue_open']}；
-答复用时中位数 {t['median_reply_working_hours'] if t['median_reply_working_hours'] is not None else '–'} 工作小时；
-退单 {t['returns']}；二次办理 {t['second_handling']}（评价 {report['second_handling']['rated']}，
-满意 {report['second_handling']['satisfied']}）。</p>
-<h2>单位排名（{esc(sort)}，按95% Wilson下限，最少样本 {report['min_sample']}）</h2>
-{_bars(report['ranking'], sort)}
-<h2>表扬</h2><ul>{items(report['praise'])}</ul>
-<h2>批评</h2><ul>{items(report['criticise'])}</ul>
-<h2>逾期与督办件</h2><table><tr><th>查询码</th><th>单位</th><th>督办</th><th>已答复</th></tr>{named}</table>
-</body></html>"""
+    return {"id": row["id"], "name": row["name"], "rank": row.get("rank"), sort: row[sort], "received": row["received"]}
 
 
 async def _refresh_gauges(svc: Service, stop: asyncio.Event, every: float = 15.0) -> None:

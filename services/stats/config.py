@@ -27,6 +27,9 @@ class StatsSettings(BaseSettings):
     list_size: int = Field(5, ge=1, description="units in the praise and criticism lists")
     metrics_max_units: int = Field(200, ge=1, description="bound on the per-unit gauge label values")
     page_size_max: int = 200
+    bulletin_issuer: str = Field("赣州市人民政府办公室", description="the office that issues the monthly bulletin")
+    bulletin_title: str = Field("赣州市网络问政工作月报", description="the bulletin's title (the period follows)")
+    ledger_export_max: int = Field(50_000, ge=1, description="rows in one CSV/Excel ledger download")
     source: str = "urn:wenzheng:stats"
 
 

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from itertools import accumulate
 from typing import Any
 
-from services.common.events import Alert, AlertKind, CaseEvent, Event, Rating
+from services.common.events import Alert, AlertKind, CaseEvent, Event, InvalidReason, Rating
 from services.common.workdays import WorkCalendar, default_calendar, local_date
 
 UNASSIGNED = "_unassigned"
@@ -26,8 +26,16 @@ DIMENSIONS = ("all", "unit", "category", "county")
 SATISFIED = frozenset({Rating.SATISFIED.value, Rating.BASICALLY_SATISFIED.value})
 HOURS_RESOLUTION = 10  # reply working hours are kept in tenths: the median is exact to 6 minutes
 # counters a case contributes (besides the histograms below); the API and reconcile read these names
+INVALID_COUNTERS = tuple(f"invalid_{reason.value}" for reason in InvalidReason)
 COUNTERS = ("received", "replied", "on_time", "rated", "satisfied", "returns", "second_handling",
-            "second_rated", "second_satisfied", "overdue_alerted", "escalated", "flagged", "closed")
+            "second_rated", "second_satisfied", "overdue_alerted", "escalated", "flagged", "closed",
+            "merged", "invalid", *INVALID_COUNTERS)
+# the case status an event leaves behind (the names of services.common.events.CaseStatus); events not listed
+# (extension requested or denied, flagged) leave the status as it was: a flag is an attribute, not a status
+STATUS_AFTER = {"case.submitted": "submitted", "case.assigned": "assigned", "case.triaged": "triage",
+                "case.linked": "closed", "case.signed": "signed", "case.returned": "returned",
+                "case.extended": "extended", "case.replied": "replied", "case.rated": "rated",
+                "case.reopened": "reopened", "case.closed": "closed"}
 HISTOGRAMS = ("rh", "du", "do")  # reply tenths-of-hours; deadline day of never-replied; of awaiting-open
 
 
@@ -53,7 +61,8 @@ def fact_from_event(event: Event) -> dict[str, Any] | None:
     fact: dict[str, Any] = {"id": event.id, "type": event.short_type, "case_id": data.case_id,
                             "version": data.version, "at": _iso(data.occurred_at),
                             "tracking_number": data.tracking_number}
-    for name in ("department_id", "category", "county", "rating", "handling_round", "on_time"):
+    for name in ("department_id", "category", "county", "rating", "handling_round", "on_time", "disposition",
+                 "invalid_reason", "linked_case_id"):
         value = getattr(data, name, None)
         if value is not None:
             fact[name] = value.value if hasattr(value, "value") else value
@@ -81,8 +90,8 @@ def fold(facts: Iterable[Mapping[str, Any]], calendar: WorkCalendar | None = Non
         "tracking_number": None, "received_at": None, "unit": None, "category": None, "county": None,
         "deadline": None, "signed_at": None, "first_reply_at": None, "on_time": None, "reply_tenths": None,
         "rating": None, "rated_round": None, "second_handling": 0, "returns": 0, "returned_by": {},
-        "closed_at": None, "flagged": False, "overdue_alerted": False, "escalated": False,
-        "awaiting_reply": False, "status": None, "version": 0,
+        "closed_at": None, "flagged": False, "flagged_at": None, "overdue_alerted": False, "escalated": False,
+        "awaiting_reply": False, "status": None, "version": 0, "merged_into": None, "invalid_reason": None,
     }
     for f in ordered:
         kind = f["type"]
@@ -94,7 +103,7 @@ def fold(facts: Iterable[Mapping[str, Any]], calendar: WorkCalendar | None = Non
         if kind == "alert.escalated":
             s["escalated"] = True
             continue
-        s["status"] = kind.removeprefix("case.")
+        s["status"] = STATUS_AFTER.get(kind, s["status"])
         for name in ("category", "county"):
             if f.get(name):
                 s[name] = f[name]
@@ -110,6 +119,14 @@ def fold(facts: Iterable[Mapping[str, Any]], calendar: WorkCalendar | None = Non
             s["returns"] += 1
             unit = f["department_id"]
             s["returned_by"][unit] = s["returned_by"].get(unit, 0) + 1
+            s["awaiting_reply"] = False
+            s["unit"] = None  # re-routing: nobody is responsible until the next assignment
+        elif kind == "case.triaged":
+            s["unit"] = None
+            s["awaiting_reply"] = False
+        elif kind == "case.linked":
+            s["merged_into"] = f.get("linked_case_id")
+            s["closed_at"] = f["at"]
             s["awaiting_reply"] = False
         elif kind == "case.extended":
             s["deadline"] = f["deadline"]
@@ -129,13 +146,17 @@ def fold(facts: Iterable[Mapping[str, Any]], calendar: WorkCalendar | None = Non
         elif kind == "case.closed":
             s["closed_at"] = f["at"]
             s["awaiting_reply"] = False
+            s["invalid_reason"] = f.get("invalid_reason") if f.get("disposition") == "invalid" else None
         elif kind == "case.flagged":
             s["flagged"] = True
+            s["flagged_at"] = s["flagged_at"] or f["at"]
     if s["first_reply_at"] and s["received_at"]:
         hours = calendar.working_hours_between(_dt(s["received_at"]), _dt(s["first_reply_at"]))
         s["reply_tenths"] = reply_tenths(hours)
     if s["received_at"]:
         s["received_day"] = local_date(_dt(s["received_at"])).isoformat()
+    if s["flagged_at"]:
+        s["flagged_day"] = local_date(_dt(s["flagged_at"])).isoformat()
     return s
 
 
@@ -167,9 +188,17 @@ def parse_rollup_id(rid: str) -> RollupKey:
 
 
 def case_counters(s: Mapping[str, Any]) -> Counters:
-    """What one case adds to every rollup it belongs to (returns are attributed separately for units)."""
+    """What one case adds to every rollup it belongs to (returns are attributed separately for units).
+
+    A duplicate merged into another case counts once, with its primary: it adds only ``merged``. A post closed
+    as invalid (spam, not a government matter, ...) is not received at all: it adds ``invalid`` and its reason.
+    """
     if not s.get("received_at"):
         return {}
+    if s.get("merged_into"):
+        return {"merged": 1}
+    if s.get("invalid_reason"):
+        return {"invalid": 1, f"invalid_{s['invalid_reason']}": 1}
     replied = s["first_reply_at"] is not None
     rated = s["rating"] is not None
     c: Counters = {
@@ -430,6 +459,9 @@ class Summary:
             "overdue_alerted": self.get("overdue_alerted"),
             "escalated": self.get("escalated"),
             "closed": self.get("closed"),
+            "merged": self.get("merged"),
+            "invalid": self.get("invalid"),
+            "invalid_by_reason": {reason.value: self.get(f"invalid_{reason.value}") for reason in InvalidReason},
         }
 
 
@@ -439,8 +471,10 @@ RANKABLE = {"reply_rate", "on_time_rate", "satisfaction_rate"}
 def rank(rows: list[dict[str, Any]], by: str, min_sample: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Rank by the Wilson lower bound: a unit with 2/2 never outranks one with 95/100 on luck.
 
-    Rows whose denominator is below ``min_sample`` are returned apart, unranked.
+    Rows whose denominator is below ``min_sample`` are returned apart, unranked. Cases nobody is responsible
+    for (``_unassigned``: waiting for routing or triage) are no unit and never ranked.
     """
+    rows = [r for r in rows if r["id"] != UNASSIGNED]
     eligible = [r for r in rows if r[by]["denominator"] >= min_sample and r[by]["denominator"] > 0]
     small = [r for r in rows if r not in eligible]
     eligible.sort(key=lambda r: (-(r[by]["wilson_low"] or 0.0), -r[by]["denominator"], r["id"]))

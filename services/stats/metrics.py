@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import date
-from functools import lru_cache
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from services.common.metrics import ConsumerHealth, metric_name
-from services.stats.domain import Summary
+from services.common.reference import CITY, reference
+from services.stats.domain import UNASSIGNED, Summary
 
 SERVICE = "stats"
 RATES = ("reply_rate", "on_time_rate", "satisfaction_rate")
@@ -44,24 +44,16 @@ class StatsMetrics:
         for name in RATES:
             if rates[name]["value"] is not None:
                 self.overall_rate.labels(rate=name).set(rates[name]["value"])
-        for unit in sorted(by_unit)[: self.max_units]:
+        for unit in sorted(u for u in by_unit if u != UNASSIGNED)[: self.max_units]:
             rates = by_unit[unit].rates(today)
             for name in RATES:
                 if rates[name]["value"] is not None:
                     self.unit_rates[name].labels(department=unit, county=unit_county(unit)).set(rates[name]["value"])
 
 
-@lru_cache
-def _unit_counties() -> dict[str, str]:
-    """A unit's county-level jurisdiction ("city" for city-wide units), from the router's unit registry."""
-    try:
-        from services.router.reference import load_units
-
-        return {unit.id: unit.jurisdiction for unit in load_units().units}
-    except Exception:  # the registry is reference data of another service: rates still export without it
-        return {}
-
-
 def unit_county(unit_id: str) -> str:
-    return _unit_counties().get(unit_id, "unknown")
-
+    """A unit's county-level division ("city" for a city-wide unit), from the shared reference data."""
+    unit = reference().unit(unit_id)
+    if unit is None:
+        return "unknown"
+    return unit.county or CITY

@@ -38,10 +38,10 @@ from services.common.events import (
     Rating,
     make_event,
 )
+from services.common.reference import reference
 from services.common.workdays import SHANGHAI, default_calendar
 
-CATEGORIES = ("urban_management", "transport", "housing", "environment", "education", "health",
-              "social_security", "labour", "public_security", "market", "agriculture", "other")
+CATEGORIES = tuple(reference().taxonomy.ids)
 COUNTIES = ("章贡区", "南康区", "赣县区", "信丰县", "大余县", "于都县")
 SOURCE = "urn:wenzheng:simulate"
 START = datetime(2025, 3, 3, 9, 0, tzinfo=SHANGHAI)
@@ -119,7 +119,9 @@ def _tenths(case: SimCase) -> int:
 
 
 def unit_ids(count: int) -> list[str]:
-    return [f"unit_{i:03d}" for i in range(count)]
+    """Real units of the reference data first (so outputs carry real names), then made-up ones if more are asked."""
+    real = [u.id for u in reference().units.units if u.active]
+    return real[:count] + [f"unit_{i:03d}" for i in range(len(real), count)]
 
 
 def simulate(
@@ -170,7 +172,8 @@ def simulate(
                    county: str = county, ids: Any = ids, emit: Any = emit) -> datetime:
             dl = cal.add_working_days(when, wd)
             emit(CaseAssigned, occurred_at=when, actor=Actor.ROUTER, decision_id=next(ids), category=category,
-                 category_name=category, department_id=unit_id, department_name=unit_id, county=county,
+                 category_name=reference().category_name(category), department_id=unit_id,
+                 department_name=reference().unit_name(unit_id), county=county,
                  deadline=dl, working_days=wd, confidence=0.9, model_version="sim", routing_round=round_)
             return dl
 

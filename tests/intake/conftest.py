@@ -23,18 +23,17 @@ from services.common.config import CommonSettings, TopicSettings
 from services.common.events import RoutingDecision, make_event
 from services.common.kafka import new_producer
 from services.common.mongo import new_client
+from services.common.reference import reference
 from services.common.topics import create_topics
 from services.intake.api import create_app
 from services.intake.auth import Credentials
 from services.intake.config import IntakeSettings
-from services.intake.directory import BUILTIN_CATEGORIES, BUILTIN_UNITS, Directory
 from tests.harness.people import CHEAP_HASHING, create_person, sign_in, unit_staff_username
 
 WAIT_SECONDS = 60  # generous: only a ceiling for eventually-consistent steps, never a speed assertion
 
 
-def builtin_directory() -> Directory:
-    return Directory(BUILTIN_CATEGORIES, BUILTIN_UNITS, "builtin")
+UNIT_IDS = sorted(u.id for u in reference().units.units)
 
 
 def random_phone() -> str:
@@ -143,15 +142,18 @@ class Intake:
 
     async def decide(self, tracking_number: str, *, outcome: str = "assigned", department_id: str = "zhanggong_gov",
                      source_version: int | None = None, routing_round: int | None = None,
-                     decision_id: str | None = None, **extra: Any) -> str:
+                     decision_id: str | None = None, category: str | None = None,
+                     category_name: str | None = "城市管理", **extra: Any) -> str:
+        """Publish a routing decision as the router would (``category`` defaults to urban_management when
+        assigned, none for triage; ``category_name`` is whatever the router wrote)."""
         doc = await self.case_doc(tracking_number)
         decision = RoutingDecision(
             decision_id=decision_id or f"d-{uuid.uuid4().hex[:12]}", case_id=doc["_id"], source_event_id="e",
             source_version=source_version or doc["routing_source_version"],
             routing_round=routing_round or doc["routing_round"], outcome=outcome,
-            category="urban_management" if outcome != "triage" else None, category_name="城市管理",
+            category=category or ("urban_management" if outcome != "triage" else None), category_name=category_name,
             department_id=department_id if outcome == "assigned" else None,
-            department_name=dict((u.id, u.name) for u in BUILTIN_UNITS).get(department_id),
+            department_name=reference().unit_name(department_id),
             working_days=5, confidence=0.9, reasons=["关键词: 路灯"], model_version="test",
             decided_at=datetime.now(UTC), **extra)
         producer = new_producer(self.bootstrap)
@@ -201,14 +203,14 @@ async def open_intake(kafka_bootstrap: str, mongo_url: str, names: TopicSettings
     settings = IntakeSettings(**options)
     common = CommonSettings(kafka_bootstrap=kafka_bootstrap, mongo_url=mongo_url, environment="test")
     clock = OffsetClock()
-    app = create_app(settings, common=common, names=names, clock=clock, directory=builtin_directory(),
+    app = create_app(settings, common=common, names=names, clock=clock,
                      credentials=Credentials.from_mapping(credentials))
     try:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app, client=("10.0.0.1", 5555))
             async with httpx.AsyncClient(transport=transport, base_url="http://intake") as client:
                 accounts = app.state.runtime.accounts
-                people = [(unit_staff_username(u.id), ["unit_staff"], u.id) for u in BUILTIN_UNITS]
+                people = [(unit_staff_username(u.id), ["unit_staff"], u.id) for u in reference().units.units]
                 people += [("supervisor", ["supervisor"], None), ("admin", ["admin"], None)]
                 signed_in = {}
                 for username, roles, unit_id in people:

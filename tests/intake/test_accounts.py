@@ -54,7 +54,7 @@ async def test_login_answers_the_person_and_a_short_lived_token(intake: Intake) 
     person = body["person"]
     assert set(person) == {"id", "username", "display_name", "roles", "unit", "disabled", "must_change_password",
                            "notify", "created_at", "last_sign_in_at"}
-    assert person["id"] == person_id and person["unit"] == {"id": UNIT, "name": "市生态环境局"}
+    assert person["id"] == person_id and person["unit"] == {"id": UNIT, "name": "赣州市生态环境局"}
     assert person["notify"] == {"channels": ["sms"], "quiet_hours": None} and person["last_sign_in_at"]
     me = await intake.client.get("/v1/auth/me", headers={"Authorization": f"Bearer {body['token']}"})
     assert me.json() == {**person, "last_sign_in_at": me.json()["last_sign_in_at"]}
@@ -345,7 +345,7 @@ async def test_reply_templates_per_unit(intake: Intake, cast: Cast) -> None:
                                     json={"unit_id": UNIT, "title": "已修复", "text": "您反映的问题已处理完毕。"})
     assert made.status_code == 201
     template = made.json()
-    assert template["unit"] == {"id": UNIT, "name": "市生态环境局"}
+    assert template["unit"] == {"id": UNIT, "name": "赣州市生态环境局"}
     mine = (await intake.client.get("/v1/reply-templates", headers=cast.people["staff"])).json()["items"]
     assert template in mine
     theirs = await intake.client.get("/v1/reply-templates", params={"unit_id": UNIT},
@@ -409,7 +409,7 @@ async def test_audit_rows_filter_and_export_as_csv(intake: Intake, cast: Cast) -
     assert text.startswith("\ufeff")
     table = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
     assert table[0][:6] == ["时间（北京时间）", "人员编号", "姓名", "角色", "单位", "操作"]
-    assert [row[5] for row in table[1:]] == ["答复", "签收"] and table[1][4] == "市生态环境局"
+    assert [row[5] for row in table[1:]] == ["答复", "签收"] and table[1][4] == "赣州市生态环境局"
     assert table[1][3] == "承办人员"
     sign_ins = (await intake.client.get("/v1/admin/audit", params={"person_id": cast.ids["lead"],
                                                                    "action": "sign_in"},

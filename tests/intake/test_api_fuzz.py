@@ -10,8 +10,8 @@ import pytest
 from pymongo import MongoClient
 
 from services.common.config import TopicSettings
+from services.common.reference import reference
 from services.intake.auth import ensure_credentials_file
-from services.intake.directory import BUILTIN_UNITS
 from tests.harness.fuzz import EXAMPLES_PER_OPERATION, fuzz_openapi, running_service
 
 pytestmark = pytest.mark.integration
@@ -23,7 +23,7 @@ def running_intake(kafka_bootstrap: str, mongo_url: str, intake_topics: TopicSet
     run = uuid.uuid4().hex[:10]
     workdir = tmp_path_factory.mktemp("intake-fuzz")
     credentials = workdir / "credentials.json"
-    ensure_credentials_file(credentials, sorted(u.id for u in BUILTIN_UNITS))
+    ensure_credentials_file(credentials, sorted(u.id for u in reference().units.units))
     env = {
         "WENZHENG_KAFKA_BOOTSTRAP": kafka_bootstrap, "WENZHENG_MONGO_URL": mongo_url,
         "WENZHENG_INTAKE_DATABASE": f"wenzheng_intake_fuzz_{run}",

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from services.common.reference import Division
 from services.router.assignment import Assigner, PlaceFinder, detect_kind
-from services.router.reference import Division
 
 
 @dataclass

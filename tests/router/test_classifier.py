@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from services.common.reference import load_taxonomy
 from services.router.classifier import (
     KeywordClassifier,
     NgramVocabulary,
@@ -20,7 +21,6 @@ from services.router.classifier import (
     normalize_text,
     scores_for,
 )
-from services.router.reference import load_taxonomy
 
 DEFAULT_MODEL = Path(__file__).parents[2] / "services" / "router" / "models" / "default"
 

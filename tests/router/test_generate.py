@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from collections import Counter
 
-from services.router.reference import load_taxonomy
+from services.common.reference import load_taxonomy
 from services.router.training_data.generate import EXAMPLES_FILE, generate
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.router.reference import (
+from services.common.reference import (
     REFERENCE_DIR,
     ReferenceDataError,
     load_gazetteer,

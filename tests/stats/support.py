@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import date
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import date, datetime
 from typing import Any
 
+import httpx
+from prometheus_client import CollectorRegistry
+
+from services.common.clock import FixedClock
+from services.common.mongo import new_client
+from services.stats.api import create_app
+from services.stats.config import StatsSettings
 from services.stats.domain import Summary, fact_from_event
 from services.stats.handlers import Projector
 from services.stats.simulate import Simulation
+from services.stats.store import StatsStore
 
 TODAY = date(2026, 11, 27)  # after every simulated deadline
 
@@ -44,3 +56,33 @@ async def measured(projector: Projector) -> dict[str, dict[str, Any]]:
 
 def truth_units_with_cases(truth: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in truth.items() if k == "all" or v["received"] > 0}
+
+
+@contextlib.asynccontextmanager
+async def serving_stats(mongo_url: str, fill: Callable[[Projector], Awaitable[None]], *, now: datetime,
+                        min_sample: int) -> AsyncIterator[httpx.AsyncClient]:
+    """The stats API on a fresh database that ``fill`` filled through the real projector (consumer off)."""
+    from services.common.config import common_settings
+
+    run_id = uuid.uuid4().hex[:10]
+    previous = os.environ.get("WENZHENG_MONGO_URL")
+    os.environ["WENZHENG_MONGO_URL"] = mongo_url
+    common_settings.cache_clear()
+    name = f"wenzheng_stats_{run_id}"
+    client = new_client(mongo_url)
+    try:
+        await fill(Projector(StatsStore(client[name]), "fill", fold_seconds=0))
+        settings = StatsSettings(database=name, consumer_enabled=False, min_sample=min_sample,
+                                 instance_id=f"api-{run_id}")
+        app = create_app(settings, clock=FixedClock(now), registry=CollectorRegistry())
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://stats") as http:
+                yield http
+    finally:
+        await client.drop_database(name)
+        await client.close()
+        if previous is None:
+            os.environ.pop("WENZHENG_MONGO_URL", None)
+        else:
+            os.environ["WENZHENG_MONGO_URL"] = previous
+        common_settings.cache_clear()

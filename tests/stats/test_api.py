@@ -4,50 +4,24 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 
-from services.common.clock import FixedClock
-from services.common.mongo import new_client
-from services.stats.api import create_app
-from services.stats.config import StatsSettings
 from services.stats.handlers import Projector
 from services.stats.simulate import simulate
-from services.stats.store import StatsStore
-from tests.stats.support import apply_in_batches, facts_of
+from tests.stats.support import apply_in_batches, facts_of, serving_stats
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 async def api(mongo_url: str):
-    import os
-    import uuid
-
-    from services.common.config import common_settings
-
-    run_id = uuid.uuid4().hex[:10]
-    previous = os.environ.get("WENZHENG_MONGO_URL")
-    os.environ["WENZHENG_MONGO_URL"] = mongo_url
-
-    common_settings.cache_clear()
-    name = f"wenzheng_stats_{run_id}"
-    client = new_client(mongo_url)
     sim = simulate(80, seed=17, units=4)
-    await apply_in_batches(Projector(StatsStore(client[name]), "fill"), facts_of(sim), 1000)
-    settings = StatsSettings(database=name, consumer_enabled=False, min_sample=5, instance_id=f"api-{run_id}")
-    app = create_app(settings, clock=FixedClock(datetime(2026, 11, 27, tzinfo=UTC)), registry=CollectorRegistry())
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://stats") as http:
-            yield http, sim
-    await client.drop_database(name)
-    await client.close()
-    if previous is None:
-        os.environ.pop("WENZHENG_MONGO_URL", None)
-    else:
-        os.environ["WENZHENG_MONGO_URL"] = previous
-    common_settings.cache_clear()
+
+    async def fill(projector: Projector) -> None:
+        await apply_in_batches(projector, facts_of(sim), 1000)
+
+    async with serving_stats(mongo_url, fill, now=datetime(2026, 11, 27, tzinfo=UTC), min_sample=5) as http:
+        yield http, sim
 
 
 async def test_overview_departments_and_report(api) -> None:
@@ -77,7 +51,7 @@ async def test_overview_departments_and_report(api) -> None:
     assert report["totals"]["received"] == month["received"]
     assert all("tracking_number" in c for c in report["overdue_and_escalated"])
     csv_text = (await http.get("/v1/reports/monthly", params={"month": "2025-03", "format": "csv"})).text
-    assert csv_text.startswith("rank,unit,received") and "TOTAL" in csv_text
+    assert csv_text.startswith("\ufeff排名,承办单位,单位编码,收件数") and "合计" in csv_text
     page = await http.get("/v1/reports/monthly", params={"month": "2025-03"}, headers={"accept": "text/html"})
     assert page.headers["content-type"].startswith("text/html") and "<svg" in page.text
     cases = (await http.get("/v1/cases", params={"unit": unit, "page_size": 5})).json()

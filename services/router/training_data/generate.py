@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from services.router.reference import Division, ReferenceData, load_reference
+from services.common.reference import Division, ReferenceData, load_reference
 
 HERE = Path(__file__).parent
 TEMPLATES_FILE = HERE / "templates.yaml"

@@ -1,6 +1,8 @@
-"""Reference data of the router: categories, units and places, as versioned YAML files validated at load time.
+"""The one reference-data contract of the platform: categories, units, their service areas and deadlines, places.
 
-The files live in ``services/router/reference/`` and are edited by people, so every problem is reported with
+Every service (router, intake, notifier, stats) reads units and categories through this module and nothing else:
+:func:`reference` loads and validates the files once per process. The files live in
+``services/common/data/reference/`` and are edited by people, so every problem is reported with
 the file, the line, the row (with its id or name) and the field, e.g.
 ``units.yaml line 42, units[27] (id 'city_health'), field 'kind': Input should be 'county_gov', ...``.
 Cross-file rules (a unit's categories exist in the taxonomy, its jurisdiction is a known division, ...) are
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -25,11 +28,13 @@ from pydantic import (
     model_validator,
 )
 
-REFERENCE_DIR = Path(__file__).with_name("reference")
+REFERENCE_DIR = Path(__file__).with_name("data") / "reference"
 TAXONOMY_FILE = "taxonomy.yaml"
 UNITS_FILE = "units.yaml"
 GAZETTEER_FILE = "gazetteer.yaml"
 CITY = "city"
+CITY_NAME = "赣州市"
+POLICY_WORKING_DAYS = (3, 5)  # the city's rule: every post is answered within 3 to 5 working days
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
@@ -66,8 +71,8 @@ def _unique_terms(terms: list[str]) -> list[str]:
 class KindDays(_Strict):
     """Working days to reply by kind of post."""
 
-    inquiry: int = Field(ge=1, le=60)
-    complaint: int = Field(ge=1, le=60)
+    inquiry: int = Field(ge=POLICY_WORKING_DAYS[0], le=POLICY_WORKING_DAYS[1])
+    complaint: int = Field(ge=POLICY_WORKING_DAYS[0], le=POLICY_WORKING_DAYS[1])
 
     def for_kind(self, kind: Kind) -> int:
         return self.inquiry if kind == "inquiry" else self.complaint
@@ -127,17 +132,33 @@ class Unit(_Strict):
     sla_days: int | None = Field(None, ge=1, le=60)
     keywords: list[str] = Field(default_factory=list)
     active: bool = True
+    # the divisions and/or townships the unit serves; empty: all of its jurisdiction (a city-wide utility that
+    # supplies only part of the city lists what it serves)
+    serves: list[Name] = Field(default_factory=list)
 
-    _terms = field_validator("keywords")(_unique_terms)
+    _terms = field_validator("keywords", "serves")(_unique_terms)
 
     @property
     def city_wide(self) -> bool:
         return self.jurisdiction == CITY
 
+    @property
+    def county(self) -> str | None:
+        """The county-level division the unit belongs to; None for a city-level unit."""
+        return None if self.city_wide else self.jurisdiction
+
+    def serves_place(self, county: str | None, township: str | None = None) -> bool:
+        """Whether the unit answers for this place. An unknown place is not excluded (nothing to check)."""
+        if not self.serves or county is None:
+            return True
+        return county in self.serves or (township is not None and township in self.serves)
+
 
 class UnitRegistry(_Strict):
     version: str = Field(min_length=1)
     category_sets: dict[str, list[Slug]] = Field(default_factory=dict)  # YAML anchors shared by many rows
+    # units allowed a deadline outside the 3-5 working-day policy, each with the reason (e.g. a utility's 2 days)
+    deadline_exceptions: dict[Slug, Name] = Field(default_factory=dict)
     units: list[Unit] = Field(min_length=1)
 
     def unit(self, unit_id: str) -> Unit:
@@ -304,10 +325,72 @@ class ReferenceData:
         parts = {"taxonomy": self.taxonomy, "units": self.units, "gazetteer": self.gazetteer}
         return "+".join(f"{name}@{data.version}" for name, data in parts.items())
 
+    @cached_property
+    def _units_by_id(self) -> dict[str, Unit]:
+        return {u.id: u for u in self.units.units}
+
+    @cached_property
+    def _categories_by_id(self) -> dict[str, Category]:
+        return {c.id: c for c in self.taxonomy.categories}
+
+    def unit(self, unit_id: str | None) -> Unit | None:
+        return self._units_by_id.get(unit_id) if unit_id else None
+
+    def category(self, code: str | None) -> Category | None:
+        return self._categories_by_id.get(code) if code else None
+
+    def unit_name(self, unit_id: str | None) -> str | None:
+        """The Chinese name of a unit; an id the data does not know (yet) is shown as it is."""
+        if not unit_id:
+            return None
+        unit = self.unit(unit_id)
+        return unit.name if unit else unit_id
+
+    def category_name(self, code: str | None) -> str | None:
+        if not code:
+            return None
+        category = self.category(code)
+        return category.name if category else code
+
+    def working_days(self, category: str, kind: Kind = "complaint", unit_id: str | None = None) -> int:
+        """Working days to reply: the unit's own deadline where it has one, else the category's for the kind."""
+        unit = self.unit(unit_id)
+        if unit is not None and unit.sla_days is not None:
+            return unit.sla_days
+        found = self.category(category)
+        return found.kind_days.for_kind(kind) if found else POLICY_WORKING_DAYS[1]
+
+    def county_of(self, unit_id: str | None) -> str | None:
+        unit = self.unit(unit_id)
+        return unit.county if unit else None
+
+    def served_places(self, unit: Unit) -> list[str]:
+        """What a unit serves, spelled out: its listed places, else its division, else every division."""
+        if unit.serves:
+            return list(unit.serves)
+        if not unit.city_wide:
+            return [unit.jurisdiction]
+        return [d.name for d in self.gazetteer.divisions]
+
+    def as_public_dict(self) -> dict[str, Any]:
+        """Units, categories and places for pickers (``GET /v1/reference``)."""
+        return {
+            "version": self.version,
+            "units": [{"id": u.id, "name": u.name, "county": u.county, "kind": u.kind, "categories": list(u.categories),
+                       "serves": self.served_places(u), "active": u.active} for u in self.units.units],
+            "categories": [{"code": c.id, "name": c.name, "description": c.description,
+                            "working_days": {"inquiry": c.kind_days.inquiry, "complaint": c.kind_days.complaint}}
+                           for c in self.taxonomy.categories],
+            "counties": [{"name": d.name, "kind": d.kind, "parent": d.parent, "townships": list(d.townships)}
+                         for d in self.gazetteer.divisions],
+        }
+
 
 def _unit_problems(reference: ReferenceData) -> list[tuple[Loc, str]]:
     categories = set(reference.taxonomy.ids)
     jurisdictions = {CITY} | {d.name for d in reference.gazetteer.divisions}
+    places = {d.name for d in reference.gazetteer.divisions} | {
+        t for d in reference.gazetteer.divisions for t in d.townships}
     problems: list[tuple[Loc, str]] = []
     for name, members in reference.units.category_sets.items():
         problems += [(("category_sets", name), f"unknown category {c!r}")
@@ -318,6 +401,17 @@ def _unit_problems(reference: ReferenceData) -> list[tuple[Loc, str]]:
         if unit.jurisdiction not in jurisdictions:
             problems.append((("units", index, "jurisdiction"),
                              f"{unit.jurisdiction!r} is neither 'city' nor a division in {GAZETTEER_FILE}"))
+        problems += [(("units", index, "serves"), f"{place!r} is neither a division nor a township in "
+                      f"{GAZETTEER_FILE}") for place in unit.serves if place not in places]
+        low, high = POLICY_WORKING_DAYS
+        if unit.sla_days is not None and not low <= unit.sla_days <= high \
+                and unit.id not in reference.units.deadline_exceptions:
+            problems.append((("units", index, "sla_days"),
+                             f"{unit.sla_days} working days is outside the {low}-{high} day policy; list "
+                             f"{unit.id!r} under deadline_exceptions with the reason if it is meant"))
+    unit_ids = {u.id for u in reference.units.units}
+    problems += [(("deadline_exceptions", unit_id), f"unknown unit {unit_id!r}")
+                 for unit_id in reference.units.deadline_exceptions if unit_id not in unit_ids]
     return problems
 
 
@@ -332,6 +426,12 @@ def _category_problems(reference: ReferenceData) -> list[tuple[Loc, str]]:
             problems.append((("categories", index, "city_unit"),
                              f"{unit.id!r} must be an active city-wide unit answering {category.id!r}"))
     return problems
+
+
+@lru_cache(maxsize=1)
+def reference() -> ReferenceData:
+    """The platform's reference data, loaded and validated once per process."""
+    return load_reference()
 
 
 def load_reference(directory: Path = REFERENCE_DIR) -> ReferenceData:
