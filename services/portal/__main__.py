@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from services.common.config import common_settings
@@ -16,6 +17,7 @@ def main() -> int:
 
     common = common_settings()
     configure_logging("portal", common.log_level, common.log_json)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per back-end call is noise (and has queries)
     uvicorn.run(create_app(PortalSettings()), host="0.0.0.0", port=http_port(), log_level="warning",
                 access_log=False, timeout_graceful_shutdown=10)
     return 0

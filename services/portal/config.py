@@ -23,7 +23,8 @@ class PortalSettings(BaseSettings):
     intake_url: str = Field(default_factory=lambda: _local("INTAKE", 8000), description="intake's HTTP API")
     stats_url: str = Field(default_factory=lambda: _local("STATS", 8003), description="stats' HTTP API")
     secret: str = Field(DEFAULT_SECRET, description="signs the session cookie and CSRF tokens; required in production")
-    session_minutes: int = Field(480, ge=5, description="a staff session's longest life (the intake token may end it sooner)")
+    session_minutes: int = Field(480, ge=5, description="a staff session's longest life (the intake token may "
+                                 "end it sooner)")
     cookie_secure: bool | None = Field(None, description="Secure cookies; default: on in production")
     request_timeout_seconds: float = Field(10.0, gt=0, description="per call to intake or stats")
     connect_timeout_seconds: float = Field(3.0, gt=0)

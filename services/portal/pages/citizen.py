@@ -45,6 +45,7 @@ async def _checked_photos(request: Request, files: list[Any]
                           ) -> tuple[list[tuple[str, bytes, str]], str | None, int]:
     """Each photo read up to the limit and recognised by its first bytes, before anything is forwarded."""
     settings = portal(request).settings
+    max_mb = settings.upload_max_bytes // (1024 * 1024)
     photos = [f for f in files if isinstance(f, UploadFile) and f.filename]
     if len(photos) > settings.upload_max_files:
         return [], f"最多上传 {settings.upload_max_files} 张照片", 422
@@ -52,7 +53,7 @@ async def _checked_photos(request: Request, files: list[Any]
     for photo in photos:
         content = await photo.read(settings.upload_max_bytes + 1)
         if len(content) > settings.upload_max_bytes:
-            return [], f"照片“{photo.filename}”超过 {settings.upload_max_bytes // (1024 * 1024)} MB，请压缩后再上传", 413
+            return [], f"照片“{photo.filename}”超过 {max_mb} MB，请压缩后再上传", 413
         media_type = domain.sniff_image(content[:16])
         if media_type is None:
             return [], f"“{photo.filename}”不是 JPG、PNG 或 WebP 图片，只能上传这三种格式的照片", 415
@@ -89,7 +90,8 @@ async def post_submit(request: Request) -> Response:
         if exc.status == 429:
             message = "提交太频繁了，请过一会儿再提交（同一个手机号每小时最多 5 条）"
         elif exc.code in ("too_large", "payload_too_large") or exc.status == 413:
-            field, message = "photos", f"照片太大，每张不能超过 {portal(request).settings.upload_max_bytes // 1048576} MB"
+            limit = portal(request).settings.upload_max_bytes // 1048576
+            field, message = "photos", f"照片太大，每张不能超过 {limit} MB"
         elif exc.status == 415 or exc.code == "unsupported_media_type":
             field, message = "photos", "只能上传 JPG、PNG 或 WebP 图片"
         elif exc.status >= 500:

@@ -380,7 +380,8 @@ async def case_action(request: Request, case_id: str, action: str) -> Response:
     session = require(request, CASE_ROLES)
     spec = ACTIONS.get(action)
     if spec is None:
-        return render(request, "error.html", 404, title="没有这项操作", message="没有这项操作，请从诉求页面上的按钮进入。")
+        return render(request, "error.html", 404, title="没有这项操作",
+                      message="没有这项操作，请从诉求页面上的按钮进入。")
     form = await read_form(request)
     body, errors, typed = check_action(spec, form)
     if errors:

@@ -21,7 +21,7 @@
         } },
         visualMap: { min: 0, max: 100, left: 0, bottom: 0, text: ["100%", "0%"], calculable: false,
           inRange: { color: ["#f6d5c3", "#f0a07a", "#b71c1c"] }, textStyle: { fontFamily: FONT } },
-        series: [{ type: "map", map: "赣州", roam: false, name: "满意率",
+        series: [{ type: "map", map: "赣州", roam: false, name: "满意率", layoutCenter: ["55%", "50%"], layoutSize: "95%",
           label: { show: true, fontSize: 10, fontFamily: FONT, formatter: function (p) { return (p.data && p.data.label) || p.name; } },
           data: mapped.map(function (c) { return { name: c.map_name, label: c.name, value: c.satisfaction, received: c.received }; }) }]
       });
