@@ -32,6 +32,8 @@ class PortalSettings(BaseSettings):
     upload_max_bytes: int = Field(5 * 1024 * 1024, ge=1, description="largest photo accepted (intake's limit too)")
     upload_max_files: int = Field(6, ge=0, description="photos per post")
     reference_cache_seconds: float = Field(300.0, ge=0, description="how long the unit directory is reused")
+    bulletin_cache_seconds: float = Field(60.0, ge=0, description="how long a month's bulletin (public figures) "
+                                          "is reused before stats is asked again")
     vendor_dir: Path = Field(ROOT / "node_modules", description="the npm packages installed by `make` (npm ci)")
     issuing_office: str = Field("赣州市五型政府建设办公室", description="the bulletin's issuing office")
     site_name: str = Field("问政赣州", description="the name in every page's header and title")

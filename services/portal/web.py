@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -43,27 +43,45 @@ class NotAllowed(Exception):
     """Signed in, but this page is for other roles."""
 
 
+class TtlCache:
+    """Public answers that change slowly (the unit directory, a month's bulletin), reused for ``ttl`` seconds;
+    one caller fetches while the others wait. Never used for anything personal or per person."""
+
+    def __init__(self, ttl: float, max_entries: int = 64) -> None:
+        self.ttl, self.max_entries = ttl, max_entries
+        self.entries: dict[Any, tuple[float, Any]] = {}
+        self.lock = asyncio.Lock()
+
+    async def get(self, key: Any, fetch: Callable[[], Awaitable[Any]]) -> Any:
+        hit = self.entries.get(key)
+        if hit is not None and time.monotonic() - hit[0] < self.ttl:
+            return hit[1]
+        async with self.lock:
+            hit = self.entries.get(key)
+            if hit is not None and time.monotonic() - hit[0] < self.ttl:
+                return hit[1]
+            value = await fetch()
+            if len(self.entries) >= self.max_entries:
+                self.entries.pop(next(iter(self.entries)))
+            self.entries[key] = (time.monotonic(), value)
+            return value
+
+
 class Reference:
     """GET /v1/reference, reused for ``reference_cache_seconds`` (units and places, not case data)."""
 
     def __init__(self, intake: IntakeClient, ttl: float) -> None:
-        self.intake, self.ttl = intake, ttl
-        self.value: dict[str, Any] | None = None
-        self.loaded_at = 0.0
-        self.lock = asyncio.Lock()
+        self.intake = intake
+        self.cache = TtlCache(ttl, 1)
+        self.last: dict[str, Any] | None = None
 
     async def get(self) -> dict[str, Any]:
-        if self.value is not None and time.monotonic() - self.loaded_at < self.ttl:
-            return self.value
-        async with self.lock:
-            if self.value is None or time.monotonic() - self.loaded_at >= self.ttl:
-                try:
-                    self.value = await self.intake.reference()
-                except ApiError:
-                    if self.value is None:  # not there (yet): pickers fall back to free text
-                        return {"units": [], "categories": [], "counties": []}
-                self.loaded_at = time.monotonic()
-        return self.value or {}
+        try:
+            self.last = await self.cache.get("reference", self.intake.reference)
+        except ApiError:
+            if self.last is None:  # not there (yet): pickers fall back to free text
+                return {"units": [], "categories": [], "counties": []}
+        return self.last or {}
 
 
 class Portal:
@@ -72,6 +90,7 @@ class Portal:
         self.settings, self.intake, self.stats, self.metrics = settings, intake, stats, metrics
         self.production = production
         self.reference = Reference(intake, settings.reference_cache_seconds)
+        self.bulletins = TtlCache(settings.bulletin_cache_seconds)
         self.env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
                                trim_blocks=True, lstrip_blocks=True)
         self.env.filters.update(

@@ -118,7 +118,8 @@ async def bulletin(request: Request) -> Response:
     month, error = _bulletin_month(request)
     if error:
         return render(request, "error.html", 422, title="月份不正确", message=error, back="/dashboard")
-    reference, report = await asyncio.gather(p.reference.get(), p.stats.monthly_report(month))
+    reference, report = await asyncio.gather(
+        p.reference.get(), p.bulletins.get(month, lambda: p.stats.monthly_report(month)))
     unit_names = domain.names_by_id(reference.get("units"))
     category_names = domain.names_by_id(reference.get("categories"), "code")
     ranking = _named(report.get("ranking", []), unit_names)
