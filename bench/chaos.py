@@ -32,6 +32,7 @@ import httpx
 
 from services.common.events import parse_event
 from services.common.kafka import new_consumer, new_producer
+from tests.harness.people import platform_tokens
 from tests.harness.platform import ROOT, Platform
 from tests.harness.posts import realistic_post
 from tests.harness.topics import read_topic
@@ -77,7 +78,8 @@ async def citizen_load(platform: Platform, truth: Truth, seconds: float, rate: f
 
 async def departments(platform: Platform, truth: Truth, stop: asyncio.Event, rng: random.Random) -> None:
     """Units sign and reply to 70% of what they are assigned; citizens rate half of the replies."""
-    tokens = platform.credentials()["departments"]
+    signed_in = await asyncio.to_thread(platform_tokens, platform.url("intake"), platform.credentials())
+    tokens = signed_in["departments"]  # a staff member of each unit, signed in
     consumer = new_consumer(platform.topics.case_events, group_id=None, bootstrap=platform.kafka_bootstrap)
     await consumer.start()
     handled: set[str] = set()

@@ -29,7 +29,6 @@ import httpx
 
 from services.common.config import TopicSettings, common_settings
 from services.common.mongo import new_client
-from services.common.reference import reference
 from services.common.topics import create_topics
 from services.intake.auth import ensure_credentials_file
 from tests.harness.ports import free_port
@@ -116,7 +115,7 @@ async def run(clients: int, seconds: float, warmup: float, workers: int, drain_l
     await create_topics(common.kafka_bootstrap, partitions=6, names=names)
     workdir = Path(tempfile.mkdtemp(prefix="intake-bench-"))
     credentials = workdir / "credentials.json"
-    ensure_credentials_file(credentials, sorted(u.id for u in reference().units.units))
+    ensure_credentials_file(credentials)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WENZHENG_INTAKE_")}
     env.update({

@@ -16,7 +16,8 @@ alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 
 start() {
   local started=0
-  if exists intake; then "$PY" -m services.intake credentials --ensure var/local/credentials.json; fi
+  # local demo people (a few units' staff, a lead, a supervisor, an admin): passwords in the git-ignored file
+  if exists intake; then "$PY" -m services.intake demo-accounts --out var/local/credentials.json; fi
   for row in "${SERVICES[@]}"; do
     IFS='|' read -r name module port_env port what <<<"$row"
     exists "$name" || continue

@@ -131,3 +131,32 @@ def calendar_coverage(years: range) -> dict[int, bool]:
     """Which years have an official schedule (package or override file) rather than the weekday fallback."""
     cal = default_calendar()
     return {year: cal.knows_year(year) for year in years}
+
+
+# Quiet hours (Asia/Shanghai wall-clock spans, e.g. a staff member's 22:00-07:30)
+
+
+def parse_hhmm(text: str) -> time:
+    hours, minutes = text.split(":")
+    return time(int(hours), int(minutes))
+
+
+def in_quiet_hours(moment: datetime, start: str, end: str) -> bool:
+    """True when ``moment`` (any zone) falls in [start, end) Shanghai time; the span may cross midnight."""
+    local = moment.astimezone(SHANGHAI).time()
+    s, e = parse_hhmm(start), parse_hhmm(end)
+    if s == e:
+        return False
+    return s <= local < e if s < e else (local >= s or local < e)
+
+
+def quiet_hours_end(moment: datetime, start: str, end: str) -> datetime:
+    """The first instant at or after ``moment`` outside the quiet hours."""
+    if not in_quiet_hours(moment, start, end):
+        return moment
+    local = moment.astimezone(SHANGHAI)
+    e = parse_hhmm(end)
+    candidate = local.replace(hour=e.hour, minute=e.minute, second=0, microsecond=0)
+    if candidate <= local:
+        candidate += timedelta(days=1)
+    return candidate

@@ -9,12 +9,10 @@ import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-
-from services.common.workdays import SHANGHAI
 
 COMMON_PASSWORDS_FILE = Path(__file__).with_name("data") / "common-passwords.txt"
 MIN_PASSWORD_LENGTH = 10
@@ -195,34 +193,3 @@ def token_hash(token: str) -> str:
 
 def same_secret(a: str | None, b: str | None) -> bool:
     return bool(a and b) and hmac.compare_digest(a.encode(), b.encode())  # type: ignore[union-attr]
-
-
-# --------------------------------------------------------------------------------------------------
-# Quiet hours (Asia/Shanghai), for staff reminders
-# --------------------------------------------------------------------------------------------------
-
-
-def parse_hhmm(text: str) -> time:
-    hours, minutes = text.split(":")
-    return time(int(hours), int(minutes))
-
-
-def in_quiet_hours(moment: datetime, start: str, end: str) -> bool:
-    """True when ``moment`` (any zone) falls in [start, end) Shanghai time; the span may cross midnight."""
-    local = moment.astimezone(SHANGHAI).time()
-    s, e = parse_hhmm(start), parse_hhmm(end)
-    if s == e:
-        return False
-    return s <= local < e if s < e else (local >= s or local < e)
-
-
-def quiet_hours_end(moment: datetime, start: str, end: str) -> datetime:
-    """The first instant at or after ``moment`` outside the quiet hours."""
-    if not in_quiet_hours(moment, start, end):
-        return moment
-    local = moment.astimezone(SHANGHAI)
-    e = parse_hhmm(end)
-    candidate = local.replace(hour=e.hour, minute=e.minute, second=0, microsecond=0)
-    if candidate <= local:
-        candidate += timedelta(days=1)
-    return candidate

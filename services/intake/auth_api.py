@@ -7,7 +7,8 @@ session's CSRF token in ``X-CSRF-Token`` (double submit: it must equal the CSRF 
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
+import re
+from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
 import httpx
@@ -315,8 +316,6 @@ _ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {401: {}, 403: {}, 404: {}, 409
 
 
 def _check_person_id(person_id: str) -> str:
-    import re
-
     if not re.match(PERSON_ID_PATTERN, person_id):
         raise Invalid("not an account id", "id")
     return person_id
@@ -365,7 +364,6 @@ def _day_start(value: date | None, *, next_day: bool = False) -> datetime | None
     if value is None:
         return None
     moment = datetime.combine(value, time(0), tzinfo=SHANGHAI)
-    from datetime import timedelta
     return moment + timedelta(days=1) if next_day else moment
 
 

@@ -8,7 +8,7 @@ import csv
 import io
 import secrets
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -176,7 +176,7 @@ class AccountsService:
 
     # ------------------------------------------------------------------ sign-in
     async def login(self, username: str, password: str, *, ip: str | None, cookie: bool = False) -> SignedIn:
-        if ip and (wait := self.ip_limiter.check(ip)) is not None:
+        if self.settings.rate_limit_enabled and ip and (wait := self.ip_limiter.check(ip)) is not None:
             raise RateLimited("too many sign-in attempts from this address", wait)
         username = normalise_username(username)
         now = self.clock.now()
@@ -357,7 +357,7 @@ class AccountsService:
                 if key == "at" and value:
                     value = datetime.fromisoformat(value).astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
                 elif key == "role" and value:
-                    value = ROLE_NAMES.get(Role(value), value) if value in Role.__members__.values() else value
+                    value = ROLE_NAMES.get(value, value)
                 elif key == "action" and value:
                     value = ACTION_NAMES.get(value, value)
                 row.append("" if value is None else str(value))
@@ -419,9 +419,10 @@ class AccountsService:
         now = self.clock.now()
         await self.store.update_person(person_id, changes, outbox=[self._contact_entry(merged, now)])
         self.on_commit()
+        if changes.get("disabled"):
+            await self.store.delete_sessions_of(person_id)
         if changes.get("disabled") or "roles" in changes or "unit_id" in changes:
-            await self.store.delete_sessions_of(person_id) if changes.get("disabled") else None
-            self._forget_person(person_id)
+            self._forget_person(person_id)  # this replica at once; the others within the cache time
         await self.audit(admin, "account_updated", detail=f"{person_id}: {', '.join(sorted(changes))}")
         return self.person_view(merged, for_admin=True)
 
@@ -572,7 +573,6 @@ def _main_role(roles: frozenset[Role]) -> str | None:
 
 
 def _aware(value: datetime) -> datetime:
-    from datetime import UTC
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 

@@ -34,6 +34,7 @@ from services.common.events import (
     DeadLetter,
     EventValidationError,
     Notification,
+    StaffContact,
     make_event,
     parse_event,
 )
@@ -136,6 +137,7 @@ class NotifierWorker:
         self.stopping = asyncio.Event()
         self.started = False
         self.rebalancing = False
+        self.staff_loaded = asyncio.Event()
 
     # ------------------------------------------------------------------ rebalancing
 
@@ -266,6 +268,8 @@ class NotifierWorker:
                 pass
 
     async def scan_once(self) -> None:
+        if not self.staff_loaded.is_set():
+            return  # an alert raised now would miss the people it is for: wait until we know them
         loop = asyncio.get_running_loop()
         while not self.stopping.is_set():
             async with self.service.lock:
@@ -275,6 +279,41 @@ class NotifierWorker:
             if not self.service.backlog:
                 return
             await asyncio.sleep(0)  # a backlog (after downtime): let the consumer in between steps
+
+    async def follow_staff(self) -> None:
+        """Every replica reads the whole compacted staff-contacts topic (a global table: any unit's alert may
+        come up on any partition) and keeps following it; ``staff_loaded`` once it has read to the end."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.common.kafka_bootstrap, group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            partitions = consumer.partitions_for_topic(self.names.staff_contacts) or set()
+            if not partitions:
+                await consumer._client.force_metadata_update()
+                partitions = consumer.partitions_for_topic(self.names.staff_contacts) or set()
+            tps = [TopicPartition(self.names.staff_contacts, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps) if tps else {}
+            while not self.stopping.is_set():
+                for records in (await consumer.getmany(timeout_ms=500, max_records=1000)).values():
+                    for record in records:
+                        self._apply_staff(record)
+                if not self.staff_loaded.is_set() and all(
+                        [await consumer.position(tp) >= ends[tp] for tp in tps]):
+                    self.staff_loaded.set()
+                    log.info("staff_contacts_loaded", people=len(self.service.staff.people))
+        finally:
+            await consumer.stop()
+
+    def _apply_staff(self, record: ConsumerRecord) -> None:
+        try:
+            event = parse_event(record.value or b"", expected_topic="staff_contacts")
+        except EventValidationError:
+            DEAD_LETTERS.labels("invalid_event").inc()  # a private topic: the bad record is not copied anywhere
+            return
+        if isinstance(event.data, StaffContact):
+            self.service.staff.apply(event.data)
 
     async def sweep_once(self) -> None:
         async with self.service.lock:  # a release racing the consumer's would publish a notification twice
@@ -349,6 +388,7 @@ class NotifierWorker:
         log.info("notifier_started", group=self.settings.group_id, owner=self.owner)
         tasks = [
             asyncio.create_task(self.consume(), name="consume"),
+            asyncio.create_task(self.follow_staff(), name="staff-contacts"),
             asyncio.create_task(self.every(self.settings.scan_interval_seconds, self.scan_once, "scan")),
             asyncio.create_task(self.every(self.settings.hotspot_scan_seconds, self.hotspots_once, "hotspots")),
             asyncio.create_task(self.every(self.settings.sweep_interval_seconds, self.sweep_once, "sweep")),

@@ -33,9 +33,10 @@ from services.common.events import (
     CaseTriaged,
     NotificationChannel,
     NotificationKind,
+    StaffContact,
 )
 from services.common.reference import reference
-from services.common.workdays import SHANGHAI, WorkCalendar, local_date
+from services.common.workdays import SHANGHAI, WorkCalendar, local_date, quiet_hours_end
 from services.notifier.config import LadderSettings
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
@@ -388,3 +389,65 @@ def mask_address(address: str) -> str:
     if "@" in address:
         return address[0] + "***@" + address.split("@", 1)[1]
     return address[:3] + "*" * max(0, len(address) - 7) + address[-4:] if len(address) > 7 else "***"
+
+
+# ------------------------------------------------------------------------------------------ staff reminders
+
+STAFF_UNIT_ROLES = frozenset({"unit_staff", "unit_lead"})
+STAFF_ALERT_KINDS = frozenset({AlertKind.REMINDER, AlertKind.UNSIGNED, AlertKind.OVERDUE, AlertKind.ESCALATED})
+_STAFF_ADDRESS = {NotificationChannel.SMS: "phone", NotificationChannel.EMAIL: "email"}
+
+
+class StaffDirectory:
+    """The latest contact record of every staff member, from the compacted staff-contacts topic (read whole by
+    every replica, like a global table), looked up by unit and by role."""
+
+    def __init__(self) -> None:
+        self.people: dict[str, StaffContact] = {}
+
+    def apply(self, contact: StaffContact) -> None:
+        known = self.people.get(contact.person_id)
+        if known is None or contact.updated_at >= known.updated_at:
+            self.people[contact.person_id] = contact
+
+    def recipients(self, alert: Alert) -> list[StaffContact]:
+        """Who an alert is for: its unit's staff and leads, and for supervisors' alerts the supervision office."""
+        out: dict[str, StaffContact] = {}
+        for person in self.people.values():
+            if not person.active:
+                continue
+            roles = set(person.roles)
+            if (Audience.DEPARTMENT in alert.audience and alert.department_id and person.unit_id == alert.department_id
+                    and roles & STAFF_UNIT_ROLES):
+                out[person.person_id] = person
+            if Audience.SUPERVISORS in alert.audience and "supervisor" in roles:
+                out[person.person_id] = person
+        return [out[k] for k in sorted(out)]
+
+
+@dataclass(frozen=True)
+class StaffNotice:
+    notification_id: str
+    person_id: str
+    channel: NotificationChannel
+    to: str
+    text: str
+    not_before: datetime | None  # the end of the person's quiet hours, when the alert came during them
+
+
+def staff_notices(alert: Alert, directory: StaffDirectory, now: datetime) -> list[StaffNotice]:
+    """One notice per person and chosen channel for a case alert; stable ids (alert, person, channel)."""
+    if alert.kind not in STAFF_ALERT_KINDS or alert.case_id is None:
+        return []
+    notices = []
+    for person in directory.recipients(alert):
+        quiet = person.quiet_hours
+        hold = quiet_hours_end(now, quiet.start, quiet.end) if quiet else now
+        for channel in person.channels:
+            address = getattr(person, _STAFF_ADDRESS.get(channel, ""), None)
+            if not address:
+                continue
+            notices.append(StaffNotice(f"staff:{alert.alert_id}:{person.person_id}:{channel.value}",
+                                       person.person_id, channel, address, f"【问政提醒】{alert.message}",
+                                       hold if hold > now else None))
+    return notices

@@ -33,6 +33,7 @@ from services.common.events import (
     CaseTriaged,
     DeadLetter,
     Notification,
+    NotificationKind,
     utcnow,
 )
 from services.common.logging import get_logger
@@ -44,6 +45,7 @@ from services.notifier.domain import (
     DueIndex,
     HotspotKey,
     PlannedNotification,
+    StaffDirectory,
     apply_event,
     choose_channel,
     due_alerts,
@@ -52,6 +54,7 @@ from services.notifier.domain import (
     next_due,
     plan_notification,
     render,
+    staff_notices,
 )
 from services.notifier.metrics import ALERTS, DEAD_LETTERS, OPEN_CASES, OVERDUE_OPEN_CASES, PENDING_CONTACT
 from services.notifier.store import NotifierStore
@@ -84,6 +87,7 @@ class NotifierService:
         self.lock = asyncio.Lock()  # one of: a batch, a scan, a rebalance step
         self.dispatcher: Dispatcher | None = None
         self.backlog = False  # the last scan stopped at scan_max_cases: more may be due
+        self.staff = StaffDirectory()  # who to remind, from the staff-contacts topic (see agents.follow_staff)
 
     # ------------------------------------------------------------------ partitions
 
@@ -205,7 +209,7 @@ class NotifierService:
         notification = Notification(
             notification_id=doc["_id"], case_id=doc["case_id"], tracking_number=doc["tracking_number"],
             kind=doc["kind"], channel=doc["channel"], to=doc["to"], template=doc["kind"], text=doc["text"],
-            created_at=doc["created_at"])
+            created_at=doc["created_at"], person_id=doc.get("person_id"))
         published = self.published_notifications.get(partition)
         if published is not None and notification.notification_id not in published:
             await self.publisher.notification(notification, partition)
@@ -237,11 +241,24 @@ class NotifierService:
             if ok:  # only an acked alert counts as published: the others stay due for the next scan
                 self.published_alerts[partition].add(alert.alert_id)
                 ALERTS.labels(alert.kind.value).inc()
+                await self._remind_staff(alert, partition, now)
         for state in touched:
             self._reschedule(state, now)
         for state in deferred:
             self.index.schedule(state.case_id, now)
         return sum(acked)
+
+    async def _remind_staff(self, alert: Alert, partition: int, now: datetime) -> None:
+        """The alert, to each person of its unit (or the supervision office) on their channels; held until the
+        end of their quiet hours. Stored like citizens' notifications, so a crash loses none and sends none twice."""
+        for notice in staff_notices(alert, self.staff, now):
+            doc = {"_id": notice.notification_id, "case_id": alert.case_id, "tracking_number": alert.tracking_number,
+                   "kind": NotificationKind.STAFF_ALERT.value, "partition": partition, "variables": {},
+                   "status": "held" if notice.not_before else "ready", "not_before": notice.not_before,
+                   "channel": notice.channel.value, "to": notice.to, "text": notice.text, "created_at": now,
+                   "person_id": notice.person_id, "attempts": 0, "lease_until": None}
+            if await self.store.add_notification(doc) and not notice.not_before:
+                await self.release(doc)
 
     async def _publish(self, batch: list[tuple[Alert, int, str]]) -> list[bool]:
         if not batch:
@@ -307,6 +324,7 @@ class NotifierService:
             PENDING_CONTACT.labels("expired").inc(expired)
         if not self.owned:
             return
+        await self.store.release_held(self.clock.now())  # staff reminders whose quiet hours are over
         in_flight = self.dispatcher.in_flight if self.dispatcher else set()
         for doc in await self.store.ready(sorted(self.owned), limit=self.settings.queue_size):
             if doc["_id"] not in in_flight and doc["partition"] in self.owned:

@@ -86,6 +86,12 @@ class NotifierStore:
     async def set_status(self, notification_id: str, status: str, **fields: Any) -> None:
         await self.notifications.update_one({"_id": notification_id}, {"$set": {"status": status, **fields}})
 
+    async def release_held(self, now: datetime) -> int:
+        """Held notifications (a staff member's quiet hours) whose time has come become ready."""
+        result = await self.notifications.update_many({"status": "held", "not_before": {"$lte": now}},
+                                                      {"$set": {"status": "ready"}})
+        return result.modified_count
+
     async def ready(self, partitions: Iterable[int], limit: int = 10000) -> list[dict[str, Any]]:
         cursor = self.notifications.find({"partition": {"$in": list(partitions)}, "status": "ready"}).limit(limit)
         return [doc async for doc in cursor]

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import sys
 
+COMMANDS = ("train", "evaluate", "retrain", "import-history", "models", "promote", "rollback", "shadow")
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in {"train", "evaluate"}:
+    if argv and argv[0] in COMMANDS:
         from services.router.cli import main as cli_main
 
         return cli_main(argv)
@@ -23,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", *argv[1:]]
         app.main()
         return 0
-    print("usage: python -m services.router worker | train ... | evaluate ...", file=sys.stderr)
+    print(f"usage: python -m services.router worker | {' | '.join(COMMANDS)} ...", file=sys.stderr)
     return 2
 
 

@@ -13,6 +13,11 @@ classification call and a few MongoDB round trips however many events it holds (
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import re
+import socket
+import sys
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -36,6 +41,7 @@ from services.common.events import (
     Event,
     EventValidationError,
     RoutingDecision,
+    RoutingOutcome,
     dead_letter_for,
     make_event,
     parse_event,
@@ -46,7 +52,10 @@ from services.common.mongo import new_client, ping
 from services.common.workdays import WorkCalendar, default_calendar, local_date
 from services.router.config import RouterSettings
 from services.router.engine import load_engine
+from services.router.live import LiveEngine
 from services.router.policies import CaseRouting, RecentPost, RoutingEngine, RoutingPolicy, route
+from services.router.quality import TRIAGE, QualityTally, month_of, quality_report
+from services.router.registry import ModelRegistry
 from services.router.store import RouterStore
 
 log = get_logger(__name__)
@@ -106,11 +115,13 @@ class RouterWorker:
     classification call covers every text to route, and the store's writes go out as one bulk write per
     collection. The decisions are what handling the events one by one would give."""
 
-    def __init__(self, engine: BatchRoutingEngine, store: RouterStore, policy: RoutingPolicy) -> None:
+    def __init__(self, engine: BatchRoutingEngine, store: RouterStore, policy: RoutingPolicy,
+                 quality: QualityTally | None = None) -> None:
         self.engine = engine
         self.store = store
         self.policy = policy
         self.calendar = DeadlineCache(default_calendar())
+        self.quality = quality or QualityTally()
 
     async def handle(self, event: Event, state: dict[str, Any] | None) -> tuple[
             dict[str, Any] | None, RoutingDecision | None]:
@@ -159,7 +170,10 @@ class RouterWorker:
             # an event for a case whose submission this worker never saw (e.g. topic retention): nothing to do
             return None
         case.last_version = version
+        month = month_of(case.submitted_at)
         if isinstance(data, CaseAssigned):
+            if data.reassigned:
+                self.quality.reassigned(month, case.category, case.tried[-1] if case.tried else None, data.category)
             case.category = data.category
             if data.department_id not in case.tried:
                 case.tried.append(data.department_id)
@@ -167,6 +181,7 @@ class RouterWorker:
                 batch.corrections.append((event.id, _snapshot(case), data.category, data.department_id, "reassigned"))
                 CORRECTIONS.labels("reassigned").inc()
         elif isinstance(data, CaseReturned):
+            self.quality.returned(month, case.category, data.department_id)
             case.returns = data.return_count
             case.routing_round += 1
             if data.department_id not in case.tried:
@@ -203,6 +218,8 @@ class RouterWorker:
                              source_version=job.event.data.version, occurred_at=job.event.data.occurred_at,
                              recent=recent)
             DECISIONS.labels(decision.category or "none", decision.outcome.value).inc()
+            if decision.outcome is not RoutingOutcome.DUPLICATE:
+                self.quality.decision(month_of(job.case.submitted_at), decision.category, decision.department_id)
             CONFIDENCE.observe(decision.confidence)
             decisions.append(decision)
         per_case = (time.perf_counter() - started) / len(batch.jobs)
@@ -232,6 +249,35 @@ class DeadlineCache:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.calendar, name)
+
+
+_MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
+
+
+async def flush_quality_counts(tally: QualityTally, store: RouterStore, owner: str) -> None:
+    counts = tally.drain()
+    try:
+        await store.add_quality(owner, counts)
+    except Exception as exc:  # kept for the next flush
+        tally.restore(counts)
+        log.warning("router_quality_flush_failed", error=str(exc)[:300])
+
+
+async def run_scheduled_retrain(store: RouterStore, every_hours: float) -> None:
+    """Once per period, in one worker: whichever inserts the period's run document first runs
+    ``python -m services.router retrain`` as a child process (it promotes only a candidate not worse)."""
+    period = int(time.time() // (every_hours * 3600))
+    if not await store.claim_retrain(f"retrain:{every_hours}:{period}"):
+        return
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.router", "retrain",
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await process.communicate()
+    if process.returncode:
+        log.error("router_scheduled_retrain_failed", returncode=process.returncode, error=err.decode()[-300:])
+        return
+    result = json.loads(out.decode() or "{}")
+    log.info("router_scheduled_retrain", action=result.get("action"), candidate=result.get("candidate_model_version"),
+             held_out_macro_f1=result.get("candidate", {}).get("macro_f1"))
 
 
 def _snapshot(case: CaseRouting) -> CaseRouting:
@@ -266,11 +312,14 @@ def create_app(settings: RouterSettings | None = None, names: TopicSettings | No
     table = app.Table("case-routing", default=None, partitions=settings.partitions)
     mongo = new_client(common.mongo_url)
     store = RouterStore(mongo[settings.database])
+    registry = ModelRegistry(mongo[settings.database])
     policy = RoutingPolicy(triage_confidence=settings.triage_confidence, max_returns=settings.max_returns,
                            duplicate_similarity=settings.duplicate_similarity)
-    engine = load_engine(settings.model_dir)
+    shipped = load_engine(settings.model_dir)
+    engine = LiveEngine(shipped, shipped.assigner, registry)
     worker = RouterWorker(engine, store, policy)
     worker_state = {"started": False}
+    owner = f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}"
 
     async def send(topic: faust.TopicT, payload: Contract) -> None:
         event = make_event(payload, source=SOURCE)
@@ -279,9 +328,32 @@ def create_app(settings: RouterSettings | None = None, names: TopicSettings | No
     @app.task
     async def start_up() -> None:
         await store.ensure_indexes()
+        try:
+            await engine.refresh()
+        except Exception as exc:  # the registry unreachable: route with the shipped model, retry on the timer
+            log.error("router_registry_unreadable", error=str(exc)[:300])
         await store.record_model(engine.model_version)
         worker_state["started"] = True
         log.info("router_ready", model_version=engine.model_version)
+
+    @app.timer(settings.model_poll_seconds)
+    async def follow_registry() -> None:
+        if not worker_state["started"]:
+            return
+        try:
+            if await engine.refresh():
+                await store.record_model(engine.model_version)
+        except Exception as exc:  # keep routing with the model loaded; the next poll tries again
+            log.error("router_registry_unreadable", error=str(exc)[:300])
+
+    @app.timer(settings.quality_flush_seconds)
+    async def flush_quality() -> None:
+        await flush_quality_counts(worker.quality, store, owner)
+
+    if settings.retrain_every_hours > 0:
+        @app.timer(min(settings.retrain_every_hours * 3600, 600))
+        async def scheduled_retrain() -> None:
+            await run_scheduled_retrain(store, settings.retrain_every_hours)
 
     @app.agent(case_events)
     async def route_cases(stream: faust.StreamT) -> None:
@@ -324,6 +396,28 @@ def create_app(settings: RouterSettings | None = None, names: TopicSettings | No
         body = {"status": "ready" if ready else "starting", "mongodb": mongo_ok, "model": worker_state["started"],
                 "rebalancing": bool(app.rebalancing)}
         return web.json(body, status=200 if ready else 503)
+
+    @app.page("/v1/router/shadow")
+    async def shadow(web, request):
+        """For supervisors: how the shadow model's choices compare with the current model's (this worker)."""
+        return web.json({**engine.shadow_report(), "worker": owner})
+
+    @app.page("/v1/router/quality")
+    async def quality(web, request):
+        """Per month, category and unit: the share of routing decisions later corrected (all workers)."""
+        months = request.query.get("months")
+        wanted = None
+        if months:
+            wanted = {m.strip() for m in months.split(",") if m.strip()}
+            bad = sorted(m for m in wanted if not _MONTH.fullmatch(m))
+            if bad:
+                return web.json({"error": {"code": "invalid_month", "message": f"months are YYYY-MM, not {bad[0]}",
+                                           "field": "months"}}, status=422)
+        docs = await store.quality_documents(wanted)
+        assigner = shipped.assigner
+        return web.json(quality_report(
+            docs, lambda c: assigner.categories[c].name if c in assigner.categories else c,
+            lambda u: "人工分拣" if u == TRIAGE else (assigner.units[u].name if u in assigner.units else u)))
 
     @app.page("/metrics")
     async def metrics(web, request):

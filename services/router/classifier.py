@@ -27,6 +27,7 @@ trained model must beat, and a fallback when no model is available.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -39,7 +40,7 @@ import joblib
 import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import minimize_scalar
-from sklearn.metrics import accuracy_score, f1_score
+from sklearn.metrics import accuracy_score, f1_score, recall_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import LinearSVC
 
@@ -568,26 +569,46 @@ class TextClassifier:
 
     # -- persistence ---------------------------------------------------------------------------------------
 
+    def _state(self) -> dict[str, Any]:
+        return {"labels": self.labels, "body": self.blocks.body, "head": self.blocks.head,
+                "keywords": self.blocks.keywords, "weights": self.weights, "intercept": self.intercept,
+                "inverse_temperature": self.inverse_temperature, "memory": self.memory}
+
     def save(self, directory: Path, metrics: Mapping[str, Any] | None = None) -> None:
         """``model.joblib`` (arrays and vocabularies) and ``model.json`` (what a person or the service needs
         to know about the model without loading it)."""
         directory.mkdir(parents=True, exist_ok=True)
         if metrics:
             self.info["metrics"] = dict(metrics)
-        state = {"labels": self.labels, "body": self.blocks.body, "head": self.blocks.head,
-                 "keywords": self.blocks.keywords, "weights": self.weights, "intercept": self.intercept,
-                 "inverse_temperature": self.inverse_temperature, "memory": self.memory}
-        joblib.dump(state, directory / MODEL_FILE, compress=3)
+        joblib.dump(self._state(), directory / MODEL_FILE, compress=3)
         (directory / META_FILE).write_text(json.dumps(self.info, ensure_ascii=False, indent=2) + "\n",
                                            encoding="utf-8")
+
+    def to_bytes(self) -> bytes:
+        """The ``model.joblib`` content, for a model kept in a database (``info`` travels beside it)."""
+        buffer = io.BytesIO()
+        joblib.dump(self._state(), buffer, compress=3)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, info: Mapping[str, Any], blob: bytes) -> TextClassifier:
+        return cls._restore(dict(info), joblib.load(io.BytesIO(blob)), "a stored model")
 
     @classmethod
     def load(cls, directory: Path) -> TextClassifier:
         info = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        cls._check_format(info, str(directory / META_FILE))
+        return cls._restore(info, joblib.load(directory / MODEL_FILE), str(directory))
+
+    @staticmethod
+    def _check_format(info: Mapping[str, Any], where: str) -> None:
         if info.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{directory / META_FILE}: model format {info.get('format')!r}, "
+            raise ValueError(f"{where}: model format {info.get('format')!r}, "
                              f"this code reads {FORMAT_VERSION}; retrain the model")
-        state = joblib.load(directory / MODEL_FILE)
+
+    @classmethod
+    def _restore(cls, info: dict[str, Any], state: dict[str, Any], where: str) -> TextClassifier:
+        cls._check_format(info, where)
         params = TrainingParams(**{k: tuple(v) if isinstance(v, list) else v
                                    for k, v in info["params"].items()})
         blocks = _Blocks(state.pop("body"), state.pop("head"), state.pop("keywords"), params)
@@ -700,10 +721,12 @@ def scores_for(gold: Sequence[str], predicted: Sequence[str]) -> dict[str, Any]:
     lowers recall, but adds no class of its own."""
     labels = sorted(set(gold))
     per_label = f1_score(gold, predicted, labels=labels, average=None, zero_division=0)
+    recall = recall_score(gold, predicted, labels=labels, average=None, zero_division=0)
     return {
         "macro_f1": round(float(np.mean(per_label)), 4),
         "accuracy": round(float(accuracy_score(gold, predicted)), 4),
         "per_label_f1": {label: round(float(v), 4) for label, v in zip(labels, per_label, strict=True)},
+        "per_label_recall": {label: round(float(v), 4) for label, v in zip(labels, recall, strict=True)},
         "n": len(gold),
     }
 

@@ -1,5 +1,7 @@
-"""``python -m services.router train|evaluate``: train the text model, or measure a model (or the keyword
-rules) on a labelled CSV. Both print one JSON object on stdout.
+"""``python -m services.router train|evaluate|retrain|import-history|models|promote|rollback|shadow``: train
+the text model, or measure a model (or the keyword rules) on a labelled CSV; retrain from the city's
+corrections and history, import history, and manage the registered models (``services.router.admin``).
+Every command prints one JSON object on stdout (and, for people, a summary in Chinese on stderr).
 
     train --data CSV [--data CSV ...] --text-column text [--text-column title ...] --label-column label
           --out DIR [--corrections CSV] [--cv 5] [--neighbours 10]
@@ -20,6 +22,7 @@ same post.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import json
 import sys
@@ -39,13 +42,10 @@ from services.router.classifier import (
     scores_for,
     timed_predictions,
 )
+from services.router.textdata import DataError, compact
 
 CORRECTION_WEIGHT = 2.0
 NEAR_DUPLICATE = 0.8
-
-
-class DataError(ValueError):
-    """A CSV or label map the command cannot use; the message says which file and column."""
 
 
 def _read_columns(path: Path, text_columns: Sequence[str], label_column: str | None) -> list[tuple[str, str]]:
@@ -108,10 +108,6 @@ def read_label_map(path: Path) -> dict[str, str]:
     if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
         raise DataError(f"{path}: a label map is a YAML mapping of data label → model label")
     return {str(k): v for k, v in raw.items()}
-
-
-def compact(text: str) -> str:
-    return "".join(text.split())
 
 
 def shingles(text: str, size: int = 5) -> set[str]:
@@ -197,6 +193,95 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def shipped_examples(paths: Sequence[Path]) -> list[tuple[str, str]]:
+    return read_training_rows([p for p in paths if p.exists()], ["text"], "label")[0]
+
+
+async def _with_store(work):
+    """Run ``work(store, registry)`` against the router's database (``WENZHENG_MONGO_URL``,
+    ``WENZHENG_ROUTER_DATABASE``)."""
+    from services.common.config import common_settings
+    from services.common.mongo import new_client
+    from services.router.config import RouterSettings
+    from services.router.registry import ModelRegistry
+    from services.router.store import RouterStore
+
+    client = new_client(common_settings().mongo_url)
+    try:
+        db = client[RouterSettings().database]
+        return await work(RouterStore(db), ModelRegistry(db))
+    finally:
+        await client.close()
+
+
+OUTCOMES = {"promoted": "已启用新模型", "shadowing": "新模型进入影子运行", "registered": "新模型已登记，未启用",
+            "refused": "新模型不优于当前模型，未启用"}
+
+
+def retrain_command(args: argparse.Namespace) -> dict[str, Any]:
+    from services.router import admin
+    from services.router.config import RouterSettings
+
+    settings = RouterSettings()
+    taxonomy = load_taxonomy(args.reference_dir / TAXONOMY_FILE)
+    options = admin.RetrainOptions(holdout_share=args.holdout_share, min_holdout=args.min_holdout,
+                                   max_recall_drop=args.max_recall_drop, promote=not args.no_promote,
+                                   shadow=args.shadow)
+    shipped = shipped_examples(args.data or settings.training_files)
+    result = asyncio.run(_with_store(lambda store, registry: admin.retrain(
+        store, registry, shipped=shipped, shipped_dir=settings.model_dir, taxonomy=taxonomy, options=options)))
+    print(result.pop("table"), file=sys.stderr)
+    print(f"结论：{OUTCOMES[result['action']]}；" + "；".join(result["reasons"]), file=sys.stderr)
+    return result
+
+
+def import_history_command(args: argparse.Namespace) -> dict[str, Any]:
+    from services.router import admin
+    from services.router.history import read_table
+
+    taxonomy = load_taxonomy(args.reference_dir / TAXONOMY_FILE)
+    table = read_table(args.file, args.sheet)
+    label_map = read_label_map(args.label_map) if args.label_map else None
+    from services.router.history import plan_import
+
+    # plan once before connecting: a file the import cannot use is refused without touching the database
+    plan_import(table, file=args.file.name, text_columns=args.text_column, label_column=args.label_column,
+                categories={c.id: c.name for c in taxonomy.categories}, label_map=label_map,
+                id_column=args.id_column, time_column=args.time_column)
+
+    async def work(store, _registry):
+        return await admin.import_history(store, table, file=args.file.name, text_columns=args.text_column,
+                                          label_column=args.label_column, taxonomy=taxonomy, label_map=label_map,
+                                          id_column=args.id_column, time_column=args.time_column,
+                                          rejects=args.rejects, dry_run=args.dry_run)
+
+    result = asyncio.run(work(None, None)) if args.dry_run else asyncio.run(_with_store(work))
+    print(f"共 {result['rows']} 行：导入 {result['taken']} 行，跳过 {result['skipped_total']} 行"
+          + "".join(f"；{v['meaning']} {v['count']} 行" for v in result["skipped"].values()), file=sys.stderr)
+    return result
+
+
+def registry_command(args: argparse.Namespace) -> dict[str, Any]:
+    async def work(_store, registry):
+        if args.command == "promote":
+            pointer = await registry.promote(args.version)
+        elif args.command == "rollback":
+            pointer = await registry.rollback()
+        elif args.command == "shadow":
+            pointer = await registry.set_shadow(None if args.off else args.version)
+        else:
+            pointer = await registry.pointer()
+            return {"current": pointer.current, "shadow": pointer.shadow, "previous": pointer.previous,
+                    "models": [{"model_version": d["_id"], "status": d.get("status"),
+                                "registered_at": d["registered_at"].isoformat(),
+                                "held_out_macro_f1": d.get("metrics", {}).get("held_out", {}).get("macro_f1"),
+                                "source": d.get("source")} for d in await registry.list_models()]}
+        return {"current": pointer.current, "shadow": pointer.shadow, "previous": pointer.previous,
+                "note": "every router worker loads it within WENZHENG_ROUTER_MODEL_POLL_SECONDS"}
+
+    return asyncio.run(_with_store(work))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m services.router", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -226,13 +311,53 @@ def build_parser() -> argparse.ArgumentParser:
     evaluator.add_argument("--exclude-overlap", type=Path,
                            help="a CSV whose posts are left out (near duplicates too)")
     evaluator.add_argument("--exclude-text-column", default="text")
+
+    retrainer = commands.add_parser("retrain", help="train a candidate on the shipped examples plus the city's "
+                                    "reassignments and imported history; promote it if not worse")
+    retrainer.add_argument("--reference-dir", type=Path, default=REFERENCE_DIR)
+    retrainer.add_argument("--data", type=Path, action="append",
+                           help="shipped example CSVs (text,label); default: the router's training_data")
+    retrainer.add_argument("--holdout-share", type=float, default=0.2,
+                           help="share of the city's labelled cases held out to judge the candidate")
+    retrainer.add_argument("--min-holdout", type=int, default=30,
+                           help="fewer held-out cases than this: the candidate is not promoted")
+    retrainer.add_argument("--max-recall-drop", type=float, default=0.1,
+                           help="no category (with >= 5 held-out cases) may lose more recall than this")
+    retrainer.add_argument("--no-promote", action="store_true", help="register the candidate only")
+    retrainer.add_argument("--shadow", action="store_true",
+                           help="if not worse, run it as the shadow beside the current model instead")
+
+    importer = commands.add_parser("import-history", help="import past labelled cases from a CSV or .xlsx")
+    importer.add_argument("file", type=Path)
+    importer.add_argument("--text-column", action="append", required=True,
+                          help="column(s) with the post's text, e.g. 标题 and 内容 (joined with a space)")
+    importer.add_argument("--label-column", required=True, help="column with the category")
+    importer.add_argument("--label-map", type=Path,
+                          help="YAML: the file's label → category id or Chinese name")
+    importer.add_argument("--id-column", help="the old system's case number (kept for reference)")
+    importer.add_argument("--time-column", help="when the case happened (kept for reference)")
+    importer.add_argument("--sheet", help="the .xlsx sheet (default: the first)")
+    importer.add_argument("--rejects", type=Path, help="write the skipped rows here with their reason")
+    importer.add_argument("--dry-run", action="store_true", help="report only; import nothing")
+    importer.add_argument("--reference-dir", type=Path, default=REFERENCE_DIR)
+
+    commands.add_parser("models", help="the registered models and which one routes")
+    promoter = commands.add_parser("promote", help="make a registered model route on every worker")
+    promoter.add_argument("version")
+    commands.add_parser("rollback", help="back to the model that routed before the current one")
+    shadower = commands.add_parser("shadow", help="run a registered model beside the current one, deciding nothing")
+    target = shadower.add_mutually_exclusive_group(required=True)
+    target.add_argument("version", nargs="?")
+    target.add_argument("--off", action="store_true")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    commands = {"train": train, "evaluate": evaluate, "retrain": retrain_command,
+                "import-history": import_history_command}
     try:
-        result = train(args) if args.command == "train" else evaluate(args)
+        result = commands.get(args.command, registry_command)(args)
     except (DataError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

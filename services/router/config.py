@@ -8,6 +8,8 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_DIR = Path(__file__).with_name("models") / "default"
+TRAINING_DATA_DIR = Path(__file__).with_name("training_data")
+DEFAULT_TRAINING_FILES = [TRAINING_DATA_DIR / "examples.csv", TRAINING_DATA_DIR / "handwritten.csv"]
 
 
 class RouterSettings(BaseSettings):
@@ -24,4 +26,9 @@ class RouterSettings(BaseSettings):
     duplicate_similarity: float = Field(0.6, ge=0, le=1, description="character-bigram Jaccard")
     batch_size: int = Field(100, ge=1, description="at most this many events are routed together")
     batch_wait_seconds: float = Field(0.01, gt=0, description="how long to gather events for a batch")
+    training_files: list[Path] = Field(default_factory=lambda: list(DEFAULT_TRAINING_FILES),
+                                       description="the shipped examples a retrain starts from")
+    model_poll_seconds: float = Field(30, gt=0, description="how often a worker checks which model should route")
+    quality_flush_seconds: float = Field(10, gt=0, description="how often a worker adds its quality counts")
+    retrain_every_hours: float = Field(0, ge=0, description="scheduled retrain (0: off); promotes only if not worse")
     partitions: int = Field(6, validation_alias=AliasChoices("WENZHENG_TOPIC_PARTITIONS", "WENZHENG_ROUTER_PARTITIONS"))

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from services.common.events import parse_event
+from tests.harness.people import platform_tokens
 from tests.harness.platform import Platform
 from tests.harness.topics import read_topic
 from tests.harness.waiting import wait_for as wait_until
@@ -35,7 +36,8 @@ def platform(kafka_bootstrap, mongo_url):
 
 @pytest.fixture(scope="module")
 def tokens(platform):
-    return platform.credentials()
+    """Each demo person signed in: a unit's staff member acts for the unit, the supervisor for the office."""
+    return platform_tokens(platform.url("intake"), platform.credentials())
 
 
 def wait_for(check: Callable[[], object], what: str, timeout: float = WAIT):

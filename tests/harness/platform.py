@@ -93,6 +93,9 @@ class Platform:
             "WENZHENG_LOG_LEVEL": "INFO",
             "WENZHENG_CLOCK_OFFSET_FILE": str(self.clock_file),
             "WENZHENG_INTAKE_CREDENTIALS_FILE": str(self.credentials_file),
+            # demo accounts for every unit: argon2id at its cheapest, so a copy of the platform starts quickly
+            "WENZHENG_INTAKE_PASSWORD_TIME_COST": "1", "WENZHENG_INTAKE_PASSWORD_MEMORY_KIB": "1024",
+            "WENZHENG_INTAKE_PASSWORD_PARALLELISM": "1",
             "PYTHONUNBUFFERED": "1",
         })
         env.update({f"WENZHENG_TOPIC_{key.upper()}": name for key, name in self.topics.model_dump().items()})
@@ -118,12 +121,12 @@ class Platform:
 
     # ---------------------------------------------------------------- processes
     def prepare(self) -> None:
-        """Topics and credentials, as `make run` prepares them."""
+        """Topics and the demo accounts (a staff member for every unit), as `make run` prepares them."""
         env = self.env()
         subprocess.run([sys.executable, "-m", "services.common.topics", "create", "--bootstrap",
                         self.kafka_bootstrap], check=True, env=env, cwd=ROOT, capture_output=True)
         if "intake" in self.specs and (ROOT / "services" / "intake" / "__main__.py").exists():
-            subprocess.run([sys.executable, "-m", "services.intake", "credentials", "--ensure",
+            subprocess.run([sys.executable, "-m", "services.intake", "demo-accounts", "--all-units", "--out",
                             str(self.credentials_file)], check=True, env=env, cwd=ROOT, capture_output=True)
 
     def start(self, name: str, index: int = 0, env_overrides: dict[str, str] | None = None) -> Replica:

@@ -7,16 +7,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.common.events import CaseReplied, CaseStatus
+from services.common.workdays import in_quiet_hours, quiet_hours_end
 from services.intake import domain
 from services.intake.accounts import (
     PERMISSIONS,
     Principal,
     Role,
-    in_quiet_hours,
     locked_for,
     password_problem,
     permitted_actions,
-    quiet_hours_end,
     validate_roles,
 )
 from services.intake.domain import Case

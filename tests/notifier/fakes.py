@@ -63,6 +63,12 @@ class FakeStore:
     async def set_status(self, nid: str, status: str, **fields: Any) -> None:
         self.notifications[nid].update(status=status, **fields)
 
+    async def release_held(self, now: datetime) -> int:
+        held = [d for d in self.notifications.values() if d["status"] == "held" and d["not_before"] <= now]
+        for doc in held:
+            doc["status"] = "ready"
+        return len(held)
+
     async def ready(self, partitions, limit: int = 10000) -> list[dict[str, Any]]:
         return [dict(d) for d in self.notifications.values() if d["status"] == "ready" and d["partition"] in partitions]
 

@@ -12,8 +12,6 @@ import pytest
 from services.common.events import CaseAssigned, CaseClosed, CaseReturned, CaseSubmitted, make_event
 from services.common.mongo import new_client
 from services.router.agents import RouterWorker
-from services.router.config import DEFAULT_MODEL_DIR
-from services.router.engine import load_engine
 from services.router.policies import CaseRouting, RoutingPolicy
 from services.router.store import RouterStore, day_keys
 
@@ -50,20 +48,6 @@ def closed(case_id: str, version: int):
     return make_event(CaseClosed(case_id=case_id, tracking_number=f"WZ-{case_id}", version=version,
                                  occurred_at=T0 + timedelta(hours=2), actor="supervisor", reason="已办结"),
                       source="/tests")
-
-
-@pytest.fixture(scope="module")
-def engine():
-    return load_engine(DEFAULT_MODEL_DIR)
-
-
-@pytest.fixture
-async def worker(engine, mongo_url, run_id):
-    client = new_client(mongo_url)
-    name = f"wenzheng_router_batch_{run_id}"
-    yield RouterWorker(engine, RouterStore(client[name]), RoutingPolicy())
-    await client.drop_database(name)
-    await client.close()
 
 
 class Table(dict):

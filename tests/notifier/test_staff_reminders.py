@@ -1,0 +1,131 @@
+"""Staff reminders reach people: the notifier joins the staff-contacts topic by unit and turns its case alerts
+into one notification per person and channel, held through the person's quiet hours (Asia/Shanghai)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.common import events as ev
+from services.common.events import utcnow
+from services.common.kafka import EventPublisher, new_producer
+from services.common.mongo import new_client
+from services.common.workdays import default_calendar
+from services.notifier.domain import StaffDirectory, staff_notices
+from tests.harness.ports import free_port
+from tests.notifier.fakes import DEPT, CaseScript, make_service
+from tests.notifier.harness import FakeGateway, WorkerProcess, read_topic, wait_for, worker_env
+
+T0 = datetime(2026, 9, 7, 1, 0, tzinfo=UTC)  # Monday 09:00 in Shanghai
+QUIET = ev.QuietHours(start="22:00", end="07:30")
+
+
+def contact(person: str, roles: list[str], unit: str | None = DEPT, *, channels=("sms",), active: bool = True,
+            quiet: ev.QuietHours | None = None, at: datetime = T0) -> ev.StaffContact:
+    return ev.StaffContact(person_id=person, unit_id=unit, roles=roles, phone="13900000000", email="x@gz.gov.cn",
+                           channels=list(channels), quiet_hours=quiet, active=active, updated_at=at)
+
+
+def staff() -> list[ev.StaffContact]:
+    return [contact("p-staff", ["unit_staff"]), contact("p-lead", ["unit_lead"], channels=("sms", "email")),
+            contact("p-elsewhere", ["unit_staff"], unit="nankang_gov"),
+            contact("p-office", ["supervisor"], unit=None, channels=("email",)),
+            contact("p-gone", ["unit_staff"], active=False), contact("p-night", ["unit_staff"], quiet=QUIET)]
+
+
+def test_an_alert_goes_to_its_units_people_and_supervisors_ones_to_the_office():
+    directory = StaffDirectory()
+    for c in staff():
+        directory.apply(c)
+    unit_alert = ev.Alert(alert_id="unsigned:c-1:1", kind="unsigned", case_id="c-1", tracking_number="WZ",
+                          department_id=DEPT, audience=["department"], message="请签收", raised_at=T0)
+    notices = staff_notices(unit_alert, directory, T0)
+    assert sorted((n.person_id, n.channel.value) for n in notices) == [
+        ("p-lead", "email"), ("p-lead", "sms"), ("p-night", "sms"), ("p-staff", "sms")]
+    assert all(n.not_before is None for n in notices)  # 09:00 is nobody's quiet time
+    escalated = unit_alert.model_copy(update={"alert_id": "escalated:c-1:1", "kind": "escalated",
+                                              "audience": ["department", "supervisors"]})
+    assert ("p-office", "email") in {(n.person_id, n.channel.value) for n in staff_notices(escalated, directory, T0)}
+    hotspot = unit_alert.model_copy(update={"kind": "hotspot"})
+    assert staff_notices(hotspot, directory, T0) == []
+
+
+def test_a_newer_record_replaces_the_older_and_an_older_one_is_ignored():
+    directory = StaffDirectory()
+    directory.apply(contact("p-1", ["unit_staff"], at=T0))
+    directory.apply(contact("p-1", ["unit_staff"], active=False, at=T0 + timedelta(minutes=1)))
+    directory.apply(contact("p-1", ["unit_staff"], at=T0 - timedelta(minutes=1)))  # a late duplicate
+    assert directory.people["p-1"].active is False
+
+
+async def test_quiet_hours_hold_a_reminder_until_the_morning():
+    night = datetime(2026, 9, 7, 15, 0, tzinfo=UTC)  # Monday 23:00 in Shanghai
+    service, clock, store, publisher = make_service(night)
+    for c in staff():
+        service.staff.apply(c)
+    script = CaseScript("c-9")
+    deadline = default_calendar().add_working_days(night, 1)
+    await service.apply_batch([(script.submitted(night), 0), (script.assigned(night, deadline), 0)])
+    clock.set(deadline + timedelta(minutes=1))  # unsigned and overdue are due now (end of Tue = 00:00 Wed)
+    await service.scan()
+    sent = [n for n in publisher.notifications_sent if n.kind == "staff_alert"]
+    assert {n.person_id for n in sent} == {"p-staff", "p-lead", "p-office"}  # both alerts also go to the office
+    assert all(n.text.startswith("【问政提醒】") and "WZ2609-TEST-0001" in n.text for n in sent)
+    held = [d for d in store.notifications.values() if d["status"] == "held"]
+    assert {d["person_id"] for d in held} == {"p-night"}
+    assert {d["not_before"] for d in held} == {datetime(2026, 9, 8, 23, 30, tzinfo=UTC)}  # Wed 07:30 Shanghai
+    await service.sweep()
+    assert not [n for n in publisher.notifications_sent if n.person_id == "p-night"]
+    clock.set(datetime(2026, 9, 8, 23, 31, tzinfo=UTC))
+    await service.sweep()
+    night_sent = [n for n in publisher.notifications_sent if n.person_id == "p-night"]
+    assert len(night_sent) == len(held) and {n.to for n in night_sent} == {"13900000000"}
+    await service.scan()
+    await service.sweep()  # nothing twice
+    ids = [n.notification_id for n in publisher.notifications_sent]
+    assert len(ids) == len(set(ids))
+
+
+@pytest.mark.integration
+async def test_a_worker_sends_staff_reminders_on_the_notifications_topic(kafka_bootstrap, mongo_url, test_topics,
+                                                                         run_id, tmp_path):
+    clock_file = tmp_path / "clock_offset"
+    clock_file.write_text("0")
+    producer = new_producer(kafka_bootstrap)
+    await producer.start()
+    publisher = EventPublisher(producer, source="/test/intake", names=test_topics)
+    now = utcnow()
+    for c in (contact("p-staff", ["unit_staff"], at=now), contact("p-elsewhere", ["unit_staff"], unit="nankang_gov",
+                                                                  at=now)):
+        await publisher.publish(c)
+    script = CaseScript("c-staff", tracking="WZ2609-STAF-0001")
+    deadline = default_calendar().add_working_days(now, 1)
+    await publisher.publish(script.submitted(now))
+    await publisher.publish(script.assigned(now, deadline))
+    with FakeGateway() as gateway:
+        env = worker_env(kafka=kafka_bootstrap, mongo=mongo_url, names=test_topics, run_id=run_id, port=free_port(),
+                         sms_url=gateway.url, clock_file=clock_file)
+        worker = WorkerProcess(env, tmp_path / "worker.log").start()
+        try:
+            await wait_for(worker.readyz, "the worker ready")
+            # noon of the day after the deadline in Shanghai: nobody's quiet hours, the unsigned alert is due
+            target = deadline + timedelta(hours=12)
+            clock_file.write_text(str((target - utcnow()).total_seconds()))
+
+            async def staff_notifications() -> list[dict]:
+                events = await read_topic(kafka_bootstrap, test_topics.notifications)
+                return [e["data"] for _, e in events if e["data"]["kind"] == "staff_alert"]
+            sent = await wait_for(staff_notifications, "a staff reminder on the notifications topic")
+            await wait_for(lambda: any(k.startswith("staff:") for k in gateway.accepted), "the gateway to get it")
+        finally:
+            worker.stop()
+            await producer.stop()
+            client = new_client(mongo_url)
+            await client.drop_database(f"wenzheng_notifier_{run_id}")
+            await client.close()
+    assert {n["person_id"] for n in sent} == {"p-staff"}  # only the unit's own people
+    assert {n["channel"] for n in sent} == {"sms"} and all(n["to"] == "13900000000" for n in sent)
+    assert all(n["case_id"] == "c-staff" for n in sent)
+    public = await read_topic(kafka_bootstrap, test_topics.alerts)
+    assert "13900000000" not in str(public) and "p-staff" not in str(public)
