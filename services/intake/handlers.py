@@ -20,7 +20,7 @@ from services.common.config import TopicSettings
 from services.common.events import Actor, CaseStatus, Channel, Event, Rating, make_event
 from services.common.logging import get_logger, mask_personal_text
 from services.common.people import people_deadline
-from services.common.reference import ReferenceData
+from services.common.reference import ReferenceData, reference
 from services.common.secret_compare import same_secret
 from services.common.workdays import WorkCalendar, default_calendar
 from services.intake import domain, metrics
@@ -610,11 +610,13 @@ def internal_case_view(doc: dict[str, Any], now: datetime, principal: Principal 
         attachments=doc.get("attachments", []),
         poster_ref=doc.get("poster_ref"),
         requested_category=doc.get("requested_category"),
+        requested_category_name=reference().category_name(doc.get("requested_category")),
         assigned_at=_iso(doc.get("assigned_at")),
         working_days=doc.get("working_days"),
         routing_round=doc.get("routing_round", 1),
         return_count=doc.get("return_count", 0),
         tried_departments=doc.get("tried_departments", []),
+        tried_units=[{"id": u, "name": reference().unit_name(u)} for u in doc.get("tried_departments", [])],
         pending_extension={**pending, "requested_at": _iso(pending["requested_at"])} if pending else None,
         flagged=doc.get("flagged", False),
         linked_case_id=doc.get("linked_case_id"),

@@ -26,6 +26,7 @@ from services.common.metrics import METRICS_CONTENT_TYPE, render_metrics
 from services.common.mongo import new_client, ping
 from services.common.people import chinese_date, people_date, people_month
 from services.common.workdays import local_date
+from services.stats import shapes
 from services.stats.config import StatsSettings
 from services.stats.consumer import StatsConsumer
 from services.stats.domain import (
@@ -50,6 +51,7 @@ from services.stats.reports import (
     ledger_row,
     ledger_xlsx,
 )
+from services.stats.shapes import documented
 from services.stats.store import StatsStore
 
 log = get_logger(__name__)
@@ -190,7 +192,7 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
     async def metrics_page() -> Response:
         return Response(render_metrics(registry), media_type=METRICS_CONTENT_TYPE)
 
-    @app.get("/v1/stats/overview")
+    @app.get("/v1/stats/overview", responses=documented(shapes.Overview))
     async def overview(request: Request, month: str | None = None, from_: str | None = Query(None, alias="from"),
                        to: str | None = None) -> dict[str, Any]:
         svc = svc_of(request)
@@ -214,7 +216,7 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
             raise ApiError(422, "invalid_sort", f"sort must be one of {sorted(RANKABLE)}", "sort")
         return sort
 
-    @app.get("/v1/stats/departments")
+    @app.get("/v1/stats/departments", responses=documented(shapes.Departments))
     async def departments(request: Request, month: str | None = None,
                           from_: str | None = Query(None, alias="from"), to: str | None = None,
                           sort: str = "satisfaction_rate", min_sample: int | None = Query(None, ge=1, le=1_000_000)
@@ -228,7 +230,7 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
         return {"period": period, "sort": sort, "min_sample": minimum, "method": "wilson_lower_bound_95",
                 "ranking": ranked, "below_min_sample": small}
 
-    @app.get("/v1/stats/departments/{unit_id}")
+    @app.get("/v1/stats/departments/{unit_id}", responses=documented(shapes.Department))
     async def department(request: Request, unit_id: str, month: str | None = None,
                          from_: str | None = Query(None, alias="from"), to: str | None = None) -> dict[str, Any]:
         svc = svc_of(request)
@@ -238,21 +240,21 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
             raise ApiError(404, "not_found", "no cases for this unit in the period", "unit_id")
         return {"period": period, **row}
 
-    @app.get("/v1/stats/categories")
+    @app.get("/v1/stats/categories", responses=documented(shapes.Breakdown))
     async def categories(request: Request, month: str | None = None,
                          from_: str | None = Query(None, alias="from"), to: str | None = None) -> dict[str, Any]:
         svc = svc_of(request)
         months, days, period = await svc.period(month, from_, to)
         return {"period": period, "items": breakdown(svc, "category", months, days)}
 
-    @app.get("/v1/stats/counties")
+    @app.get("/v1/stats/counties", responses=documented(shapes.Breakdown))
     async def counties(request: Request, month: str | None = None,
                        from_: str | None = Query(None, alias="from"), to: str | None = None) -> dict[str, Any]:
         svc = svc_of(request)
         months, days, period = await svc.period(month, from_, to)
         return {"period": period, "items": breakdown(svc, "county", months, days)}
 
-    @app.get("/v1/stats/timeseries")
+    @app.get("/v1/stats/timeseries", responses=documented(shapes.Timeseries))
     async def timeseries(request: Request, granularity: str = "monthly", from_: str | None = Query(None, alias="from"),
                          to: str | None = None) -> dict[str, Any]:
         svc = svc_of(request)
@@ -274,7 +276,7 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
         return {"granularity": granularity, "period": {"from": first.isoformat(), "to": last.isoformat()},
                 "points": points}
 
-    @app.get("/v1/reports/monthly")
+    @app.get("/v1/reports/monthly", responses=documented(shapes.Monthly, "text/csv", "text/html", XLSX_TYPE))
     async def monthly_report(request: Request, month: str, format: str | None = None,
                              sort: str = "satisfaction_rate") -> Response:
         svc = svc_of(request)
@@ -296,7 +298,7 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
     async def ledger_page(svc: Service, filters: LedgerFilters, skip: int, limit: int) -> list[dict[str, Any]]:
         return [ledger_row(d) for d in await svc.store.browse(filters.query(svc.clock.now()), skip, limit)]
 
-    @app.get("/v1/cases")
+    @app.get("/v1/cases", responses=documented(shapes.LedgerPage))
     async def cases(request: Request, filters: Annotated[LedgerFilters, Depends()],
                     page: int = Query(1, ge=1, le=100_000), page_size: int = Query(50, ge=1, le=200)
                     ) -> dict[str, Any]:
@@ -304,7 +306,7 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
         size = min(page_size, svc.settings.page_size_max)
         return {"page": page, "page_size": size, "items": await ledger_page(svc, filters, (page - 1) * size, size)}
 
-    @app.get("/v1/ledger")
+    @app.get("/v1/ledger", responses=documented(shapes.LedgerPage, "text/csv", XLSX_TYPE))
     async def ledger(request: Request, filters: Annotated[LedgerFilters, Depends()], format: str = "json",
                      page: int = Query(1, ge=1, le=100_000), page_size: int = Query(50, ge=1, le=200)) -> Response:
         """The ledger (台账): one row per case with names; ``format=csv|xlsx`` downloads every matching row (up

@@ -173,3 +173,17 @@ class CaseMachine(RuleBasedStateMachine):
 TestCaseMachine = CaseMachine.TestCase
 TestCaseMachine.settings = settings(max_examples=150, stateful_step_count=30, deadline=None,
                                     suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_a_reassignment_takes_the_deadline_of_the_case_kind_from_the_reference_data() -> None:
+    from services.common.reference import reference
+    from services.intake.handlers import IntakeService
+
+    namer = type("Namer", (), {"reference": reference()})()
+    command = IntakeService.reassign_command(namer, "urban_management", "zhanggong_gov", "改派")
+    start = datetime(2026, 11, 2, 2, tzinfo=UTC)
+    for kind, days in (("inquiry", 3), ("complaint", 5)):
+        case = domain.Case(case_id="c-k", tracking_number="WZ2611-KIND-TEST", version=1,
+                           status=S.TRIAGE, created_at=start, kind=ev.PostKind(kind))
+        outcome = domain.decide(case, command, start)
+        assert outcome.case.working_days == days and outcome.events[0].working_days == days

@@ -55,6 +55,7 @@ async def test_after_triage_return_and_reassignment_code_and_name_match_and_the_
     await intake.wait_status(tn, "triage")
     view = await _view(intake, case_id)
     assert view["category"] == {"code": "health", "name": "卫生健康"} and view["department"] is None
+    assert view["tried_units"] == [{"id": "zhanggong_gov", "name": "章贡区人民政府"}]
 
     r = await intake.client.post(f"/v1/cases/{case_id}/reassign", headers=intake.supervisor,
                                  json={"category": "utilities_telecom", "department_id": "ent_water",

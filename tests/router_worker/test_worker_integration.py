@@ -86,7 +86,9 @@ async def test_worker_routes_reroutes_and_dead_letters(worker, kafka_bootstrap, 
         assert by_case["c-lamp"].department_id == "zhanggong_gov"  # the township alone names the county
         assert by_case["c-lamp"].outcome.value == "assigned" and by_case["c-lamp"].deadline is not None
         assert any("水西镇" in r for r in by_case["c-lamp"].reasons)
-        assert by_case["c-water"].department_id == "ent_water"  # a city-wide utility
+        # the city water group does not serve 瑞金市: the county's government answers for its own supplier
+        assert by_case["c-water"].department_id == "ruijin_gov"
+        assert any("赣州市水务集团不服务瑞金市" in r for r in by_case["c-water"].reasons)
         dead = await read_until(kafka_bootstrap, test_topics.dead_letter, 1)
         assert dead[0].data.service == "router" and "JSON" in dead[0].data.reason
 

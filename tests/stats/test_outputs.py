@@ -253,3 +253,25 @@ def test_unit_counties_come_from_the_shared_reference() -> None:
     from services.stats.metrics import unit_county
 
     assert unit_county("zhanggong_gov") == "章贡区" and unit_county("city_hrss") == "city"
+
+
+async def test_the_documented_shapes_describe_what_the_api_answers(api) -> None:
+    from services.stats import shapes
+
+    http, _cases = api
+    month = {"month": "2026-11"}
+    for path, params, model in [
+        ("/v1/stats/overview", month, shapes.Overview), ("/v1/stats/departments", month, shapes.Departments),
+        ("/v1/stats/departments/city_hrss", month, shapes.Department),
+        ("/v1/stats/categories", month, shapes.Breakdown), ("/v1/stats/counties", month, shapes.Breakdown),
+        ("/v1/stats/timeseries", {}, shapes.Timeseries), ("/v1/reports/monthly", month, shapes.Monthly),
+        ("/v1/ledger", {}, shapes.LedgerPage),
+    ]:
+        body = (await http.get(path, params=params)).json()
+        parsed = model.model_validate(body)
+        declared = set(model.model_fields) | {f.alias for f in model.model_fields.values() if f.alias}
+        undocumented = set(body) - declared
+        assert not undocumented, f"{path} answers fields its OpenAPI shape does not name: {undocumented}"
+        assert parsed is not None
+    spec = (await http.get("/openapi.json")).json()
+    assert spec["paths"]["/v1/stats/overview"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
