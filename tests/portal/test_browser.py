@@ -218,6 +218,12 @@ def test_unit_staff_sign_reply_with_a_template_and_return_a_case(platform, peopl
     assert page.title() == f"诉求 {first['tracking_number']} - 问政赣州"
     page.get_by_role("button", name="签收这件诉求").click()
     assert "已签收" in page.locator("[role=status]").first.inner_text()
+    # revealing the contact (audited by intake) shows it on this answer only, on the unit's own case page
+    page.get_by_role("button", name="查看联系方式").click()
+    assert PHONE in page.locator("#contact").inner_text()
+    shot(page, "staff-02a-contact-revealed")
+    page.goto(page.url.split("?")[0])
+    assert PHONE not in page.content()
     page.get_by_label("回复模板").select_option(label="已办结")
     assert "核实处理完毕" in page.get_by_label("回复内容（会公开）").input_value()
     shot(page, "staff-02-case-reply-with-template")
