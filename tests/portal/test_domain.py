@@ -111,6 +111,8 @@ def test_case_action_forms_are_checked_before_they_are_sent():
     assert body == {"reached": True, "rating": "satisfied", "note": "电话回访"} and not errors
     _, errors, _ = check_action(ACTIONS["callback"], {"note": "电话回访"})
     assert "reached" in errors
+    _, errors, _ = check_action(ACTIONS["callback"], {"reached": "no", "rating": "satisfied", "note": "无人接听"})
+    assert errors == {"rating": "没有联系上群众时，不能替群众评价"}
     assert check_action(ACTIONS["sign"], {}) == ({}, {}, {})
 
 

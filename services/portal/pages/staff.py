@@ -124,6 +124,8 @@ def check_action(action: Action, form: dict[str, Any]) -> tuple[dict[str, Any], 
             body[f.name] = raw
     if "reached" in typed and not typed["reached"]:
         errors["reached"] = "请选择是否联系上群众"
+    elif "reached" in typed and body.get("rating") and not body.get("reached"):
+        errors["rating"] = "没有联系上群众时，不能替群众评价"
     return body, errors, typed
 
 

@@ -28,7 +28,7 @@ BULK_ACTIONS = {
     "approve_extension": ("批准延期", False), "deny_extension": ("不批准延期", False),
     "reopen": ("转二次办理", True), "close": ("办结销号", True), "flag": ("列为典型案例", False),
 }
-BULK_DONE = "bulk"
+MAX_BULK = 100  # intake's limit per bulk command
 
 
 def _page(raw: str | None) -> int:
@@ -72,8 +72,12 @@ async def bulk(request: Request) -> Response:
     action = str(form.get("action") or "")
     reason = str(form.get("reason") or "").strip()
     raw_ids = form.get("case_ids") or []
-    case_ids = [str(c) for c in (raw_ids if isinstance(raw_ids, list) else [raw_ids])][:200]
-    errors = {}
+    case_ids = [str(c) for c in (raw_ids if isinstance(raw_ids, list) else [raw_ids])]
+    if len(case_ids) > MAX_BULK:
+        errors_over = {"case_ids": f"一次最多处理 {MAX_BULK} 件，请分批勾选"}
+    else:
+        errors_over = {}
+    errors = dict(errors_over)
     if action not in BULK_ACTIONS:
         errors["action"] = "请选择要批量进行的操作"
     elif BULK_ACTIONS[action][1] and len(reason) < 2:
