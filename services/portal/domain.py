@@ -49,7 +49,7 @@ BUCKETS = (("to_sign", "待签收"), ("handling", "办理中"), ("due_soon", "�
            ("reopened", "二次办理"), ("awaiting_rating", "已回复待评价"))
 NOTICE_METHODS = {"phone": "电话督办", "on_site": "现场督办", "meeting": "会议督办"}
 ROLE_WORDS = {"unit_staff": "单位经办人", "unit_lead": "单位负责人", "supervisor": "督办人员", "admin": "系统管理员"}
-KIND_WORDS = {"complaint": "投诉", "consultation": "咨询", "suggestion": "建议"}
+KIND_WORDS = {"complaint": "投诉", "inquiry": "咨询", "suggestion": "建议"}  # services.common.events.PostKind
 
 # Chinese text for each stable error code of the contract (docs/people-api.md); the field decides where it goes
 ERROR_WORDS = {
