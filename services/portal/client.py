@@ -76,6 +76,12 @@ def _error_from(response: httpx.Response) -> ApiError:
                     response.headers.get("retry-after"))
 
 
+def _forwarded(chain: str | None) -> dict[str, str]:
+    """The citizen's or staff member's address for intake's per-address limits and audit (intake trusts it
+    only from the proxies it is told about: WENZHENG_INTAKE_TRUSTED_PROXIES)."""
+    return {"x-forwarded-for": chain} if chain else {}
+
+
 class _Api:
     def __init__(self, base_url: str, *, timeout: float, connect_timeout: float, max_connections: int,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
@@ -119,8 +125,9 @@ class IntakeClient(_Api):
     """Intake: sign-in, people, cases, commands, reference data, citizens' posts and the public board."""
 
     # ---- people and sign-in
-    async def login(self, username: str, password: str) -> LoginAnswer:
-        return await self.call("POST", "/v1/auth/login", json={"username": username, "password": password})
+    async def login(self, username: str, password: str, forwarded_for: str | None = None) -> LoginAnswer:
+        return await self.call("POST", "/v1/auth/login", json={"username": username, "password": password},
+                               headers=_forwarded(forwarded_for))
 
     async def logout(self, token: str) -> None:
         await self.call("POST", "/v1/auth/logout", token=token)
@@ -200,22 +207,25 @@ class IntakeClient(_Api):
         return await self.call("GET", "/v1/admin/audit", token=token, params=params)
 
     # ---- citizens and the public
-    async def upload(self, filename: str, content: bytes, media_type: str) -> str:
-        answer = await self.call("POST", "/v1/attachments", files={"file": (filename, content, media_type)})
+    async def upload(self, filename: str, content: bytes, media_type: str, forwarded_for: str | None = None) -> str:
+        answer = await self.call("POST", "/v1/attachments", files={"file": (filename, content, media_type)},
+                                 headers=_forwarded(forwarded_for))
         return answer["attachment_id"]
 
     async def attachment(self, attachment_id: str) -> httpx.Response:
         return await self.call("GET", f"/v1/attachments/{attachment_id}", expect_json=False)
 
-    async def submit_post(self, body: Json, idempotency_key: str | None = None) -> Json:
-        return await self.call("POST", "/v1/posts", json=body,
-                               headers={"idempotency-key": idempotency_key} if idempotency_key else None)
+    async def submit_post(self, body: Json, idempotency_key: str | None = None,
+                          forwarded_for: str | None = None) -> Json:
+        headers = _forwarded(forwarded_for) | ({"idempotency-key": idempotency_key} if idempotency_key else {})
+        return await self.call("POST", "/v1/posts", json=body, headers=headers)
 
     async def post(self, tracking_number: str) -> Json:
         return await self.call("GET", f"/v1/posts/{tracking_number}")
 
-    async def rate(self, tracking_number: str, body: Json) -> Json:
-        return await self.call("POST", f"/v1/posts/{tracking_number}/rating", json=body)
+    async def rate(self, tracking_number: str, body: Json, forwarded_for: str | None = None) -> Json:
+        return await self.call("POST", f"/v1/posts/{tracking_number}/rating", json=body,
+                               headers=_forwarded(forwarded_for))
 
     async def public_cases(self, **params: Any) -> Json:
         return await self.call("GET", "/v1/public/cases", params=params)

@@ -180,6 +180,13 @@ async def call(request: Request, coroutine: Any) -> Any:
         raise
 
 
+def forwarded_for(request: Request) -> str | None:
+    """The X-Forwarded-For chain to send on: what reached the portal plus the address it came from."""
+    peer = request.client.host if request.client else None
+    earlier = request.headers.get("x-forwarded-for", "").strip()
+    return ", ".join(part for part in (earlier, peer) if part) or None
+
+
 def redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 

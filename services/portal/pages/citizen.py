@@ -13,7 +13,7 @@ from starlette.datastructures import UploadFile
 from services.portal import domain
 from services.portal.client import ApiError
 from services.portal.security import CSRF_FIELD, csrf_ok
-from services.portal.web import portal, redirect, render, session_of
+from services.portal.web import forwarded_for, portal, redirect, render, session_of
 
 router = APIRouter()
 POST_FIELDS = {"kind", "title", "body", "county", "township", "address", "phone", "name", "anonymous", "photos"}
@@ -81,9 +81,10 @@ async def post_submit(request: Request) -> Response:
         return await _post_page(request, status, values=check.values, errors=check.errors, **context)
     intake = portal(request).intake
     try:
-        attachment_ids = [await intake.upload(name, content, media) for name, content, media in photos]
+        chain = forwarded_for(request)
+        attachment_ids = [await intake.upload(name, content, media, chain) for name, content, media in photos]
         accepted = await intake.submit_post(domain.post_payload(check.values, attachment_ids),
-                                            idempotency_key=idempotency_key)
+                                            idempotency_key=idempotency_key, forwarded_for=chain)
     except ApiError as exc:
         field = API_FIELDS.get(exc.field or "", exc.field)
         message = domain.error_words(exc.code, exc.status)
@@ -186,7 +187,7 @@ async def rate(request: Request, tracking: str) -> Response:
     else:
         body["phone_last4"] = values["phone_last4"]
     try:
-        await portal(request).intake.rate(tracking, body)
+        await portal(request).intake.rate(tracking, body, forwarded_for(request))
     except ApiError as exc:
         if exc.status == 403:
             errors = {"phone_last4": "手机号后四位与留言时填写的不一致，只有留言人本人可以评价"}

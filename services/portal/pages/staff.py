@@ -21,6 +21,7 @@ from services.portal.web import (
     OFFICE_ROLES,
     STAFF_ROLES,
     call,
+    forwarded_for,
     home_for,
     portal,
     read_form,
@@ -165,7 +166,7 @@ async def login(request: Request) -> Response:
     metrics = portal(request).metrics
     if not errors:
         try:
-            answer = await portal(request).intake.login(username, password)
+            answer = await portal(request).intake.login(username, password, forwarded_for(request))
         except ApiError as exc:
             metrics.sign_ins.labels(exc.code if exc.status < 500 else "unavailable").inc()
             if exc.status == 401:
