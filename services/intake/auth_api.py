@@ -92,7 +92,17 @@ AdminDep = Annotated[Principal, Depends(admin)]
 
 
 def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
+    """The caller's address; behind a trusted proxy (the portal signs people in from its own address), the
+    right-most X-Forwarded-For hop that is not itself a trusted proxy."""
+    peer = request.client.host if request.client else None
+    trusted = set(request.app.state.runtime.settings.trusted_proxies)
+    if peer not in trusted:
+        return peer
+    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if hop not in trusted:
+            return hop[:64]
+    return peer
 
 
 # --------------------------------------------------------------------------------------------------

@@ -59,6 +59,9 @@ class IntakeSettings(BaseSettings):
     password_time_cost: int = Field(3, ge=1, description="argon2id passes")
     password_memory_kib: int = Field(65536, ge=1024, description="argon2id memory")
     password_parallelism: int = Field(4, ge=1)
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="addresses of proxies (the portal, a load balancer) whose X-Forwarded-For "
+                                          "names the real client, for the sign-in limit and the audit trail")
     cookie_secure: bool | None = Field(None, description="Secure session cookies (default: on in production)")
 
     # Optional OpenID Connect sign-in against the city's identity provider (off unless an issuer is set)

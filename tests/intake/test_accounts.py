@@ -19,6 +19,8 @@ import httpx
 import pytest
 
 from services.common.workdays import SHANGHAI
+from services.intake.accounts_store import AccountsStore
+from services.intake.people import AccountsService
 from services.intake.ratelimit import SlidingWindowLimiter
 from tests.harness.people import TEST_PASSWORD, create_person, sign_in
 from tests.intake.conftest import Intake, random_phone, read_topic
@@ -98,12 +100,39 @@ async def test_too_many_attempts_from_one_address_are_rate_limited(intake: Intak
     accounts = intake.accounts
     saved, accounts.ip_limiter = accounts.ip_limiter, SlidingWindowLimiter(3, 60)
     try:
-        answers = [await intake.client.post("/v1/auth/login", json={"username": "x-any", "password": "y"})
-                   for _ in range(4)]
+        answers = [await intake.client.post("/v1/auth/login", json={"username": f"x{os.urandom(4).hex()}",
+                                                                   "password": "y"}) for _ in range(4)]
     finally:
         accounts.ip_limiter = saved
     assert [a.status_code for a in answers] == [401, 401, 401, 429]
     assert error_of(answers[-1])["code"] == "rate_limited" and int(answers[-1].headers["Retry-After"]) >= 1
+
+
+async def test_behind_a_trusted_proxy_the_limit_counts_the_forwarded_address(intake: Intake) -> None:
+    accounts = intake.accounts
+    saved, accounts.ip_limiter = accounts.ip_limiter, SlidingWindowLimiter(2, 60)
+    intake.settings.trusted_proxies = ["10.0.0.1"]  # the harness client's address: say it is the portal
+    try:
+        tried: dict[str, str] = {}
+
+        async def attempt(forwarded: str) -> int:
+            username = f"x{os.urandom(4).hex()}"
+            r = await intake.client.post("/v1/auth/login", json={"username": username, "password": "y"},
+                                         headers={"X-Forwarded-For": forwarded})
+            if r.status_code == 401:
+                tried[username] = forwarded.split(",")[0]
+            return r.status_code
+        assert [await attempt("203.0.113.5") for _ in range(3)] == [401, 401, 429]
+        assert await attempt("203.0.113.6") == 401  # another citizen behind the same portal is not blocked
+        assert await attempt("203.0.113.6, 10.0.0.1") == 401  # the proxy's own hop is skipped
+    finally:
+        accounts.ip_limiter = saved
+        intake.settings.trusted_proxies = []
+    rows = (await intake.client.get("/v1/admin/audit", params={"action": "sign_in_failed", "page_size": 500},
+                                    headers=intake.admin)).json()["items"]
+    seen = {row["detail"].removeprefix("user name "): row["ip"] for row in rows
+            if row["detail"] and row["detail"].removeprefix("user name ") in tried}
+    assert seen == tried  # the audit trail names the citizen's address, not the portal's
 
 
 async def test_forged_expired_and_logged_out_tokens_are_refused(intake: Intake) -> None:
@@ -138,6 +167,37 @@ async def test_a_disabled_account_stops_within_the_cache_time_everywhere(intake:
     assert refused.status_code == 401 and error_of(refused)["code"] == "invalid_token"
     login = await intake.client.post("/v1/auth/login", json={"username": username, "password": TEST_PASSWORD})
     assert login.status_code == 403 and error_of(login)["code"] == "account_disabled"
+
+
+async def test_a_signed_in_request_does_not_ask_the_database_and_a_logout_reaches_other_replicas(
+        intake: Intake) -> None:
+    username, _ = await new_login(intake)
+    headers = await sign_in(intake.client, username)
+    store = intake.accounts.store
+    reads = 0
+    original = store.session
+
+    async def counting(digest: str):
+        nonlocal reads
+        reads += 1
+        return await original(digest)
+    store.session = counting
+    try:
+        for _ in range(20):
+            assert (await intake.client.get("/v1/cases", headers=headers)).status_code == 200
+    finally:
+        del store.session
+    assert reads <= 1  # the first one, at most; then the session is trusted from memory for 30 s
+    # another replica (its own service and cache, the same database) signs the person out
+    other = AccountsService(AccountsStore(store.db), intake.settings, intake.clock, intake.runtime.directory)
+    token = headers["Authorization"].removeprefix("Bearer ")
+    await other.logout(await other.authenticate(token))
+    assert (await intake.client.get("/v1/auth/me", headers=headers)).status_code == 200  # still cached here
+    intake.clock.advance(timedelta(seconds=31))
+    try:
+        assert (await intake.client.get("/v1/auth/me", headers=headers)).status_code == 401
+    finally:
+        intake.clock.offset -= timedelta(seconds=31)
 
 
 async def test_disabling_through_the_admin_api_takes_effect_at_once(intake: Intake) -> None:

@@ -84,3 +84,15 @@ async def test_contacts_are_kept_by_case(store):
     await store.save_contact("c1", {"phone": "13900139000"})
     assert await store.contact("c1") == {"phone": "13900139000"}
     assert await store.contact("nobody") is None
+
+
+async def test_held_staff_reminders_become_ready_when_their_quiet_hours_end(store):
+    held = {"_id": "staff:unsigned:c1:1:p-1:sms", "case_id": "c1", "tracking_number": "WZ1", "kind": "staff_alert",
+            "partition": 0, "variables": {}, "status": "held", "not_before": T0 + timedelta(hours=8),
+            "channel": "sms", "to": "13900000000", "text": "【问政提醒】", "created_at": T0, "person_id": "p-1",
+            "attempts": 0, "lease_until": None}
+    await store.add_notification(held)
+    assert await store.release_held(T0 + timedelta(hours=7)) == 0
+    assert await store.ready([0]) == []
+    assert await store.release_held(T0 + timedelta(hours=8)) == 1
+    assert [d["_id"] for d in await store.ready([0])] == [held["_id"]]
