@@ -33,7 +33,9 @@ def platform(kafka_bootstrap, mongo_url) -> Iterator[Platform]:
     run = Platform(run_id=f"portal{uuid.uuid4().hex[:6]}", base_port=18700, kafka_bootstrap=kafka_bootstrap,
                    mongo_url=mongo_url, extra_env={"WENZHENG_INTAKE_RATE_LIMIT_ENABLED": "false",
                                                    "WENZHENG_STATS_FLUSH_SECONDS": "0.5",
-                                                   "WENZHENG_PORTAL_REFERENCE_CACHE_SECONDS": "0"})
+                                                   "WENZHENG_PORTAL_REFERENCE_CACHE_SECONDS": "0",
+                                                   # the portal is intake's proxy: its X-Forwarded-For counts
+                                                   "WENZHENG_INTAKE_TRUSTED_PROXIES": '["127.0.0.1"]'})
     try:
         run.start_all(timeout=180)
         yield run
