@@ -212,8 +212,8 @@ class IntakeClient(_Api):
                                  headers=_forwarded(forwarded_for))
         return answer["attachment_id"]
 
-    async def attachment(self, attachment_id: str) -> httpx.Response:
-        return await self.call("GET", f"/v1/attachments/{attachment_id}", expect_json=False)
+    async def attachment(self, attachment_id: str, token: str | None = None) -> httpx.Response:
+        return await self.call("GET", f"/v1/attachments/{attachment_id}", token=token, expect_json=False)
 
     async def submit_post(self, body: Json, idempotency_key: str | None = None,
                           forwarded_for: str | None = None) -> Json:

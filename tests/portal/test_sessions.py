@@ -17,12 +17,20 @@ PERSON = {"id": "p-1", "username": "staff.a", "display_name": "张三", "roles":
           "unit": {"id": "unit_a", "name": "甲单位"}, "disabled": False, "must_change_password": False}
 
 
+BOARD_CASE = {"tracking_number": "WZ2612-AAAA-BBBB", "title": "路灯不亮", "excerpt": "小区门口路灯坏了。",
+              "category": {"code": "c1", "name": "城市管理"}, "department": {"id": "unit_a", "name": "甲单位"},
+              "county": "章贡区", "status": "replied", "submitted_at": "2026-12-01T10:05:00Z",
+              "attachments": [{"id": "a-1", "url": "/v1/attachments/a-1"}],
+              "replies": [{"text": "已修复。", "at": "2026-12-02T02:00:00Z", "department": "甲单位"}]}
+
+
 class ScriptedIntake:
     """Intake's answers for these tests: sign-in gives token-1; `valid` decides whether a token still works."""
 
     def __init__(self) -> None:
         self.valid = {"token-1"}
         self.calls: list[str] = []
+        self.board_queries: list[dict] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.calls.append(f"{request.method} {request.url.path}")
@@ -30,6 +38,13 @@ class ScriptedIntake:
         if request.url.path == "/v1/auth/login":
             return httpx.Response(200, json={"token": "token-1", "token_type": "bearer",
                                              "expires_at": "2030-01-01T00:00:00Z", "person": PERSON})
+        if request.url.path == "/v1/public/cases":
+            self.board_queries.append(dict(request.url.params))
+            return httpx.Response(200, json={"items": [BOARD_CASE], "page": 1, "page_size": 20, "total": 41})
+        if request.url.path == "/v1/reference":
+            return httpx.Response(200, json={"units": [{"id": "unit_a", "name": "甲单位", "categories": ["c1"]}],
+                                             "categories": [{"code": "c1", "name": "城市管理"}],
+                                             "counties": [{"name": "章贡区", "townships": ["水西镇"]}]})
         if request.url.path == "/v1/auth/providers":
             return httpx.Response(200, json={"password": True, "oidc": {"enabled": False}})
         if request.url.path.startswith("/v1/") and token not in self.valid:
@@ -105,3 +120,17 @@ async def test_a_back_end_that_is_down_is_a_chinese_page_not_a_stack_trace(porta
     assert page.status_code == 503 and "系统暂时无法连接" in page.text and "Traceback" not in page.text
     ready = await portal.get("/readyz")
     assert ready.status_code == 503 and ready.json()["checks"] == {"intake": False, "stats": False}
+
+
+async def test_the_public_board_shows_what_intake_publishes_and_keeps_the_filters(portal, intake):
+    page = await portal.get("/board", params={"q": "路灯", "county": "章贡区", "status": "replied", "page": "2"})
+    assert page.status_code == 200
+    assert intake.board_queries[-1] == {"q": "路灯", "county": "章贡区", "status": "replied", "page": "2",
+                                        "page_size": "20"}
+    html = page.text
+    assert "小区门口路灯坏了。" in html and "城市管理" in html and "甲单位回复" in html
+    assert "2026年12月1日 18:05" in html
+    assert 'src="/photos/a-1"' in html and 'rel="next"' in html and 'rel="prev"' in html
+    assert 'value="路灯"' in html and '<option value="章贡区" selected>' in html
+    bad = await portal.get("/board", params={"status": "nonsense"})
+    assert bad.status_code == 422 and "请从列表中选择办理状态" in bad.text

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 
 from services.portal import domain
 from services.portal.client import ApiError
-from services.portal.web import portal, render
+from services.portal.web import portal, render, session_of
 
 router = APIRouter()
 MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
@@ -47,6 +47,25 @@ async def board(request: Request) -> Response:
                   values=filters, errors=errors, page=page, has_next=has_next, total=total, keep=keep,
                   counties=list(domain.counties_of(reference)), categories=reference.get("categories", []),
                   units=reference.get("units", []), statuses=BOARD_STATUSES)
+
+
+@router.get("/photos/{attachment_id}")
+async def photo(request: Request, attachment_id: str) -> Response:
+    """A post's photo, from intake, which serves it only once its case is public (or to staff, for theirs)."""
+    if not re.match(r"^[A-Za-z0-9_.:-]{1,64}$", attachment_id):
+        return render(request, "error.html", 404, title="没有找到", message="没有这张照片。")
+    session = session_of(request)
+    try:
+        answer = await portal(request).intake.attachment(attachment_id, session.token if session.signed_in else None)
+    except ApiError as exc:
+        if exc.status < 500:
+            return render(request, "error.html", 404, title="没有找到", message="这张照片不存在或还没有公开。")
+        raise
+    media_type = answer.headers.get("content-type", "application/octet-stream")
+    if domain.sniff_image(answer.content[:16]) is None:
+        return render(request, "error.html", 404, title="没有找到", message="这张照片不存在或还没有公开。")
+    return Response(answer.content, media_type=media_type,
+                    headers={"cache-control": "private, max-age=300", "content-disposition": "inline"})
 
 
 def _named(rows: list[dict[str, Any]], names: dict[str, str]) -> list[dict[str, Any]]:
