@@ -19,7 +19,7 @@ from services.common import events as ev
 from services.common.clock import Clock
 from services.common.events import make_event
 from services.common.logging import get_logger
-from services.common.reference import ReferenceData as Directory
+from services.common.reference import ReferenceData
 from services.common.workdays import SHANGHAI
 from services.intake.accounts import (
     ROLE_NAMES,
@@ -119,12 +119,12 @@ ACTION_NAMES = {
 
 
 class AccountsService:
-    def __init__(self, store: AccountsStore, settings: IntakeSettings, clock: Clock, directory: Directory,
+    def __init__(self, store: AccountsStore, settings: IntakeSettings, clock: Clock, reference: ReferenceData,
                  *, production: bool = False, on_commit: Any = None) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
-        self.directory = directory
+        self.reference = reference
         self.production = production
         self.on_commit = on_commit or (lambda: None)
         self.hasher = PasswordHasher(time_cost=settings.password_time_cost, memory_cost=settings.password_memory_kib,
@@ -139,7 +139,7 @@ class AccountsService:
     def unit_ref(self, unit_id: str | None) -> dict[str, str] | None:
         if not unit_id:
             return None
-        unit = self.directory.unit(unit_id)
+        unit = self.reference.unit(unit_id)
         return {"id": unit_id, "name": unit.name if unit else unit_id}
 
     def person_view(self, doc: dict[str, Any], *, for_admin: bool = False) -> dict[str, Any]:
@@ -366,7 +366,7 @@ class AccountsService:
 
     # ------------------------------------------------------------------ accounts (admin)
     def _check_roles(self, roles: list[Role], unit_id: str | None) -> None:
-        if unit_id and self.directory.unit(unit_id) is None:
+        if unit_id and self.reference.unit(unit_id) is None:
             raise Invalid(f"unknown unit {unit_id!r}", "unit_id")
         if problem := validate_roles(roles, unit_id):
             raise Invalid(problem, "roles")
@@ -510,7 +510,7 @@ class AccountsService:
         return await self.unit_settings(unit_id)
 
     def _known_unit(self, unit_id: str) -> None:
-        if self.directory.unit(unit_id) is None:
+        if self.reference.unit(unit_id) is None:
             raise NotFound(f"no unit {unit_id}", "unit_id")
 
     def template_view(self, doc: dict[str, Any]) -> dict[str, Any]:
@@ -526,7 +526,7 @@ class AccountsService:
         return {"items": [self.template_view(d) for d in await self.store.templates_of(unit_id)]}
 
     async def create_template(self, admin: Principal, unit_id: str, title: str, text: str) -> dict[str, Any]:
-        if self.directory.unit(unit_id) is None:
+        if self.reference.unit(unit_id) is None:
             raise Invalid(f"unknown unit {unit_id!r}", "unit_id")
         now = self.clock.now()
         doc = {"_id": f"t-{secrets.token_hex(8)}", "unit_id": unit_id, "title": title, "text": text,

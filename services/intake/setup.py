@@ -74,9 +74,9 @@ async def demo_accounts(settings: IntakeSettings, common: CommonSettings, out: P
     existing = _read_json(out)
     accounts: dict[str, Any] = dict(existing.get("accounts") or {})
     service, client = await _service(settings, common)
-    known = sorted(u.id for u in service.directory.units.units)
-    units = known if all_units else [u for u in DEMO_UNITS if u in known]
-    units = units or known[:3]
+    unit_ids = sorted(u.id for u in service.reference.units.units if u.active)
+    units = unit_ids if all_units else [u for u in DEMO_UNITS if u in unit_ids]
+    units = units or unit_ids[:3]
     created = 0
     try:
         for spec in demo_people(units):

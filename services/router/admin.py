@@ -49,7 +49,7 @@ async def current_model(registry: ModelRegistry, shipped_dir: Path,
     return KeywordClassifier.from_taxonomy(taxonomy)
 
 
-async def retrain(store: RouterStore, registry: ModelRegistry, *, shipped: Sequence[tuple[str, str]],
+async def retrain(store: RouterStore, registry: ModelRegistry, *, shipped: Sequence[tuple[str, str, float]],
                   shipped_dir: Path, taxonomy: Taxonomy, options: RetrainOptions = RetrainOptions(),
                   params: TrainingParams | None = None) -> dict[str, Any]:
     """Train, judge, register and (if not worse) promote a candidate; the result says what happened."""

@@ -4,7 +4,8 @@ corrections and history, import history, and manage the registered models (``ser
 Every command prints one JSON object on stdout (and, for people, a summary in Chinese on stderr).
 
     train --data CSV [--data CSV ...] --text-column text [--text-column title ...] --label-column label
-          --out DIR [--corrections CSV] [--cv 5] [--neighbours 10]
+          --out DIR [--weight FILE=W ...] [--corrections CSV] [--cv 5] [--neighbours 10]
+          [--head-weight 0.5] [--head-chars 30]
     evaluate (--model DIR | --keywords-only) --data CSV --text-column text --label-column label
           [--label-map YAML] [--exclude-overlap CSV [--exclude-text-column text]]
 
@@ -13,7 +14,8 @@ file uses those of the text columns it has, and a post already seen in an earlie
 included, see below) is left out, as is every copy of a text given two different labels; so cross-validation
 over several files never tests a post the model trained on. ``--corrections`` adds labelled posts
 (columns ``text``, ``label``: supervisors' reassignments) that override training rows with the same text and
-count double. ``--label-map`` maps the data's labels onto the model's (a YAML mapping). ``--exclude-overlap``
+count double. ``--weight FILE=W`` makes each row of the ``--data`` file named FILE count W (1 by default).
+``--label-map`` maps the data's labels onto the model's (a YAML mapping). ``--exclude-overlap``
 drops evaluation rows whose text also occurs in another CSV's ``text`` column (e.g. the training data), near
 duplicates included: whitespace is ignored and 5-character shingles overlapping by Jaccard >= 0.8 count as the
 same post.
@@ -27,7 +29,7 @@ import csv
 import json
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,7 @@ from services.router.classifier import (
     scores_for,
     timed_predictions,
 )
+from services.router.config import SHIPPED_FILE_WEIGHTS
 from services.router.textdata import DataError, compact
 
 CORRECTION_WEIGHT = 2.0
@@ -77,23 +80,40 @@ def _header(path: Path) -> list[str]:
         raise DataError(f"{path}: cannot read: {exc}") from exc
 
 
-def read_training_rows(paths: Sequence[Path], text_columns: Sequence[str],
-                       label_column: str) -> tuple[list[tuple[str, str]], dict[str, int]]:
-    """(text, label) of one or more CSVs, each joining those of ``text_columns`` it has; a post seen in an
-    earlier file (near duplicates included) is dropped, and so is every copy of a text with two labels."""
-    rows: list[tuple[str, str]] = []
+def read_training_rows(paths: Sequence[Path], text_columns: Sequence[str], label_column: str,
+                       weights: Mapping[str, float] | None = None) -> tuple[
+                           list[tuple[str, str, float]], dict[str, int]]:
+    """(text, label, weight) of one or more CSVs, each joining those of ``text_columns`` it has; a post seen in
+    an earlier file (near duplicates included) is dropped, and so is every copy of a text with two labels.
+    ``weights`` maps a file's name to the weight of each of its rows (1 for a file it does not name)."""
+    rows: list[tuple[str, str, float]] = []
     dropped = 0
     for path in paths:
         columns = [c for c in text_columns if c in _header(path)] or list(text_columns)  # none: name them
         new = read_rows(path, columns, label_column)
-        seen = near_duplicates([text for text, _ in new], [text for text, _ in rows]) if rows else set()
+        seen = near_duplicates([text for text, _ in new], [text for text, _, _ in rows]) if rows else set()
         dropped += len(seen)
-        rows += [row for index, row in enumerate(new) if index not in seen]
+        weight = (weights or {}).get(path.name, 1.0)
+        rows += [(text, label, weight) for index, (text, label) in enumerate(new) if index not in seen]
     labels_of: dict[str, set[str]] = {}
-    for text, label in rows:
+    for text, label, _ in rows:
         labels_of.setdefault(compact(text), set()).add(label)
-    kept = [(text, label) for text, label in rows if len(labels_of[compact(text)]) == 1]
+    kept = [row for row in rows if len(labels_of[compact(row[0])]) == 1]
     return kept, {"duplicates_of_earlier_files": dropped, "conflicting_labels": len(rows) - len(kept)}
+
+
+def parse_weights(specs: Sequence[str]) -> dict[str, float]:
+    """``NAME=WEIGHT`` options: the weight of every row of the ``--data`` file called NAME."""
+    weights = {}
+    for spec in specs:
+        name, _, value = spec.partition("=")
+        try:
+            weights[Path(name).name] = float(value)
+        except ValueError:
+            raise DataError(f"--weight {spec!r}: expected FILE=WEIGHT, e.g. examples.csv=0.1") from None
+        if weights[Path(name).name] < 0:
+            raise DataError(f"--weight {spec!r}: a weight is not negative")
+    return weights
 
 
 def read_texts(path: Path, column: str) -> list[str]:
@@ -135,30 +155,35 @@ def near_duplicates(texts: Sequence[str], others: Sequence[str],
     return found
 
 
-def with_corrections(rows: list[tuple[str, str]], corrections: list[tuple[str, str]]) -> tuple[
+def with_corrections(rows: list[tuple[str, str, float]], corrections: list[tuple[str, str]]) -> tuple[
         list[str], list[str], list[float]]:
     """Training texts, labels and weights: a correction replaces any row with the same text."""
     corrected = {compact(text) for text, _ in corrections}
-    kept = [(t, label, 1.0) for t, label in rows if compact(t) not in corrected]
+    kept = [row for row in rows if compact(row[0]) not in corrected]
     merged = kept + [(t, label, CORRECTION_WEIGHT) for t, label in corrections]
     return [t for t, _, _ in merged], [label for _, label, _ in merged], [w for _, _, w in merged]
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
     taxonomy = load_taxonomy(args.reference_dir / TAXONOMY_FILE)
-    rows, dropped = read_training_rows(args.data, args.text_column, args.label_column)
+    file_weights = parse_weights(args.weight)
+    unknown = sorted(set(file_weights) - {path.name for path in args.data})
+    if unknown:
+        raise DataError(f"--weight names no --data file: {', '.join(unknown)}")
+    rows, dropped = read_training_rows(args.data, args.text_column, args.label_column, file_weights)
     corrections = read_rows(args.corrections, ["text"], "label") if args.corrections else []
     texts, labels, weights = with_corrections(rows, corrections)
     params = TrainingParams(c=args.c, keyword_weight=args.keyword_weight, neighbours=args.neighbours,
-                            seed=args.seed)
+                            head_weight=args.head_weight, head_chars=args.head_chars, seed=args.seed)
     keywords = taxonomy.keywords_by_category()
     metrics: dict[str, Any] = {}
     if args.cv:
         metrics["cross_validation"] = cross_validate(texts, labels, keywords, params, folds=args.cv)
-    model = TextClassifier.train(texts, labels, keywords, params, weights if corrections else None,
+    weighted = corrections or any(w != 1.0 for w in weights)
+    model = TextClassifier.train(texts, labels, keywords, params, weights if weighted else None,
                                  taxonomy_version=taxonomy.version)
     model.info["data"] = {"files": [path.name for path in args.data], "rows": len(rows),
-                          "corrections": len(corrections), "dropped": dropped}
+                          "weights": file_weights, "corrections": len(corrections), "dropped": dropped}
     model.save(args.out, metrics)
     return {"model_version": model.model_version, "out": str(args.out), "training_size": len(texts),
             "dropped": dropped, "labels": model.labels, "metrics": metrics}
@@ -193,8 +218,10 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def shipped_examples(paths: Sequence[Path]) -> list[tuple[str, str]]:
-    return read_training_rows([p for p in paths if p.exists()], ["text"], "label")[0]
+def shipped_examples(paths: Sequence[Path],
+                     weights: Mapping[str, float] = SHIPPED_FILE_WEIGHTS) -> list[tuple[str, str, float]]:
+    """(text, label, weight) of the examples shipped with the code, weighted as the default model was."""
+    return read_training_rows([p for p in paths if p.exists()], ["text"], "label", weights)[0]
 
 
 async def _with_store(work):
@@ -301,6 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--keyword-weight", type=float, default=TrainingParams.keyword_weight)
     trainer.add_argument("--neighbours", type=int, default=TrainingParams.neighbours,
                          help="nearest training posts whose votes join the SVM's margins (0: none)")
+    trainer.add_argument("--weight", action="append", default=[], metavar="FILE=WEIGHT",
+                         help="weight of every row of the --data file named FILE (default 1)")
+    trainer.add_argument("--head-weight", type=float, default=TrainingParams.head_weight,
+                         help="weight of the n-grams of a post's first --head-chars characters (its title)")
+    trainer.add_argument("--head-chars", type=int, default=TrainingParams.head_chars)
     trainer.add_argument("--seed", type=int, default=TrainingParams.seed)
     evaluator = commands.choices["evaluate"]
     evaluator.add_argument("--data", type=Path, required=True)

@@ -85,12 +85,12 @@ def split_holdout(cases: Sequence[CityCase], share: float) -> tuple[list[CityCas
     return [c for c, h in zip(cases, held, strict=True) if not h], [c for c, h in zip(cases, held, strict=True) if h]
 
 
-def training_set(shipped: Sequence[tuple[str, str]], city: Sequence[CityCase]) -> tuple[
+def training_set(shipped: Sequence[tuple[str, str, float]], city: Sequence[CityCase]) -> tuple[
         list[str], list[str], list[float]]:
-    """Texts, labels and weights: the shipped examples, minus any whose text a city case relabels, plus the
-    city's cases."""
+    """Texts, labels and weights: the shipped examples (text, label, weight), minus any whose text a city case
+    relabels, plus the city's cases."""
     relabelled = {compact(c.text) for c in city}
-    rows = [(text, label, 1.0) for text, label in shipped if compact(text) not in relabelled]
+    rows = [row for row in shipped if compact(row[0]) not in relabelled]
     rows += [(c.text, c.label, c.weight) for c in city]
     return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
 

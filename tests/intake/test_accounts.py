@@ -189,7 +189,7 @@ async def test_a_signed_in_request_does_not_ask_the_database_and_a_logout_reache
         del store.session
     assert reads <= 1  # the first one, at most; then the session is trusted from memory for 30 s
     # another replica (its own service and cache, the same database) signs the person out
-    other = AccountsService(AccountsStore(store.db), intake.settings, intake.clock, intake.runtime.directory)
+    other = AccountsService(AccountsStore(store.db), intake.settings, intake.clock, intake.runtime.reference)
     token = headers["Authorization"].removeprefix("Bearer ")
     await other.logout(await other.authenticate(token))
     assert (await intake.client.get("/v1/auth/me", headers=headers)).status_code == 200  # still cached here

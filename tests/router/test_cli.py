@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from services.router.classifier import load_model
-from services.router.cli import main
+from services.router.cli import main, shipped_examples
+from services.router.config import DEFAULT_MODEL_DIR, DEFAULT_TRAINING_FILES, SHIPPED_FILE_WEIGHTS
 
 POSTS = [
     ("路灯", "小区门口路灯坏了", "urban_management"), ("井盖", "路上井盖丢了", "urban_management"),
@@ -113,3 +115,33 @@ def test_train_merges_files_and_leaves_out_posts_seen_before(tmp_path: Path, dat
 def test_a_missing_column_is_an_error_naming_it(data: Path, tmp_path: Path, capsys):
     assert main(["evaluate", "--keywords-only", "--data", str(data), "--text-column", "content"]) == 2
     assert "content" in capsys.readouterr().err
+
+
+def test_a_weighted_file_counts_less_and_the_weights_are_recorded(tmp_path: Path, capsys):
+    sure = write_csv(tmp_path / "sure.csv", ["text", "label"], [*[(t + b, c) for t, b, c in POSTS],
+                                                                ("路灯不亮了晚上很黑", "urban_management")])
+    doubtful = write_csv(tmp_path / "doubtful.csv", ["text", "label"], [("路灯坏了晚上很暗", "utilities_telecom")] * 6)
+    query = "路灯坏了晚上很黑"
+    common = ["train", "--data", str(sure), "--data", str(doubtful), "--text-column", "text", "--neighbours", "0",
+              "--keyword-weight", "0", "--head-weight", "1", "--head-chars", "20"]
+    run(capsys, *common, "--out", str(tmp_path / "plain"))
+    run(capsys, *common, "--out", str(tmp_path / "weighted"), "--weight", "doubtful.csv=0.05")
+    assert load_model(tmp_path / "plain").classify(query).category == "utilities_telecom"
+    weighted = load_model(tmp_path / "weighted")
+    assert weighted.classify(query).category == "urban_management"
+    assert weighted.info["data"]["weights"] == {"doubtful.csv": 0.05}
+    assert (weighted.params.head_weight, weighted.params.head_chars) == (1.0, 20)
+
+    assert main([*common, "--out", str(tmp_path / "x"), "--weight", "other.csv=0.5"]) == 2
+    assert "other.csv" in capsys.readouterr().err
+    assert main([*common, "--out", str(tmp_path / "x"), "--weight", "doubtful.csv"]) == 2
+    assert "FILE=WEIGHT" in capsys.readouterr().err
+
+
+def test_a_retrain_weighs_the_shipped_files_as_the_default_model_was_trained():
+    rows = shipped_examples(DEFAULT_TRAINING_FILES)
+    by_weight = Counter(weight for _, _, weight in rows)
+    assert set(by_weight) == {SHIPPED_FILE_WEIGHTS["examples.csv"], 1.0} and by_weight[1.0] >= 1000
+    default = load_model(DEFAULT_MODEL_DIR)
+    assert default.info["data"]["weights"] == SHIPPED_FILE_WEIGHTS
+    assert default.info["training_size"] == len(rows)

@@ -106,8 +106,8 @@ async def test_a_retrain_from_a_few_hundred_reassignments_changes_decisions(db, 
 
 async def test_a_worse_candidate_is_refused_and_the_current_model_stays(db, reference, shipped):
     store, registry = RouterStore(db), ModelRegistry(db)
-    texts = [t for t, _ in shipped]
-    labels = [label for _, label in shipped]
+    texts = [row[0] for row in shipped]
+    labels = [row[1] for row in shipped]
     keywords = reference.taxonomy.keywords_by_category()
     good = TextClassifier.train(texts[::3], labels[::3], keywords, small_params())
     names = sorted(set(labels))
