@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -135,7 +135,8 @@ class CaseEvent(Contract):
 class CaseSubmitted(CaseEvent):
     channel: Channel
     title: str = Field(min_length=1, max_length=100)
-    body: str = Field(min_length=1, max_length=5000, description="the post text, phone numbers masked")
+    body: str = Field(min_length=1, max_length=5000,
+                      description="the post text as published: personal data replaced by markers")
     location: Location | None = None
     anonymous: bool = False
     attachment_count: int = Field(0, ge=0, le=20)
@@ -222,11 +223,17 @@ class CaseReplied(CaseEvent):
     handling_round: int = Field(1, ge=1)
 
 
+class RatingSource(StrEnum):
+    CITIZEN = "citizen"  # the poster rated online or by SMS
+    CALLBACK = "callback"  # the supervision office called the citizen back (回访) and recorded the rating
+
+
 class CaseRated(CaseEvent):
     department_id: UnitId | None = None
     rating: Rating
     reason: ShortText | None = None
     handling_round: int = Field(1, ge=1)
+    given_by: RatingSource = Field(RatingSource.CITIZEN, description="online by the citizen, or by a callback")
 
 
 class CaseReopened(CaseEvent):
@@ -277,6 +284,47 @@ class CaseFlagged(CaseEvent):
     """A supervisor marked the case as typical, for media follow-up."""
 
     note: ShortText | None = None
+
+
+class CaseModerated(CaseEvent):
+    """A supervisor checked the publishable (redacted) text: approved as it was, or corrected it."""
+
+    title: str = Field(min_length=1, max_length=100, description="the publishable title, redacted")
+    body: str = Field(min_length=1, max_length=5000, description="the publishable text, redacted")
+    corrected: bool = Field(description="false when the redacted text was approved as it was")
+
+
+class NoticeMethod(StrEnum):
+    PHONE = "phone"  # 电话督办
+    ON_SITE = "on_site"  # 现场督办
+    MEETING = "meeting"  # 约谈 / 会议督办
+
+
+class CaseNoticeIssued(CaseEvent):
+    """A supervision notice (督办) to the responsible unit, with a date to answer by."""
+
+    notice_id: str = Field(min_length=1, max_length=32)
+    department_id: UnitId
+    method: NoticeMethod
+    note: ShortText
+    reply_by: date = Field(description="the day (Asia/Shanghai) the unit must answer by")
+
+
+class CaseNoticeAnswered(CaseEvent):
+    notice_id: str = Field(min_length=1, max_length=32)
+    department_id: UnitId
+    text: str = Field(min_length=1, max_length=2000)
+    on_time: bool = Field(description="answered by its reply_by day")
+
+
+class CaseCallbackRecorded(CaseEvent):
+    """The office called the citizen back (回访); when reached with a rating, a case.rated follows."""
+
+    callback_id: str = Field(min_length=1, max_length=32)
+    department_id: UnitId | None = None
+    reached: bool
+    rating: Rating | None = None
+    note: ShortText
 
 
 # --------------------------------------------------------------------------------------------------
@@ -476,6 +524,10 @@ EVENT_SPECS: dict[str, EventSpec] = {
         _spec("case.reopened", CaseReopened, "case_events"),
         _spec("case.closed", CaseClosed, "case_events"),
         _spec("case.flagged", CaseFlagged, "case_events"),
+        _spec("case.moderated", CaseModerated, "case_events"),
+        _spec("case.notice_issued", CaseNoticeIssued, "case_events"),
+        _spec("case.notice_answered", CaseNoticeAnswered, "case_events"),
+        _spec("case.callback_recorded", CaseCallbackRecorded, "case_events"),
         _spec("routing.decided", RoutingDecision, "routing_decisions"),
         _spec("alert.raised", Alert, "alerts", subject_field="alert_id"),
         _spec("case.contact", CaseContact, "case_contacts"),
@@ -696,6 +748,7 @@ __all__ = [
     "AlertKind",
     "Audience",
     "CaseAssigned",
+    "CaseCallbackRecorded",
     "CaseClosed",
     "CaseContact",
     "CaseEvent",
@@ -704,6 +757,9 @@ __all__ = [
     "CaseExtensionRequested",
     "CaseFlagged",
     "CaseLinked",
+    "CaseModerated",
+    "CaseNoticeAnswered",
+    "CaseNoticeIssued",
     "CaseRated",
     "CaseReopened",
     "CaseReplied",
@@ -718,11 +774,13 @@ __all__ = [
     "Event",
     "EventValidationError",
     "Location",
+    "NoticeMethod",
     "Notification",
     "NotificationChannel",
     "NotificationKind",
     "PostKind",
     "Rating",
+    "RatingSource",
     "RoutingDecision",
     "RoutingOutcome",
     "StaffContact",

@@ -56,6 +56,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "flag": frozenset({Role.SUPERVISOR}),
     "notice": frozenset({Role.SUPERVISOR}),
     "callback": frozenset({Role.SUPERVISOR}),
+    "moderate": frozenset({Role.SUPERVISOR}),
 }
 
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_fastapi_instrumentator import Instrumentator
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pymongo import AsyncMongoClient
 
 from services.common.clock import Clock, clock_from_environment
@@ -26,6 +27,7 @@ from services.common.events import (
     Disposition,
     InvalidReason,
     Location,
+    NoticeMethod,
     Rating,
 )
 from services.common.logging import get_logger
@@ -34,13 +36,33 @@ from services.common.mongo import new_client, ping
 from services.common.reference import ReferenceData, reference
 from services.common.secret_compare import same_secret
 from services.intake import domain
+from services.intake.accounts import Principal
 from services.intake.accounts_store import AccountsStore
 from services.intake.auth import Credentials
-from services.intake.auth_api import PrincipalDep, SupervisorDep, admin_router, auth, client_ip, templates
+from services.intake.auth_api import (
+    SESSION_COOKIE,
+    AccountsDep,
+    PrincipalDep,
+    SupervisorDep,
+    admin_router,
+    auth,
+    client_ip,
+    signed_in,
+    templates,
+)
 from services.intake.config import DEFAULT_SECRET, IntakeSettings
 from services.intake.consumer import DecisionConsumer
 from services.intake.domain import DomainError, IllegalTransition
-from services.intake.handlers import IntakeService, NewPost, ServiceError
+from services.intake.handlers import (
+    BoardFilter,
+    CaseFilter,
+    IntakeService,
+    Invalid,
+    NewPost,
+    ServiceError,
+    TooLarge,
+    UnsupportedMediaType,
+)
 from services.intake.open311 import open311_router
 from services.intake.people import AccountsService, Unauthorized
 from services.intake.relay import OutboxRelay
@@ -50,6 +72,10 @@ log = get_logger(__name__)
 PHONE_PATTERN = r"^1[3-9]\d{9}$"
 TRACKING_PATTERN = r"^[A-Za-z0-9-]{4,32}$"
 CASE_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+ATTACHMENT_ID_PATTERN = r"^a-[0-9a-f]{24}$"
+MAX_ATTACHMENTS_PER_POST = 9
+MAX_BULK_CASES = 100
+BOARD_PAGE_SIZE_MAX = 50
 
 
 # --------------------------------------------------------------------------------------------------
@@ -82,6 +108,8 @@ class PostIn(Body):
     anonymous: bool = False
     attachments: list[Annotated[str, Field(max_length=2000, pattern=r"^https?://[^\s]+$")]] = Field(
         default_factory=list, max_length=20)
+    attachment_ids: list[Annotated[str, Field(pattern=ATTACHMENT_ID_PATTERN)]] = Field(
+        default_factory=list, max_length=MAX_ATTACHMENTS_PER_POST, description="photos from POST /v1/attachments")
 
     @field_validator("title", "body")
     @classmethod
@@ -89,6 +117,12 @@ class PostIn(Body):
         if not value.strip():
             raise ValueError("must not be blank")
         return value
+
+    @model_validator(mode="after")
+    def _at_most_20_attachments(self) -> PostIn:
+        if len(self.attachments) + len(self.attachment_ids) > 20:
+            raise ValueError("at most 20 attachments (links and photos together)")
+        return self
 
 
 class PostAccepted(BaseModel):
@@ -137,6 +171,35 @@ class CloseIn(Body):
 
 class FlagIn(Body):
     note: str | None = Field(None, max_length=500)
+
+
+class ModerateIn(Body):
+    """Both absent: approve the redacted text as it is; either given: the corrected publishable text."""
+
+    title: str | None = Field(None, min_length=1, max_length=100)
+    body: str | None = Field(None, min_length=1, max_length=5000)
+
+
+class NoticeIn(Body):
+    method: NoticeMethod
+    note: str = Field(min_length=1, max_length=500)
+    reply_by: date
+
+
+class AnswerIn(Body):
+    text: str = Field(min_length=1, max_length=2000)
+
+
+class CallbackIn(Body):
+    reached: bool
+    rating: Rating | None = None
+    note: str = Field("", max_length=500)
+
+    @model_validator(mode="after")
+    def _rating_needs_reached(self) -> CallbackIn:
+        if self.rating is not None and not self.reached:
+            raise ValueError("a rating can only be recorded when the citizen was reached")
+        return self
 
 
 class SmsIn(BaseModel):
@@ -200,7 +263,7 @@ async def create_post(post: PostIn, request: Request, service: ServiceDep,
     accepted = await service.submit(
         NewPost(channel=Channel(post.channel), title=post.title, body=post.body, contact_phone=post.contact_phone,
                 name=post.name, anonymous=post.anonymous, location=post.location,
-                attachments=tuple(post.attachments)),
+                attachments=tuple(post.attachments), attachment_ids=tuple(post.attachment_ids)),
         client_ip=request.client.host if request.client else None,
         idempotency_key=idempotency_key or None,
     )
@@ -268,12 +331,40 @@ async def sms_inbound(request: Request, service: ServiceDep) -> dict[str, Any]:
 cases = APIRouter(prefix="/v1", tags=["units and supervisors"])
 
 
-@cases.get("/cases", responses={401: {}})
-async def list_cases(principal: PrincipalDep, request: Request, service: ServiceDep,
+@cases.get("/cases", responses={401: {}, 403: {}})
+async def list_cases(principal: PrincipalDep, service: ServiceDep,
                      status: CaseStatus | None = None, overdue: bool | None = None,
+                     bucket: domain.Bucket | None = None,
+                     q: Annotated[str | None, Query(max_length=100)] = None,
+                     since: date | None = None, until: date | None = None,
+                     category: Annotated[str | None, Query(max_length=64)] = None,
+                     county: Annotated[str | None, Query(max_length=32)] = None,
+                     department_id: Annotated[str | None, Query(max_length=64)] = None,
+                     pending_extension: bool | None = None,
+                     rating: Rating | None = None,
+                     flagged: bool | None = None,
+                     awaiting_moderation: bool | None = None,
                      page: Annotated[int, Query(ge=1, le=100000)] = 1,
                      page_size: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
-    return await service.list_cases(principal, status=status, overdue=overdue, page=page, page_size=page_size)
+    filters = CaseFilter(status=status, overdue=overdue, bucket=bucket, q=q, since=since, until=until,
+                         category=category, county=county, department_id=department_id,
+                         pending_extension=pending_extension, rating=rating, flagged=flagged,
+                         awaiting_moderation=awaiting_moderation)
+    return await service.list_cases(principal, filters, page=page, page_size=page_size)
+
+
+@cases.get("/inbox/counts", responses={401: {}, 403: {}})
+async def inbox_counts(principal: PrincipalDep, service: ServiceDep,
+                       department_id: Annotated[str | None, Query(max_length=64)] = None) -> dict[str, int]:
+    return await service.inbox_counts(principal, department_id)
+
+
+@cases.get("/notices", responses={401: {}, 403: {}})
+async def list_notices(principal: PrincipalDep, service: ServiceDep,
+                       open_only: Annotated[bool, Query(alias="open")] = False,
+                       department_id: Annotated[str | None, Query(max_length=64)] = None) -> dict[str, Any]:
+    """督办 notices of the person's unit (supervisors: every unit, or ``department_id``)."""
+    return await service.notices(principal, open_only=open_only, department_id=department_id)
 
 
 @cases.get("/triage", responses={401: {}, 403: {}})
@@ -291,9 +382,34 @@ async def get_case(case_id: CaseIdPath, principal: PrincipalDep, service: Servic
 _COMMAND_RESPONSES: dict[int | str, dict[str, Any]] = {401: {}, 403: {}, 404: {}, 409: {}}
 
 
+# Every case command once: its body (None: none) and how it becomes a domain command. The single-case
+# routes and the bulk route both go through this table and then through IntakeService.command.
+CommandBuilder = Callable[[IntakeService, Any], domain.Command]
+COMMANDS: dict[str, tuple[type[Body] | None, CommandBuilder]] = {
+    "sign": (None, lambda svc, b: domain.Sign()),
+    "return": (ReasonIn, lambda svc, b: domain.Return(b.reason, svc.settings.return_window_working_days)),
+    "request_extension": (ExtensionIn, lambda svc, b: domain.RequestExtension(b.reason, b.extra_working_days)),
+    "approve_extension": (None, lambda svc, b: domain.ApproveExtension()),
+    "deny_extension": (OptionalReasonIn, lambda svc, b: domain.DenyExtension(b.reason)),
+    "reassign": (ReassignIn, lambda svc, b: svc.reassign_command(b.category, b.department_id, b.reason)),
+    "reopen": (ReasonIn, lambda svc, b: domain.Reopen(b.reason, working_days=svc.settings.reopen_working_days)),
+    "close": (CloseIn, lambda svc, b: domain.Close(b.reason, disposition=b.disposition,
+                                                   invalid_reason=b.invalid_reason)),
+    "flag": (FlagIn, lambda svc, b: domain.Flag(b.note)),
+    "notice": (NoticeIn, lambda svc, b: domain.IssueNotice(b.method, b.note, b.reply_by)),
+    "callback": (CallbackIn, lambda svc, b: domain.RecordCallback(
+        b.reached, b.note, b.rating, auto_reopen_on_unsatisfied=svc.settings.auto_reopen_on_unsatisfied,
+        reopen_working_days=svc.settings.reopen_working_days)),
+}
+
+
+async def _run(service: IntakeService, principal: Principal, case_id: str, action: str, body: Any) -> dict[str, Any]:
+    return await service.command(case_id, COMMANDS[action][1](service, body), principal)
+
+
 @cases.post("/cases/{case_id}/sign", responses=_COMMAND_RESPONSES)
 async def sign(case_id: CaseIdPath, principal: PrincipalDep, service: ServiceDep) -> dict[str, Any]:
-    return await service.command(case_id, domain.Sign(), principal)
+    return await _run(service, principal, case_id, "sign", None)
 
 
 @cases.post("/cases/{case_id}/reply", responses={**_COMMAND_RESPONSES, 202: {"description": "awaits the lead"},
@@ -326,46 +442,42 @@ async def reveal_contact(case_id: CaseIdPath, request: Request, principal: Princ
 @cases.post("/cases/{case_id}/return", responses=_COMMAND_RESPONSES)
 async def return_case(case_id: CaseIdPath, body: ReasonIn, principal: PrincipalDep,
                       service: ServiceDep) -> dict[str, Any]:
-    window = service.settings.return_window_working_days
-    return await service.command(case_id, domain.Return(body.reason, window), principal)
+    return await _run(service, principal, case_id, "return", body)
 
 
 @cases.post("/cases/{case_id}/extension", responses=_COMMAND_RESPONSES)
 async def request_extension(case_id: CaseIdPath, body: ExtensionIn, principal: PrincipalDep,
                             service: ServiceDep) -> dict[str, Any]:
-    return await service.command(case_id, domain.RequestExtension(body.reason, body.extra_working_days), principal)
+    return await _run(service, principal, case_id, "request_extension", body)
 
 
 @cases.post("/cases/{case_id}/extension/approve", responses=_COMMAND_RESPONSES)
 async def approve_extension(case_id: CaseIdPath, principal: SupervisorDep, service: ServiceDep) -> dict[str, Any]:
-    return await service.command(case_id, domain.ApproveExtension(), principal)
+    return await _run(service, principal, case_id, "approve_extension", None)
 
 
 @cases.post("/cases/{case_id}/extension/deny", responses=_COMMAND_RESPONSES)
 async def deny_extension(case_id: CaseIdPath, body: OptionalReasonIn, principal: SupervisorDep,
                          service: ServiceDep) -> dict[str, Any]:
-    return await service.command(case_id, domain.DenyExtension(body.reason), principal)
+    return await _run(service, principal, case_id, "deny_extension", body)
 
 
 @cases.post("/cases/{case_id}/reassign", responses={**_COMMAND_RESPONSES, 422: {}})
 async def reassign(case_id: CaseIdPath, body: ReassignIn, principal: SupervisorDep,
                    service: ServiceDep) -> dict[str, Any]:
-    return await service.command(case_id, service.reassign_command(body.category, body.department_id, body.reason),
-                                 principal)
+    return await _run(service, principal, case_id, "reassign", body)
 
 
 @cases.post("/cases/{case_id}/reopen", responses=_COMMAND_RESPONSES)
 async def reopen(case_id: CaseIdPath, body: ReasonIn, principal: SupervisorDep, service: ServiceDep) -> dict[str, Any]:
-    command = domain.Reopen(body.reason, working_days=service.settings.reopen_working_days)
-    return await service.command(case_id, command, principal)
+    return await _run(service, principal, case_id, "reopen", body)
 
 
 @cases.post("/cases/{case_id}/close", responses=_COMMAND_RESPONSES)
 async def close(case_id: CaseIdPath, body: CloseIn, principal: SupervisorDep, service: ServiceDep) -> dict[str, Any]:
     """Close out (销号). ``disposition: invalid`` with an ``invalid_reason`` code marks a post that was never a
     valid request (spam, not a government matter…): it is counted apart and not as received."""
-    command = domain.Close(body.reason, disposition=body.disposition, invalid_reason=body.invalid_reason)
-    return await service.command(case_id, command, principal)
+    return await _run(service, principal, case_id, "close", body)
 
 
 @cases.get("/reference")
@@ -379,7 +491,152 @@ async def reference_data(request: Request) -> dict[str, Any]:
 
 @cases.post("/cases/{case_id}/flag", responses=_COMMAND_RESPONSES)
 async def flag(case_id: CaseIdPath, body: FlagIn, principal: SupervisorDep, service: ServiceDep) -> dict[str, Any]:
-    return await service.command(case_id, domain.Flag(body.note), principal)
+    return await _run(service, principal, case_id, "flag", body)
+
+
+@cases.post("/cases/{case_id}/notices", responses={**_COMMAND_RESPONSES, 422: {}})
+async def issue_notice(case_id: CaseIdPath, body: NoticeIn, principal: SupervisorDep,
+                       service: ServiceDep) -> dict[str, Any]:
+    """督办: a supervision notice to the responsible unit (phone, on site or meeting) with a reply-by day."""
+    return await _run(service, principal, case_id, "notice", body)
+
+
+@cases.post("/cases/{case_id}/notices/{notice_id}/answer", responses={**_COMMAND_RESPONSES, 422: {}})
+async def answer_notice(case_id: CaseIdPath, notice_id: Annotated[str, Path(pattern=r"^n\d{1,4}$")], body: AnswerIn,
+                        principal: PrincipalDep, service: ServiceDep) -> dict[str, Any]:
+    return await service.command(case_id, domain.AnswerNotice(notice_id, body.text), principal)
+
+
+@cases.post("/cases/{case_id}/callback", responses={**_COMMAND_RESPONSES, 422: {}})
+async def record_callback(case_id: CaseIdPath, body: CallbackIn, principal: SupervisorDep,
+                          service: ServiceDep) -> dict[str, Any]:
+    """回访: the office called the citizen; reached with a rating on a replied case rates it for them."""
+    return await _run(service, principal, case_id, "callback", body)
+
+
+@cases.post("/cases/{case_id}/moderate", responses={**_COMMAND_RESPONSES, 422: {}})
+async def moderate(case_id: CaseIdPath, body: ModerateIn, principal: SupervisorDep,
+                   service: ServiceDep) -> dict[str, Any]:
+    """Approve the redacted text as it is (``{}``) or correct it (``title``/``body``): the case becomes public."""
+    return await service.moderate(case_id, principal, body.title, body.body)
+
+
+class BulkIn(BaseModel):
+    """The action, up to 100 case ids, and the arguments of that action's single-case body."""
+
+    model_config = ConfigDict(extra="allow")
+
+    action: Literal[tuple([*COMMANDS, "approve_text"])]  # type: ignore[valid-type]
+    case_ids: list[Annotated[str, Field(pattern=CASE_ID_PATTERN)]] = Field(min_length=1, max_length=MAX_BULK_CASES)
+
+
+@cases.post("/cases/bulk", responses={401: {}, 422: {}})
+async def bulk(body: BulkIn, principal: PrincipalDep, service: ServiceDep) -> dict[str, Any]:
+    """The same command for many cases, one after the other through the single-case use case: each case is
+    authorised and checked by the state machine on its own, and answers ``ok`` or its error."""
+    args = dict(body.model_extra or {})
+    run: Callable[[str], Awaitable[Any]]
+    if body.action == "approve_text":
+        _reject_extra(args)
+        run = lambda case_id: service.moderate(case_id, principal, None, None)  # noqa: E731
+    else:
+        model, build = COMMANDS[body.action]
+        if model is None:
+            _reject_extra(args)
+            parsed = None
+        else:
+            try:
+                parsed = model.model_validate(args)
+            except ValidationError as exc:
+                raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from exc
+        command = build(service, parsed)
+        run = lambda case_id: service.command(case_id, command, principal)  # noqa: E731
+    results = []
+    for case_id in dict.fromkeys(body.case_ids):
+        try:
+            await run(case_id)
+            results.append({"case_id": case_id, "ok": True})
+        except (ServiceError, DomainError) as exc:
+            results.append({"case_id": case_id, "ok": False,
+                            "error": {"code": exc.code, "message": exc.message, "field": exc.field}})
+    return {"results": results, "ok": sum(r["ok"] for r in results), "failed": sum(not r["ok"] for r in results)}
+
+
+def _reject_extra(args: dict[str, Any]) -> None:
+    if args:
+        name = next(iter(args))
+        raise RequestValidationError([{"type": "extra_forbidden", "loc": ("body", name),
+                                       "msg": "Extra inputs are not permitted", "input": None}])
+
+
+public = APIRouter(prefix="/v1", tags=["public"])
+
+
+@public.get("/public/cases")
+async def public_board(service: ServiceDep,
+                       q: Annotated[str | None, Query(max_length=100)] = None,
+                       county: Annotated[str | None, Query(max_length=32)] = None,
+                       category: Annotated[str | None, Query(max_length=64)] = None,
+                       department_id: Annotated[str | None, Query(max_length=64)] = None,
+                       status: CaseStatus | None = None,
+                       page: Annotated[int, Query(ge=1, le=1000)] = 1,
+                       page_size: Annotated[int, Query(ge=1, le=BOARD_PAGE_SIZE_MAX)] = 20) -> dict[str, Any]:
+    """The public board: publishable cases only (redacted text), newest first, with their replies."""
+    filters = BoardFilter(q=q, county=county, category=category, department_id=department_id, status=status)
+    return await service.public_board(filters, page=page, page_size=page_size)
+
+
+_optional_bearer = HTTPBearer(auto_error=False)
+
+
+async def _optional_principal(
+        request: Request, accounts: AccountsDep,
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_optional_bearer)]) -> Principal | None:
+    """The signed-in person when there is one (a bearer token or the session cookie), else None."""
+    if (creds is None or not creds.credentials) and not request.cookies.get(SESSION_COOKIE):
+        return None
+    return await signed_in(request, accounts, creds)
+
+
+_UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"],
+    "properties": {"file": {"type": "string", "format": "binary", "description": "JPEG, PNG or WebP, at most 5 MB"}},
+}}}}}
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+@citizen.post("/attachments", status_code=201, responses={413: {}, 415: {}, 422: {}}, openapi_extra=_UPLOAD_BODY)
+async def upload_attachment(request: Request, service: ServiceDep) -> dict[str, Any]:
+    """A photo for a post: its type is told by its bytes; position and camera metadata are removed."""
+    limit = service.settings.attachment_max_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:  # refused before it is read
+        raise TooLarge(f"a photo may be at most {limit} bytes", "file", limit=limit)
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise UnsupportedMediaType("send the photo as multipart/form-data in the field 'file'", "file")
+    try:
+        form = await request.form(max_files=1, max_fields=2)
+    except Exception as exc:  # starlette's parser: malformed multipart or too many parts
+        raise Invalid(f"the upload cannot be read: {exc}"[:200], "file") from exc
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise Invalid("a file is required in the field 'file'", "file")
+    data = await upload.read(limit + 1)
+    await form.close()
+    if len(data) > limit:
+        raise TooLarge(f"a photo may be at most {limit} bytes", "file", limit=limit)
+    return await service.upload_attachment(data, client_ip=request.client.host if request.client else None)
+
+
+@citizen.get("/attachments/{attachment_id}", responses={401: {}, 404: {}},
+             response_class=Response)
+async def get_attachment(attachment_id: Annotated[str, Path(pattern=ATTACHMENT_ID_PATTERN)], service: ServiceDep,
+                         principal: Annotated[Principal | None, Depends(_optional_principal)]) -> Response:
+    data, content_type, public_now = await service.attachment(attachment_id, principal)
+    cache = "public, max-age=3600" if public_now else "private, no-store"
+    return Response(data, media_type=content_type,
+                    headers={"Cache-Control": cache, "X-Content-Type-Options": "nosniff",
+                             "Content-Disposition": "inline"})
 
 
 ops = APIRouter(tags=["operations"])
@@ -473,7 +730,7 @@ def create_app(settings: IntakeSettings | None = None, *, common: CommonSettings
                   description="The only door into the platform: posts, case commands, Open311.")
     app.state.runtime = runtime
     _install_error_handlers(app)
-    for router in (citizen, auth, cases, templates, admin_router, open311_router, ops):
+    for router in (citizen, auth, cases, public, templates, admin_router, open311_router, ops):
         app.include_router(router)
     Instrumentator(excluded_handlers=["/metrics", "/healthz", "/readyz"]).instrument(app)
     return app

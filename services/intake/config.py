@@ -47,6 +47,8 @@ class IntakeSettings(BaseSettings):
 
     page_size_max: int = 200
 
+    attachments_dir: str = Field("var/attachments", description="where the filesystem AttachmentStore keeps photos")
+    attachment_max_bytes: int = Field(5 * 1024 * 1024, ge=1, description="largest photo accepted (413 above)")
     # People and sign-in
     session_hours: float = Field(8, gt=0, le=24 * 30, description="a sign-in token's lifetime")
     session_cache_seconds: float = Field(

@@ -12,14 +12,23 @@ import re
 import secrets
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any, ClassVar
 
 from services.common import events as ev
-from services.common.events import Actor, CaseStatus, PostKind, Rating, RoutingDecision, RoutingOutcome
+from services.common.events import (
+    Actor,
+    CaseStatus,
+    NoticeMethod,
+    PostKind,
+    Rating,
+    RatingSource,
+    RoutingDecision,
+    RoutingOutcome,
+)
 from services.common.people import people_deadline
-from services.common.workdays import WorkCalendar, default_calendar
+from services.common.workdays import WorkCalendar, default_calendar, local_date
 
 S = CaseStatus
 
@@ -39,6 +48,10 @@ class Action(StrEnum):
     CLOSE = "close"
     FLAG = "flag"
     REASSIGN = "reassign"
+    MODERATE = "moderate"  # approve or correct the publishable text
+    NOTICE = "notice"  # 督办
+    ANSWER_NOTICE = "answer_notice"
+    CALLBACK = "callback"  # 回访
     APPROVE_REPLY = "approve_reply"  # a unit lead publishes the reply its staff wrote
     REJECT_REPLY = "reject_reply"
 
@@ -72,7 +85,17 @@ def _table() -> dict[tuple[CaseStatus, Action], CaseStatus]:
         table[state, Action.CLOSE] = S.CLOSED
     for state in CaseStatus:
         table[state, Action.FLAG] = state
+        table[state, Action.MODERATE] = state
+        table[state, Action.ANSWER_NOTICE] = state  # an open notice is answered whatever became of the case
+    for state in NOTICE_STATES:
+        table[state, Action.NOTICE] = state
+    for state in CALLBACK_STATES:
+        table[state, Action.CALLBACK] = state  # with a rating on a replied case: rated (see _callback)
     return table
+
+
+NOTICE_STATES = (S.ASSIGNED, *HANDLING, S.REPLIED, S.RATED)  # a unit holds the case and it is not closed
+CALLBACK_STATES = (S.REPLIED, S.RATED, S.REOPENED, S.CLOSED)  # the unit has answered at least once
 
 
 TRANSITIONS: dict[tuple[CaseStatus, Action], CaseStatus] = _table()
@@ -99,6 +122,10 @@ def available_actions(case: Case) -> list[str]:
         if action in (Action.APPROVE_EXTENSION, Action.DENY_EXTENSION) and case.pending_extension is None:
             continue
         if action is Action.REQUEST_EXTENSION and case.pending_extension is not None:
+            continue
+        if action is Action.ANSWER_NOTICE and not case.open_notice_units():
+            continue
+        if action is Action.MODERATE and case.publishable:
             continue
         out.add(action.value)
     return sorted(out)
@@ -160,6 +187,35 @@ class PendingExtension:
 
 
 @dataclass(frozen=True)
+class Notice:
+    """A supervision notice (督办) to a unit: open until the unit answers it."""
+
+    notice_id: str
+    department_id: str
+    method: NoticeMethod
+    note: str
+    reply_by: date
+    issued_at: datetime
+    answer: str | None = None
+    answered_at: datetime | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.answered_at is None
+
+
+@dataclass(frozen=True)
+class Callback:
+    """A call-back to the citizen (回访) recorded by the office."""
+
+    callback_id: str
+    reached: bool
+    note: str
+    recorded_at: datetime
+    rating: Rating | None = None
+
+
+@dataclass(frozen=True)
 class PendingReply:
     """A reply a unit's staff wrote that waits for the unit lead: not public until approved."""
 
@@ -198,6 +254,12 @@ class Case:
     linked_case_id: str | None = None
     closed_at: datetime | None = None
     replied_at: datetime | None = None
+    publishable: bool = False  # its redacted text may be shown on the public board
+    notices: tuple[Notice, ...] = ()
+    callbacks: tuple[Callback, ...] = ()
+
+    def open_notice_units(self) -> list[str]:
+        return sorted({n.department_id for n in self.notices if n.open})
     pending_reply: PendingReply | None = None
 
 
@@ -332,6 +394,45 @@ class Reassign(Command):
 
 
 @dataclass(frozen=True)
+class Moderate(Command):
+    """``title``/``body`` are the publishable texts (already redacted); ``corrected`` when they changed."""
+
+    title: str
+    body: str
+    corrected: bool
+    action: ClassVar[Action] = Action.MODERATE
+    actor: ClassVar[Actor] = Actor.SUPERVISOR
+
+
+@dataclass(frozen=True)
+class IssueNotice(Command):
+    method: NoticeMethod
+    note: str
+    reply_by: date
+    action: ClassVar[Action] = Action.NOTICE
+    actor: ClassVar[Actor] = Actor.SUPERVISOR
+
+
+@dataclass(frozen=True)
+class AnswerNotice(Command):
+    notice_id: str
+    text: str
+    action: ClassVar[Action] = Action.ANSWER_NOTICE
+    actor: ClassVar[Actor] = Actor.DEPARTMENT
+
+
+@dataclass(frozen=True)
+class RecordCallback(Command):
+    reached: bool
+    note: str
+    rating: Rating | None = None
+    auto_reopen_on_unsatisfied: bool = False
+    reopen_working_days: int = 5
+    action: ClassVar[Action] = Action.CALLBACK
+    actor: ClassVar[Actor] = Actor.SUPERVISOR
+
+
+@dataclass(frozen=True)
 class Outcome:
     case: Case
     events: list[ev.CaseEvent]
@@ -435,7 +536,17 @@ def decide(case: Case, command: Command, now: datetime, calendar: WorkCalendar |
                 raise RuleViolation("no_pending_reply", "there is no reply waiting for approval")
             return b.internal("reply_rejected", f"答复未通过审核：{reason}", pending_reply=None)
         case Rate():
-            return _rate(b, command, target, calendar)
+            return _rate(b, command.rating, command.reason, command.actor, RatingSource.CITIZEN,
+                         command.auto_reopen_on_unsatisfied, command.reopen_working_days, calendar)
+        case Moderate(title=title, body=body, corrected=corrected):
+            b.add(ev.CaseModerated, command.actor, title=title, body=body, corrected=corrected)
+            return b.outcome(publishable=True)
+        case IssueNotice():
+            return _issue_notice(b, command)
+        case AnswerNotice(notice_id=notice_id, text=text):
+            return _answer_notice(b, notice_id, text)
+        case RecordCallback():
+            return _callback(b, command, calendar)
         case Reopen(reason=reason, working_days=days, automatic=automatic):
             return _reopen(b, reason, days, automatic, command.actor, calendar)
         case Close(reason=reason, automatic=automatic, disposition=disposition, invalid_reason=invalid_reason):
@@ -498,18 +609,64 @@ def _guard_return_window(case: Case, now: datetime, calendar: WorkCalendar, wind
         )
 
 
-def _rate(b: _Builder, command: Rate, target: CaseStatus, calendar: WorkCalendar) -> Outcome:
+def _rate(b: _Builder, rating: Rating, reason: str | None, actor: Actor, given_by: RatingSource,
+          auto_reopen: bool, reopen_days: int, calendar: WorkCalendar, **changes: Any) -> Outcome:
+    """The citizen's rating, given online or through a callback: the same effect either way."""
     case = b.case
-    b.add(ev.CaseRated, command.actor, department_id=case.department_id, rating=command.rating,
-          reason=command.reason, handling_round=case.handling_round)
-    if command.rating in (Rating.SATISFIED, Rating.BASICALLY_SATISFIED):
+    b.add(ev.CaseRated, actor, department_id=case.department_id, rating=rating, reason=reason,
+          handling_round=case.handling_round, given_by=given_by)
+    if rating in (Rating.SATISFIED, Rating.BASICALLY_SATISFIED):
         b.add(ev.CaseClosed, Actor.SYSTEM, reason="群众满意，自动办结", department_id=case.department_id,
               automatic=True)
-        return b.outcome(status=S.CLOSED, rating=command.rating, closed_at=b.now)
-    if command.auto_reopen_on_unsatisfied:
-        b.case = dataclasses.replace(case, rating=command.rating)
-        return _reopen(b, "群众不满意，自动二次办理", command.reopen_working_days, True, Actor.SYSTEM, calendar)
-    return b.outcome(status=target, rating=command.rating)
+        return b.outcome(status=S.CLOSED, rating=rating, closed_at=b.now, **changes)
+    if auto_reopen:
+        b.case = dataclasses.replace(case, rating=rating, **changes)
+        return _reopen(b, "群众不满意，自动二次办理", reopen_days, True, Actor.SYSTEM, calendar)
+    return b.outcome(status=next_status(case.status, Action.RATE), rating=rating, **changes)
+
+
+def _issue_notice(b: _Builder, command: IssueNotice) -> Outcome:
+    case = b.case
+    if command.reply_by < local_date(b.now):
+        raise RuleViolation("reply_by_past", "the reply-by day of a notice cannot be in the past", "reply_by")
+    notice = Notice(notice_id=f"n{len(case.notices) + 1}", department_id=_unit(case), method=command.method,
+                    note=command.note, reply_by=command.reply_by, issued_at=b.now)
+    b.add(ev.CaseNoticeIssued, command.actor, notice_id=notice.notice_id, department_id=notice.department_id,
+          method=notice.method, note=notice.note, reply_by=notice.reply_by)
+    return b.outcome(notices=(*case.notices, notice))
+
+
+def _answer_notice(b: _Builder, notice_id: str, text: str) -> Outcome:
+    case = b.case
+    notice = next((n for n in case.notices if n.notice_id == notice_id), None)
+    if notice is None:
+        raise RuleViolation("no_such_notice", f"the case has no notice {notice_id}", "notice_id")
+    if not notice.open:
+        raise RuleViolation("notice_answered", f"notice {notice_id} was already answered", "notice_id")
+    on_time = local_date(b.now) <= notice.reply_by
+    b.add(ev.CaseNoticeAnswered, Actor.DEPARTMENT, notice_id=notice_id, department_id=notice.department_id,
+          text=text, on_time=on_time)
+    answered = dataclasses.replace(notice, answer=text, answered_at=b.now)
+    return b.outcome(notices=tuple(answered if n.notice_id == notice_id else n for n in case.notices))
+
+
+def _callback(b: _Builder, command: RecordCallback, calendar: WorkCalendar) -> Outcome:
+    case = b.case
+    rating = command.rating
+    if rating is not None and not command.reached:
+        raise RuleViolation("not_reached", "a rating needs a citizen who was reached", "rating")
+    if rating is not None and case.status is not S.REPLIED:
+        raise RuleViolation("not_awaiting_rating", f"only a replied case can be rated, this one is {case.status}",
+                            "rating")
+    callback = Callback(callback_id=f"cb{len(case.callbacks) + 1}", reached=command.reached, note=command.note,
+                        recorded_at=b.now, rating=rating)
+    b.add(ev.CaseCallbackRecorded, command.actor, callback_id=callback.callback_id,
+          department_id=case.department_id, reached=command.reached, rating=rating, note=command.note)
+    callbacks = (*case.callbacks, callback)
+    if rating is None:
+        return b.outcome(callbacks=callbacks)
+    return _rate(b, rating, None, command.actor, RatingSource.CALLBACK, command.auto_reopen_on_unsatisfied,
+                 command.reopen_working_days, calendar, callbacks=callbacks)
 
 
 def _reopen(b: _Builder, reason: str, days: int, automatic: bool, actor: Actor, calendar: WorkCalendar) -> Outcome:
@@ -599,6 +756,62 @@ def is_overdue(case_status: CaseStatus, deadline: datetime | None, now: datetime
     return case_status in OPEN_DEADLINE_STATES and deadline is not None and now > deadline
 
 
+class Bucket(StrEnum):
+    """The inbox of a unit: each case state a person acts on, as the list filter and its count."""
+
+    TO_SIGN = "to_sign"  # 待签收
+    HANDLING = "handling"  # 办理中
+    DUE_SOON = "due_soon"  # 即将超期: the deadline falls within 1 working day
+    OVERDUE = "overdue"  # 已超期
+    REOPENED = "reopened"  # 二次办理
+    AWAITING_RATING = "awaiting_rating"  # 已回复待评价
+
+
+@dataclass(frozen=True)
+class BucketRule:
+    """A bucket as data: the states it holds and, optionally, a window its deadline must fall in.
+
+    The window is ``[after, before)`` as computed by :func:`deadline_window`; the list query and the counts
+    both read it, so they cannot disagree."""
+
+    states: tuple[CaseStatus, ...]
+    deadline: str | None = None  # None, "due_soon" or "overdue"
+
+
+BUCKETS: dict[Bucket, BucketRule] = {
+    Bucket.TO_SIGN: BucketRule((S.ASSIGNED,)),
+    Bucket.HANDLING: BucketRule(HANDLING),
+    Bucket.DUE_SOON: BucketRule(OPEN_DEADLINE_STATES, "due_soon"),
+    Bucket.OVERDUE: BucketRule(OPEN_DEADLINE_STATES, "overdue"),
+    Bucket.REOPENED: BucketRule((S.REOPENED,)),
+    Bucket.AWAITING_RATING: BucketRule((S.REPLIED,)),
+}
+INBOX_STATES = tuple(sorted({s for rule in BUCKETS.values() for s in rule.states}))
+
+
+def deadline_window(rule: BucketRule, now: datetime,
+                    calendar: WorkCalendar | None = None) -> tuple[datetime | None, datetime | None]:
+    """``(after, before)``: the deadline must be ``>= after`` and ``< before`` (None: unbounded)."""
+    if rule.deadline == "overdue":
+        return None, now
+    if rule.deadline == "due_soon":
+        calendar = calendar or default_calendar()
+        # a deadline exactly 1 working day away is due soon; 1 ms is what MongoDB keeps of a datetime
+        return now, calendar.add_working_days(now, 1) + timedelta(milliseconds=1)
+    return None, None
+
+
+def in_bucket(bucket: Bucket, status: CaseStatus, deadline: datetime | None, now: datetime,
+              calendar: WorkCalendar | None = None) -> bool:
+    rule = BUCKETS[bucket]
+    if status not in rule.states:
+        return False
+    if rule.deadline is None:
+        return True
+    after, before = deadline_window(rule, now, calendar)
+    return deadline is not None and (after is None or deadline >= after) and (before is None or deadline < before)
+
+
 def public_note(event: ev.CaseEvent) -> str | None:
     match event:
         case ev.CaseSubmitted():
@@ -629,4 +842,12 @@ def public_note(event: ev.CaseEvent) -> str | None:
             return "已办结"
         case ev.CaseFlagged():
             return "列为典型案例"
+        case ev.CaseModerated():
+            return "内容已审核公开"
+        case ev.CaseNoticeIssued():
+            return "督办"
+        case ev.CaseNoticeAnswered():
+            return "承办单位已回复督办"
+        case ev.CaseCallbackRecorded():
+            return "回访"
     return None  # pragma: no cover

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import re
@@ -11,7 +12,7 @@ import time
 import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from services.common import events as ev
@@ -20,11 +21,22 @@ from services.common.config import TopicSettings
 from services.common.events import Actor, CaseStatus, Channel, Event, Rating, make_event
 from services.common.logging import get_logger, mask_personal_text
 from services.common.people import people_deadline
+from services.common.redaction import redact, redact_text
 from services.common.reference import ReferenceData, reference
 from services.common.secret_compare import same_secret
-from services.common.workdays import WorkCalendar, default_calendar
+from services.common.workdays import SHANGHAI, WorkCalendar, default_calendar
 from services.intake import domain, metrics
 from services.intake.accounts import Principal, Role, permitted_actions
+from services.intake.attachments import (
+    EXTENSIONS,
+    AttachmentStore,
+    BadImage,
+    FilesystemAttachmentStore,
+    digest,
+    new_attachment_id,
+    sniff_image_type,
+    strip_metadata,
+)
 from services.intake.config import IntakeSettings
 from services.intake.domain import Case, Command, DecisionIgnored, DomainError, IllegalTransition
 from services.intake.ratelimit import SlidingWindowLimiter
@@ -83,6 +95,14 @@ class Invalid(ServiceError):
     status, code = 422, "invalid"
 
 
+class TooLarge(ServiceError):
+    status, code = 413, "too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status, code = 415, "unsupported_media_type"
+
+
 class RateLimited(ServiceError):
     status, code = 429, "rate_limited"
 
@@ -107,11 +127,12 @@ class NewPost:
     location: ev.Location | None = None
     attachments: tuple[str, ...] = ()
     requested_category: str | None = None  # Open311 service_code: a hint for the router, kept on the case
+    attachment_ids: tuple[str, ...] = ()  # photos uploaded to intake first (POST /v1/attachments)
 
     def fingerprint(self) -> str:
         raw = json.dumps([self.channel, self.title, self.body, self.contact_phone, self.name, self.anonymous,
                           self.location.model_dump() if self.location else None, list(self.attachments),
-                          self.requested_category], ensure_ascii=False, sort_keys=True)
+                          self.requested_category, list(self.attachment_ids)], ensure_ascii=False, sort_keys=True)
         return hashlib.sha256(raw.encode()).hexdigest()
 
 
@@ -131,8 +152,9 @@ def outbox_entry(event: Event, topic_key: str) -> dict[str, Any]:
 class IntakeService:
     def __init__(self, store: CaseStore, settings: IntakeSettings, clock: Clock, reference: ReferenceData,
                  *, topic_names: TopicSettings | None = None, calendar: WorkCalendar | None = None,
-                 on_commit: Callable[[], None] | None = None) -> None:
+                 on_commit: Callable[[], None] | None = None, attachments: AttachmentStore | None = None) -> None:
         self.store = store
+        self.attachments = attachments or FilesystemAttachmentStore(settings.attachments_dir)
         self.settings = settings
         self.clock = clock
         self.reference = reference
@@ -152,6 +174,7 @@ class IntakeService:
             if replay:
                 return replay
         self._check_rate(post.contact_phone, client_ip)
+        await self._check_attachments(post.attachment_ids)
         for _ in range(COMMIT_ATTEMPTS):
             doc = self._new_case_document(post, idempotency_key, fingerprint)
             try:
@@ -160,10 +183,63 @@ class IntakeService:
                 if idempotency_key and (replay := await self._replay(idempotency_key, fingerprint)):
                     return replay
                 continue  # a tracking-number collision (1 in 10^12): draw again
+            if post.attachment_ids:
+                claimed = await self.store.claim_attachments(list(post.attachment_ids), doc["_id"])
+                if claimed < len(post.attachment_ids):  # another post took one between the check and now
+                    log.warning("attachment_claimed_twice", case_id=doc["_id"])
             metrics.POSTS.labels(post.channel.value).inc()
             self.on_commit()
             return Accepted(201, self._accepted_body(doc))
         raise Conflict("could not allocate a tracking number, please retry")
+
+    async def upload_attachment(self, data: bytes, *, client_ip: str | None) -> dict[str, Any]:
+        """A photo: its type told by its bytes, its metadata stripped, stored before anything points to it."""
+        self._check_rate(None, client_ip)  # uploads share the per-address window with posts
+        if len(data) > self.settings.attachment_max_bytes:
+            raise TooLarge(f"a photo may be at most {self.settings.attachment_max_bytes} bytes", "file",
+                           limit=self.settings.attachment_max_bytes)
+        content_type = sniff_image_type(data)
+        if content_type is None:
+            raise UnsupportedMediaType("only JPEG, PNG and WebP photos are accepted", "file")
+        try:
+            clean = strip_metadata(data, content_type)
+        except BadImage as exc:
+            raise UnsupportedMediaType(f"the photo cannot be read: {exc}", "file") from exc
+        attachment_id = new_attachment_id()
+        await self.attachments.put(attachment_id, clean, content_type)
+        now = self.clock.now()
+        await self.store.insert_attachment({"_id": attachment_id, "content_type": content_type, "size": len(clean),
+                                            "sha256": digest(clean), "case_id": None, "created_at": now,
+                                            "metadata_stripped": len(clean) != len(data)})
+        metrics.ATTACHMENTS.labels(EXTENSIONS[content_type]).inc()
+        return {"attachment_id": attachment_id, "content_type": content_type, "size": len(clean)}
+
+    async def attachment(self, attachment_id: str, principal: Principal | None) -> tuple[bytes, str, bool]:
+        """(bytes, type, public): anyone once its case is publishable; before, its unit and supervisors."""
+        metas = await self.store.get_attachments([attachment_id])
+        doc = await self.store.get(metas[0]["case_id"]) if metas and metas[0].get("case_id") else None
+        if doc is None:
+            raise NotFound(f"no attachment {attachment_id}", "attachment_id")
+        public = bool(doc.get("publishable"))
+        if not public and not (principal and principal.may_read(doc.get("department_id"))):
+            raise NotFound(f"no attachment {attachment_id}", "attachment_id")
+        data = await self.attachments.get(attachment_id)
+        if data is None:
+            raise NotFound(f"attachment {attachment_id} is missing from the store", "attachment_id")
+        return data, metas[0]["content_type"], public
+
+    async def _check_attachments(self, ids: tuple[str, ...]) -> None:
+        if not ids:
+            return
+        if len(set(ids)) != len(ids):
+            raise Invalid("an attachment is named twice", "attachment_ids")
+        found = {meta["_id"]: meta for meta in await self.store.get_attachments(list(ids))}
+        for attachment_id in ids:
+            meta = found.get(attachment_id)
+            if meta is None:
+                raise Invalid(f"no attachment {attachment_id}", "attachment_ids")
+            if meta.get("case_id") is not None:
+                raise Invalid(f"attachment {attachment_id} belongs to another post", "attachment_ids")
 
     async def _replay(self, key: str, fingerprint: str) -> Accepted | None:
         doc = await self.store.get_by_idempotency_key(key)
@@ -194,17 +270,20 @@ class IntakeService:
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # what MongoDB keeps: replays match
         case_id = domain.new_case_id()
         tracking = domain.new_tracking_number(now)
+        names = (post.name,) if post.name else ()
         location = post.location
         if location and location.address:
-            location = location.model_copy(update={"address": mask_personal_text(location.address)})
+            location = location.model_copy(update={"address": redact_text(location.address, names)})
+        title_r, body_r = redact(post.title, names), redact(post.body, names)
+        title, body = title_r.text[:100], body_r.text[:5000]
+        publishable = not (title_r.uncertain or body_r.uncertain)
         case = Case(case_id=case_id, tracking_number=tracking, version=1, status=CaseStatus.SUBMITTED,
                     created_at=now, county=location.county if location else None,
-                    township=location.township if location else None)
-        title, body = mask_personal_text(post.title), mask_personal_text(post.body)
+                    township=location.township if location else None, publishable=publishable)
         submitted = ev.CaseSubmitted(
             case_id=case_id, tracking_number=tracking, version=1, occurred_at=now, actor=Actor.CITIZEN,
             channel=post.channel, title=title, body=body, location=location, anonymous=post.anonymous,
-            attachment_count=len(post.attachments),
+            attachment_count=len(post.attachments) + len(post.attachment_ids),
             poster_ref=domain.poster_ref(self.settings.secret, post.contact_phone) if post.contact_phone else None,
         )
         contact = ev.CaseContact(case_id=case_id, tracking_number=tracking, phone=post.contact_phone,
@@ -218,11 +297,15 @@ class IntakeService:
             "idempotency_fingerprint": fingerprint,
             "updated_at": now,
             "channel": post.channel.value,
-            "title": title,
+            "title": title,  # the publishable (redacted) copy; the original stays in `original`, private
             "body": body,
+            "original": {"title": post.title, "body": post.body},
+            "redaction": {"kinds": sorted({*title_r.kinds, *body_r.kinds}),
+                          "uncertain": title_r.uncertain or body_r.uncertain},
             "location": location.model_dump(exclude_none=True) if location else None,
             "anonymous": post.anonymous,
             "attachments": list(post.attachments),
+            "attachment_ids": list(post.attachment_ids),
             "requested_category": post.requested_category,
             "poster_ref": submitted.poster_ref,
             "contact": {"phone": post.contact_phone, "name": post.name},
@@ -242,7 +325,7 @@ class IntakeService:
         doc = await self._by_tracking(tracking_number)
         if not self._is_poster(doc, phone_last4, rating_token):
             raise Forbidden("only the poster can rate: give phone_last4 or the rating_token", "rating_token")
-        command = domain.Rate(rating=rating, reason=mask_personal_text(reason) if reason else None,
+        command = domain.Rate(rating=rating, reason=reason,
                               auto_reopen_on_unsatisfied=self.settings.auto_reopen_on_unsatisfied,
                               reopen_working_days=self.settings.reopen_working_days)
         doc = await self.execute(doc["_id"], command, None, first=doc)
@@ -365,26 +448,88 @@ class IntakeService:
         return await self.command(case_id, domain.Reply(text, needs_approval=needs_approval, template_id=template_id),
                                   principal, first=doc)
 
-    async def list_cases(self, principal: Principal, *, status: CaseStatus | None, overdue: bool | None,
-                         page: int, page_size: int) -> dict[str, Any]:
+    async def list_cases(self, principal: Principal, filters: CaseFilter, *, page: int,
+                         page_size: int) -> dict[str, Any]:
         now = self.clock.now()
-        query: dict[str, Any] = {}
-        if not principal.oversees:
-            if principal.unit_id is None:
-                raise Forbidden("case work is for units and supervisors")
-            query["department_id"] = principal.unit_id
-        if status is not None:
-            query["status"] = status.value
-        if overdue is True:
-            open_states = [s.value for s in domain.OPEN_DEADLINE_STATES]
-            query["status"] = {"$in": [s for s in open_states if status is None or s == status.value]}
-            query["deadline"] = {"$lt": now}
-        elif overdue is False:
-            query["$or"] = [{"deadline": {"$gte": now}}, {"deadline": None},
-                            {"status": {"$nin": [s.value for s in domain.OPEN_DEADLINE_STATES]}}]
-        docs, total = await self.store.list_cases(query, skip=(page - 1) * page_size, limit=page_size)
-        return {"items": [internal_case_view(d, now, principal) for d in docs], "page": page,
-                "page_size": page_size, "total": total}
+        query = staff_query(filters, unit_scope(principal, filters.department_id), now, self.calendar)
+        docs, total = await self._find(query, filters.q, skip=(page - 1) * page_size, limit=page_size)
+        return {"items": [internal_case_view(d, now, principal) for d in docs], "page": page, "page_size": page_size,
+                "total": total}
+
+    async def _find(self, query: dict[str, Any], q: str | None, *, skip: int, limit: int,
+                    projection: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], int]:
+        """A list query; one that names a tracking number is pinned to that case's ``_id`` (found through
+        its pointer), which every server answers from an index, instead of scanning for the number."""
+        tracking = tracking_number_in(q)
+        if tracking:
+            doc = await self.store.get_by_tracking(tracking)
+            if doc is None:
+                return [], 0
+            query = {"_id": doc["_id"], **query}
+        return await self.store.list_cases(query, skip=skip, limit=limit, projection=projection)
+
+    async def inbox_counts(self, principal: Principal, department_id: str | None) -> dict[str, int]:
+        """Each bucket counted with the same rule the list uses (domain.BUCKETS), from one read."""
+        now = self.clock.now()
+        unit = unit_scope(principal, department_id)
+        query: dict[str, Any] = {"status": {"$in": [s.value for s in domain.INBOX_STATES]}}
+        if unit:
+            query["department_id"] = unit
+        rows = await self.store.find_fields(query, ["status", "deadline"], limit=INBOX_SCAN_LIMIT)
+        counts = {bucket.value: 0 for bucket in domain.Bucket}
+        for row in rows:
+            status = CaseStatus(row["status"])
+            for bucket in domain.Bucket:
+                if domain.in_bucket(bucket, status, row.get("deadline"), now, self.calendar):
+                    counts[bucket.value] += 1
+        counts["open_notices"] = sum(1 for n in await self._open_notices(unit) if n["open"])
+        return counts
+
+    async def notices(self, principal: Principal, *, open_only: bool, department_id: str | None) -> dict[str, Any]:
+        unit = unit_scope(principal, department_id)
+        items = await self._open_notices(unit) if open_only else await self._all_notices(unit)
+        return {"items": items, "total": len(items)}
+
+    async def _open_notices(self, unit: str | None) -> list[dict[str, Any]]:
+        query: dict[str, Any] = {"open_notice_units": unit} if unit else {"open_notice_count": {"$gt": 0}}
+        return self._notice_rows(await self.store.find_fields(query, NOTICE_ROW_FIELDS, limit=INBOX_SCAN_LIMIT),
+                                 unit, open_only=True)
+
+    async def _all_notices(self, unit: str | None) -> list[dict[str, Any]]:
+        query: dict[str, Any] = {"notice_units": unit} if unit else {"notice_count": {"$gt": 0}}
+        return self._notice_rows(await self.store.find_fields(query, NOTICE_ROW_FIELDS, limit=INBOX_SCAN_LIMIT),
+                                 unit, open_only=False)
+
+    @staticmethod
+    def _notice_rows(docs: list[dict[str, Any]], unit: str | None, *, open_only: bool) -> list[dict[str, Any]]:
+        rows = []
+        for doc in docs:
+            for notice in doc.get("notices") or []:
+                view = _notice_view(notice)
+                if (unit and notice["department_id"] != unit) or (open_only and not view["open"]):
+                    continue
+                rows.append({**view, "case_id": doc["_id"], "tracking_number": doc["tracking_number"],
+                             "title": doc.get("title"), "department": _department(doc),
+                             "status": doc["status"], "status_label": STATUS_LABELS[CaseStatus(doc["status"])]})
+        return sorted(rows, key=lambda r: (r["reply_by"], r["issued_at"] or ""))
+
+    async def public_board(self, filters: BoardFilter, *, page: int, page_size: int) -> dict[str, Any]:
+        docs, total = await self._find(board_query(filters), filters.q, skip=(page - 1) * page_size,
+                                       limit=page_size, projection=BOARD_PROJECTION)
+        return {"items": [board_item(d) for d in docs], "page": page, "page_size": page_size, "total": total}
+
+    async def moderate(self, case_id: str, principal: Principal, title: str | None, body: str | None) -> dict[str, Any]:
+        """Approve the redacted text as it is (no title/body), or correct it: a correction is redacted
+        again (a moderator may not reintroduce a phone number) and becomes the publishable copy."""
+        doc = await self.store.get(case_id)
+        if doc is None:
+            raise NotFound(f"no case {case_id}", "case_id")
+        names = tuple(n for n in [(doc.get("contact") or {}).get("name")] if n)
+        new_title = redact(title, names).text[:100] if title is not None else doc["title"]
+        new_body = redact(body, names).text[:5000] if body is not None else doc["body"]
+        corrected = (new_title, new_body) != (doc["title"], doc["body"])
+        command = domain.Moderate(title=new_title, body=new_body, corrected=corrected)
+        return await self.command(case_id, command, principal)
 
     async def triage_queue(self, principal: Principal, page: int, page_size: int) -> dict[str, Any]:
         if not principal.oversees:
@@ -434,6 +579,9 @@ class IntakeService:
                 raise NotFound(f"no case {case_id}", "case_id")
             role = _authorize(doc, name, principal) if principal is not None else None
             actor = _staff_actor(principal, role)
+            if principal is not None and isinstance(command, domain.AnswerNotice):
+                _check_notice_unit(doc, command, principal)
+            command = publishable_command(command, doc)
             case = case_from_doc(doc)
             now = self.clock.now()
             try:
@@ -448,11 +596,13 @@ class IntakeService:
                           "actor": actor} for kind, note in outcome.internal_notes]
             replies = [_reply_entry(e, case) for e in outcome.events if isinstance(e, ev.CaseReplied)]
             outbox = [outbox_entry(e, "case_events") for e in events]
+            also_set = {field: value for e in outcome.events if isinstance(e, ev.CaseModerated)
+                        for field, value in (("title", e.title), ("body", e.body))}
             if await self.store.commit(outcome.case, case.version, outbox=outbox, timeline=timeline,
-                                       replies=replies, now=now):
+                                       replies=replies, now=now, also_set=also_set):
                 metrics.COMMANDS.labels(name, "ok").inc()
                 self.on_commit()
-                doc.update(case_to_fields(outcome.case), updated_at=now)
+                doc.update(case_to_fields(outcome.case), updated_at=now, **also_set)
                 doc["timeline"] = [*doc.get("timeline", []), *timeline]
                 doc["replies"] = [*doc.get("replies", []), *replies]
                 if principal is not None and self.accounts is not None:
@@ -496,11 +646,162 @@ class IntakeService:
 # --------------------------------------------------------------------------------------------------
 
 
+FREE_TEXT_FIELDS = ("text", "reason", "note")
+INBOX_SCAN_LIMIT = 20_000  # a unit's open cases are far fewer; the city's are read as two short fields each
+NOTICE_ROW_FIELDS = ["tracking_number", "title", "status", "department_id", "department_name", "notices"]
+BOARD_PROJECTION = {name: 1 for name in ("tracking_number", "title", "body", "category", "category_name",
+                                         "department_id", "department_name", "county", "status", "created_at",
+                                         "replied_at", "replies", "attachment_ids", "attachments")}
+TRACKING_SHAPE = re.compile(r"^WZ\d{4}-?[A-Z0-9]{4}-?[A-Z0-9]{4}$")
+
+
+# ----- who may see what
+
+def unit_scope(principal: Principal, requested: str | None) -> str | None:
+    """The unit whose cases a list shows: a unit's own; supervisors choose one or see the whole city."""
+    if principal.oversees:
+        return requested
+    if principal.unit_id is None:
+        raise Forbidden("case work is for units and supervisors")
+    if requested is not None and requested != principal.unit_id:
+        raise Forbidden("only supervisors can look at another unit's cases", "department_id")
+    return principal.unit_id
+
+
+@dataclass(frozen=True)
+class CaseFilter:
+    status: CaseStatus | None = None
+    overdue: bool | None = None
+    bucket: domain.Bucket | None = None
+    q: str | None = None
+    since: date | None = None
+    until: date | None = None
+    category: str | None = None
+    county: str | None = None
+    department_id: str | None = None
+    pending_extension: bool | None = None
+    rating: Rating | None = None
+    flagged: bool | None = None
+    awaiting_moderation: bool | None = None  # the moderators' queue: text not yet publishable
+
+
+@dataclass(frozen=True)
+class BoardFilter:
+    q: str | None = None
+    county: str | None = None
+    category: str | None = None
+    department_id: str | None = None
+    status: CaseStatus | None = None
+
+
+def _day_start(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=SHANGHAI)
+
+
+def tracking_number_in(q: str | None) -> str | None:
+    """The tracking number a search names (any case, with or without dashes), or None for keywords."""
+    if not q:
+        return None
+    tracking = domain.normalise_tracking_number(q)
+    if not TRACKING_SHAPE.match(tracking):
+        return None
+    bare = tracking.replace("-", "")
+    return f"{bare[:6]}-{bare[6:10]}-{bare[10:]}"
+
+
+def _text_search(q: str, fields: tuple[str, ...]) -> dict[str, Any]:
+    """A tracking number is looked up exactly; anything else is a case-insensitive substring of the text.
+
+    The substring match is a ``$regex`` over the stored text: a scan of the matching cases (no index helps
+    a substring), so callers always combine it with a bounded page."""
+    tracking = tracking_number_in(q)
+    if tracking:
+        return {"tracking_number": tracking}
+    return {"$or": [{field: {"$regex": re.escape(q.strip()), "$options": "i"}} for field in fields]}
+
+
+def staff_query(f: CaseFilter, unit: str | None, now: datetime, calendar: WorkCalendar) -> dict[str, Any]:
+    """The MongoDB filter of a staff list: every condition is one clause of an ``$and``."""
+    clauses: list[dict[str, Any]] = []
+    if unit:
+        clauses.append({"department_id": unit})
+    if f.status is not None:
+        clauses.append({"status": f.status.value})
+    if f.overdue is True:
+        clauses.append(_bucket_clause(domain.Bucket.OVERDUE, now, calendar))
+    elif f.overdue is False:
+        clauses.append({"$or": [{"deadline": {"$gte": now}}, {"deadline": None},
+                                {"status": {"$nin": [s.value for s in domain.OPEN_DEADLINE_STATES]}}]})
+    if f.bucket is not None:
+        clauses.append(_bucket_clause(f.bucket, now, calendar))
+    if f.q and f.q.strip():
+        clauses.append(_text_search(f.q, ("title", "body", "original.title", "original.body")))
+    created: dict[str, Any] = {}
+    if f.since:
+        created["$gte"] = _day_start(f.since)
+    if f.until:
+        created["$lt"] = _day_start(f.until) + timedelta(days=1)
+    if created:
+        clauses.append({"created_at": created})
+    for name in ("category", "county"):
+        if getattr(f, name):
+            clauses.append({name: getattr(f, name)})
+    if f.pending_extension is not None:
+        clauses.append({"pending_extension": {"$ne": None}} if f.pending_extension else {"pending_extension": None})
+    if f.rating is not None:
+        clauses.append({"rating": f.rating.value})
+    if f.flagged is not None:
+        clauses.append({"flagged": True} if f.flagged else {"flagged": {"$ne": True}})
+    if f.awaiting_moderation is not None:
+        clauses.append({"publishable": {"$ne": True}} if f.awaiting_moderation else {"publishable": True})
+    if not clauses:
+        return {}
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def _bucket_clause(bucket: domain.Bucket, now: datetime, calendar: WorkCalendar) -> dict[str, Any]:
+    rule = domain.BUCKETS[bucket]
+    clause: dict[str, Any] = {"status": {"$in": [s.value for s in rule.states]}}
+    after, before = domain.deadline_window(rule, now, calendar)
+    if after is not None or before is not None:
+        clause["deadline"] = {k: v for k, v in (("$gte", after), ("$lt", before)) if v is not None}
+    return clause
+
+
+def board_query(f: BoardFilter) -> dict[str, Any]:
+    """The public board: only publishable cases, filtered over their redacted text."""
+    clauses: list[dict[str, Any]] = [{"publishable": True}]
+    for name, field in (("county", "county"), ("category", "category"), ("department_id", "department_id")):
+        if getattr(f, name):
+            clauses.append({field: getattr(f, name)})
+    if f.status is not None:
+        clauses.append({"status": f.status.value})
+    if f.q and f.q.strip():
+        clauses.append(_text_search(f.q, ("title", "body")))
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def publishable_command(command: Command, doc: dict[str, Any]) -> Command:
+    """A command whose free text (a reply, a reason, a note) leaves on the public topic: redacted, with the
+    poster's own name, before the domain turns it into events."""
+    names = tuple(n for n in [(doc.get("contact") or {}).get("name")] if n)
+    changes = {f.name: redact_text(getattr(command, f.name), names) for f in dataclasses.fields(command)  # type: ignore[arg-type]
+               if f.name in FREE_TEXT_FIELDS and isinstance(getattr(command, f.name), str)}
+    return dataclasses.replace(command, **changes) if changes else command  # type: ignore[type-var]
+
+
 def _authorize_read(doc: dict[str, Any], principal: Principal) -> None:
     if not principal.may_read(doc.get("department_id")):
         if principal.oversees or principal.unit_id:
             raise Forbidden("this case belongs to another unit")
         raise Forbidden("case work is for units and supervisors")
+
+
+def _check_notice_unit(doc: dict[str, Any], command: domain.AnswerNotice, principal: Principal) -> None:
+    """A notice is answered by the unit it was sent to, even once the case has moved to another unit."""
+    notice = next((n for n in doc.get("notices") or [] if n["notice_id"] == command.notice_id), None)
+    if notice is not None and not principal.in_unit(notice["department_id"]):
+        raise Forbidden("only the unit the notice was sent to can answer it")
 
 
 def _authorize(doc: dict[str, Any], action: str, principal: Principal) -> Role:
@@ -545,7 +846,7 @@ def _timeline_entry(event: ev.CaseEvent, staff: dict[str, Any] | None = None) ->
 
 
 def _reply_entry(event: ev.CaseReplied, case: Case) -> dict[str, Any]:
-    return {"text": mask_personal_text(event.reply), "at": event.occurred_at, "department_id": event.department_id,
+    return {"text": event.reply, "at": event.occurred_at, "department_id": event.department_id,
             "department_name": case.department_name, "handling_round": event.handling_round,
             "on_time": event.on_time}
 
@@ -562,6 +863,32 @@ def _category(doc: dict[str, Any]) -> dict[str, Any] | None:
     return {"code": doc["category"], "name": doc.get("category_name") or doc["category"]}
 
 
+STATUS_LABELS = {
+    CaseStatus.SUBMITTED: "已受理",
+    CaseStatus.ASSIGNED: "已转办",
+    CaseStatus.TRIAGE: "人工分派中",
+    CaseStatus.SIGNED: "办理中",
+    CaseStatus.RETURNED: "重新分派中",
+    CaseStatus.EXTENDED: "办理中（已延期）",
+    CaseStatus.REPLIED: "已答复",
+    CaseStatus.RATED: "已评价",
+    CaseStatus.REOPENED: "二次办理中",
+    CaseStatus.CLOSED: "已办结",
+}
+EXCERPT_CHARS = 120
+
+
+def _public_replies(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"text": r["text"], "at": _iso(r["at"]), "department": r.get("department_name"),
+             "handling_round": r.get("handling_round", 1)} for r in doc.get("replies", [])]
+
+
+def _attachments(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Photos uploaded to intake (served by GET /v1/attachments/{id}), then links a client gave."""
+    return ([{"id": a, "url": f"/v1/attachments/{a}"} for a in doc.get("attachment_ids") or []]
+            + [{"id": None, "url": url} for url in doc.get("attachments") or []])
+
+
 def _legacy_actor(kind: str) -> dict[str, Any]:
     """Timeline entries written before actors were recorded: who does this kind of step."""
     role = {"submitted": "citizen", "rated": "citizen", "assigned": "router", "triaged": "router",
@@ -571,26 +898,57 @@ def _legacy_actor(kind: str) -> dict[str, Any]:
 
 
 def public_case_view(doc: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """What anyone holding the tracking number sees: never a phone number or a name."""
+    """What anyone holding the tracking number sees: never a phone number or a name. The text is the
+    redacted copy, and only once it is publishable (checked automatically or by a moderator)."""
     status = CaseStatus(doc["status"])
+    publishable = bool(doc.get("publishable"))
     return {
         "tracking_number": doc["tracking_number"],
         "status": status.value,
+        "status_label": STATUS_LABELS[status],
         "channel": doc.get("channel"),
-        "title": doc.get("title"),
+        "title": doc.get("title") if publishable else None,
+        "publishable": publishable,
         "category": _category(doc),
         "department": _department(doc),
+        "county": doc.get("county"),
         "deadline": _iso(doc.get("deadline")),
         "overdue": domain.is_overdue(status, doc.get("deadline"), now),
         "submitted_at": _iso(doc.get("created_at")),
+        "replied_at": _iso(doc.get("replied_at")),
         "closed_at": _iso(doc.get("closed_at")),
         "handling_round": doc.get("handling_round", 1),
         "rating": doc.get("rating"),
-        "replies": [{"text": r["text"], "at": _iso(r["at"]), "department": r.get("department_name"),
-                     "handling_round": r.get("handling_round", 1)} for r in doc.get("replies", [])],
+        "attachments": _attachments(doc) if publishable else [],
+        "replies": _public_replies(doc),
         "timeline": [{"type": t["type"], "at": _iso(t["at"]), "note": t.get("note")} for t in doc.get("timeline", [])
                      if not t.get("internal")],
     }
+
+
+def board_item(doc: dict[str, Any]) -> dict[str, Any]:
+    """One case on the public board (callers only pass publishable cases)."""
+    status = CaseStatus(doc["status"])
+    body = doc.get("body") or ""
+    return {
+        "tracking_number": doc["tracking_number"],
+        "title": doc.get("title"),
+        "excerpt": body if len(body) <= EXCERPT_CHARS else body[:EXCERPT_CHARS] + "…",
+        "category": _category(doc),
+        "department": _department(doc),
+        "county": doc.get("county"),
+        "status": status.value,
+        "status_label": STATUS_LABELS[status],
+        "submitted_at": _iso(doc.get("created_at")),
+        "replied_at": _iso(doc.get("replied_at")),
+        "attachments": _attachments(doc),
+        "replies": _public_replies(doc),
+    }
+
+
+def _notice_view(notice: dict[str, Any]) -> dict[str, Any]:
+    return {**notice, "issued_at": _iso(notice.get("issued_at")), "answered_at": _iso(notice.get("answered_at")),
+            "open": notice.get("answered_at") is None}
 
 
 def internal_case_view(doc: dict[str, Any], now: datetime, principal: Principal | None = None) -> dict[str, Any]:
@@ -601,13 +959,19 @@ def internal_case_view(doc: dict[str, Any], now: datetime, principal: Principal 
     candidates = [*domain.available_actions(case_from_doc(doc)), "reveal_contact"]
     allowed = permitted_actions(principal, candidates, doc.get("department_id")) if principal else []
     view = public_case_view(doc, now)
+    original = doc.get("original") or {}
     view.update(
         case_id=doc["_id"],
         version=doc["version"],
+        title=doc.get("title"),
         body=doc.get("body"),
+        original_title=original.get("title", doc.get("title")),  # as the citizen typed it: staff only
+        original_body=original.get("body", doc.get("body")),
+        redaction=doc.get("redaction") or {"kinds": [], "uncertain": False},
+        awaiting_moderation=not doc.get("publishable"),
         location=doc.get("location"),
         anonymous=doc.get("anonymous", False),
-        attachments=doc.get("attachments", []),
+        attachments=_attachments(doc),
         poster_ref=doc.get("poster_ref"),
         requested_category=doc.get("requested_category"),
         requested_category_name=reference().category_name(doc.get("requested_category")),
@@ -620,6 +984,8 @@ def internal_case_view(doc: dict[str, Any], now: datetime, principal: Principal 
         pending_extension={**pending, "requested_at": _iso(pending["requested_at"])} if pending else None,
         flagged=doc.get("flagged", False),
         linked_case_id=doc.get("linked_case_id"),
+        notices=[_notice_view(n) for n in doc.get("notices") or []],
+        callbacks=[{**c, "recorded_at": _iso(c.get("recorded_at"))} for c in doc.get("callbacks") or []],
         pending_reply={**pending_reply, "submitted_at": _iso(pending_reply["submitted_at"])} if pending_reply else None,
         allowed_actions=allowed,
         outbox_pending=doc.get("outbox_count", 0),

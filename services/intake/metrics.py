@@ -15,3 +15,4 @@ PUBLISHED = Counter(metric_name("intake", "outbox_published"), "Events the relay
 RELAY_ERRORS = Counter(metric_name("intake", "relay_errors"), "Relay failures (producer recreated)")
 DECISIONS = Counter(metric_name("intake", "routing_decisions"), "Routing decisions by outcome", ["outcome"])
 CONSUMER = ConsumerHealth("intake")
+ATTACHMENTS = Counter(metric_name("intake", "attachments"), "Photos accepted, by type", ["type"])

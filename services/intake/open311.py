@@ -101,7 +101,7 @@ def _request_view(doc: dict[str, Any]) -> dict[str, Any]:
         "status_notes": notes,
         "service_name": doc.get("category_name"),
         "service_code": doc.get("category") or doc.get("requested_category"),
-        "description": doc.get("body"),
+        "description": doc.get("body") if doc.get("publishable") else None,  # redacted, once publishable
         "agency_responsible": doc.get("department_name"),
         "service_notice": None,
         "requested_datetime": _iso(doc.get("created_at")),
@@ -110,7 +110,7 @@ def _request_view(doc: dict[str, Any]) -> dict[str, Any]:
         "address": location.get("address"),
         "lat": location.get("lat"),
         "long": location.get("lng"),
-        "media_url": (doc.get("attachments") or [None])[0],
+        "media_url": (doc.get("attachments") or [None])[0] if doc.get("publishable") else None,
     }
 
 

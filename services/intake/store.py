@@ -18,7 +18,7 @@ import contextlib
 import dataclasses
 import weakref
 from collections.abc import AsyncIterator, Iterable
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, DeleteOne, UpdateOne
@@ -26,29 +26,48 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from services.common.events import CaseStatus, PostKind, Rating
+from services.common.events import CaseStatus, NoticeMethod, PostKind, Rating
 from services.common.mongo import DUPLICATE_KEY, id_chunks
-from services.intake.domain import Case, PendingExtension, PendingReply
+from services.intake.domain import Callback, Case, Notice, PendingExtension, PendingReply
 
 DuplicateKey = DuplicateKeyError
 _CASE_FIELDS = [f.name for f in dataclasses.fields(Case) if f.name != "case_id"]
 PRIVATE_FIELDS = ("contact", "outbox", "idempotency_key", "idempotency_fingerprint", "applied_decisions",
-                  "phone_last4")
+                  "phone_last4", "original")
+# Reading a case for a list or the public board: never the outbox, the contact or the timeline's bulk
+LIST_PROJECTION = {name: 0 for name in PRIVATE_FIELDS}
+
+
+def _stored(value: Any) -> Any:
+    """A domain value as BSON can hold it (enums as strings, days as ISO strings, records as documents)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _stored(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_stored(v) for v in value]
+    if isinstance(value, CaseStatus | PostKind | Rating | NoticeMethod):
+        return value.value
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value.isoformat()
+    return value
 
 
 def case_to_fields(case: Case) -> dict[str, Any]:
-    """The domain fields as they are stored (enums as strings, tuples as lists)."""
-    out: dict[str, Any] = {}
-    for name in _CASE_FIELDS:
-        value = getattr(case, name)
-        if isinstance(value, PendingExtension | PendingReply):
-            value = dataclasses.asdict(value)
-        elif isinstance(value, tuple):
-            value = list(value)
-        elif isinstance(value, CaseStatus | PostKind | Rating):
-            value = value.value
-        out[name] = value
+    """The domain fields as they are stored, plus what queries need derived from them."""
+    out = {name: _stored(getattr(case, name)) for name in _CASE_FIELDS}
+    # GET /v1/notices asks by unit and by "any": plain fields, not queries into the array of notices
+    out["open_notice_units"] = case.open_notice_units()
+    out["notice_units"] = sorted({n.department_id for n in case.notices})
+    out["open_notice_count"] = len([n for n in case.notices if n.open])
+    out["notice_count"] = len(case.notices)
     return out
+
+
+def _notice(raw: dict[str, Any]) -> Notice:
+    return Notice(**{**raw, "method": NoticeMethod(raw["method"]), "reply_by": date.fromisoformat(raw["reply_by"])})
+
+
+def _callback(raw: dict[str, Any]) -> Callback:
+    return Callback(**{**raw, "rating": Rating(raw["rating"]) if raw.get("rating") else None})
 
 
 def case_from_doc(doc: dict[str, Any]) -> Case:
@@ -63,6 +82,8 @@ def case_from_doc(doc: dict[str, Any]) -> Case:
         pending_reply=PendingReply(**pending_reply) if pending_reply else None,
         tried_departments=tuple(doc.get("tried_departments") or ()),
         applied_decisions=tuple(doc.get("applied_decisions") or ()),
+        notices=tuple(_notice(n) for n in doc.get("notices") or ()),
+        callbacks=tuple(_callback(c) for c in doc.get("callbacks") or ()),
     )
     return Case(case_id=doc["_id"], **values)
 
@@ -157,6 +178,7 @@ class CaseStore:
         self.by_tracking = db["tracking_numbers"]
         self.by_idempotency_key = db["idempotency_keys"]
         self.pending = db["outbox_pending"]
+        self.attachments = db["attachments"]  # metadata; the bytes are in the AttachmentStore
         self.people = db["people"]  # a person's outbox (its staff-contact record) is drained here too
         self.locks = CaseLocks()
         self.group_commit = GroupCommit(self)
@@ -167,6 +189,13 @@ class CaseStore:
         await self.cases.create_index("outbox_count")
         await self.cases.create_index([("department_id", ASCENDING), ("status", ASCENDING)])
         await self.cases.create_index("status")
+        # staff lists, the public board and open notices (MongoDB uses these; FerretDB's SQLite backend
+        # only indexes _id and scans for the rest, see README "Measured here")
+        await self.cases.create_index([("department_id", ASCENDING), ("created_at", DESCENDING)])
+        await self.cases.create_index([("publishable", ASCENDING), ("created_at", DESCENDING)])
+        await self.cases.create_index([("publishable", ASCENDING), ("county", ASCENDING), ("created_at", DESCENDING)])
+        await self.cases.create_index("open_notice_units")
+        await self.attachments.create_index("case_id")
 
     # ------------------------------------------------------------------ reads
     async def get(self, case_id: str) -> dict[str, Any] | None:
@@ -188,12 +217,36 @@ class CaseStore:
     async def get_by_idempotency_key(self, key: str) -> dict[str, Any] | None:
         return await self._via_pointer(self.by_idempotency_key, "idempotency_key", key)
 
-    async def list_cases(self, query: dict[str, Any], *, skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-        projection = {name: 0 for name in PRIVATE_FIELDS}
-        cursor = self.cases.find(query, projection).sort([("created_at", DESCENDING), ("_id", ASCENDING)])
+    async def list_cases(self, query: dict[str, Any], *, skip: int, limit: int,
+                         projection: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], int]:
+        cursor = self.cases.find(query, projection or LIST_PROJECTION).sort([("created_at", DESCENDING),
+                                                                              ("_id", ASCENDING)])
         docs = await cursor.skip(skip).limit(limit).to_list()
         total = await self.cases.count_documents(query)
         return docs, total
+
+    async def find_fields(self, query: dict[str, Any], fields: list[str], limit: int) -> list[dict[str, Any]]:
+        """A few fields of many cases (inbox counts, open notices), in no particular order: unsorted, the
+        local server streams them without holding the whole result to sort it."""
+        return await self.cases.find(query, dict.fromkeys(fields, 1)).limit(limit).to_list()
+
+    # ------------------------------------------------------------------ attachments' metadata
+    async def insert_attachment(self, meta: dict[str, Any]) -> None:
+        await self.attachments.insert_one(meta)
+
+    async def get_attachments(self, ids: list[str]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for part in id_chunks(ids):
+            out += await self.attachments.find({"_id": {"$in": part}}).to_list()
+        return out
+
+    async def claim_attachments(self, ids: list[str], case_id: str) -> int:
+        """Attach unused uploads to a case; returns how many were still unused (the rest were taken)."""
+        if not ids:
+            return 0
+        result = await self.attachments.update_many({"_id": {"$in": ids}, "case_id": None},
+                                                    {"$set": {"case_id": case_id}})
+        return result.modified_count
 
     # ------------------------------------------------------------------ writes
     async def insert(self, doc: dict[str, Any]) -> None:
@@ -220,10 +273,11 @@ class CaseStore:
         await self.pending.update_one({"_id": case_id}, {"$inc": {"seq": 1}}, upsert=True)
 
     async def commit(self, case: Case, expected_version: int, *, outbox: list[dict[str, Any]],
-                     timeline: list[dict[str, Any]], replies: list[dict[str, Any]], now: datetime) -> bool:
+                     timeline: list[dict[str, Any]], replies: list[dict[str, Any]], now: datetime,
+                     also_set: dict[str, Any] | None = None) -> bool:
         """The one write of a command: fields + events, only if nobody changed the case meanwhile."""
         update: dict[str, Any] = {
-            "$set": {**case_to_fields(case), "updated_at": now},
+            "$set": {**case_to_fields(case), "updated_at": now, **(also_set or {})},
             "$push": {"outbox": {"$each": outbox}, "timeline": {"$each": timeline}},
             "$inc": {"outbox_count": len(outbox)},
         }

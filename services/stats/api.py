@@ -420,6 +420,13 @@ async def build_monthly_report(svc: Service, month: str, months: list[str], days
                                    "replied": c["first_reply_at"] is not None} for c in late],
         "second_handling": {"cases": totals["second_handling"], "rated": totals["second_handling_rated"],
                             "satisfied": totals["second_handling_satisfied"]},
+        "supervision": {  # 督办 notices and 回访 callbacks of the month's cases, per unit
+            "notices_issued": totals["notices_issued"], "notices_answered": totals["notices_answered"],
+            "callbacks": totals["callbacks"],
+            "by_unit": [{"id": r["id"], "name": r.get("name"),
+                         **{k: r[k] for k in ("notices_issued", "notices_answered", "callbacks")}}
+                        for r in rows if r["notices_issued"] or r["callbacks"]],
+        },
     }
 
 

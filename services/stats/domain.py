@@ -29,7 +29,10 @@ HOURS_RESOLUTION = 10  # reply working hours are kept in tenths: the median is e
 INVALID_COUNTERS = tuple(f"invalid_{reason.value}" for reason in InvalidReason)
 COUNTERS = ("received", "replied", "on_time", "rated", "satisfied", "returns", "second_handling",
             "second_rated", "second_satisfied", "overdue_alerted", "escalated", "flagged", "closed",
-            "merged", "invalid", *INVALID_COUNTERS)
+            "notices", "notices_answered", "callbacks", "merged", "invalid", *INVALID_COUNTERS)
+# events that record something about a case without moving it in its lifecycle
+ATTRIBUTE_EVENTS = frozenset({"case.moderated", "case.notice_issued", "case.notice_answered",
+                              "case.callback_recorded"})
 # the case status an event leaves behind (the names of services.common.events.CaseStatus); events not listed
 # (extension requested or denied, flagged) leave the status as it was: a flag is an attribute, not a status
 STATUS_AFTER = {"case.submitted": "submitted", "case.assigned": "assigned", "case.triaged": "triage",
@@ -92,6 +95,7 @@ def fold(facts: Iterable[Mapping[str, Any]], calendar: WorkCalendar | None = Non
         "rating": None, "rated_round": None, "second_handling": 0, "returns": 0, "returned_by": {},
         "closed_at": None, "flagged": False, "flagged_at": None, "overdue_alerted": False, "escalated": False,
         "awaiting_reply": False, "status": None, "version": 0, "merged_into": None, "invalid_reason": None,
+        "notices": 0, "notices_answered": 0, "callbacks": 0,
     }
     for f in ordered:
         kind = f["type"]
@@ -102,6 +106,12 @@ def fold(facts: Iterable[Mapping[str, Any]], calendar: WorkCalendar | None = Non
             continue
         if kind == "alert.escalated":
             s["escalated"] = True
+            continue
+        if kind in ATTRIBUTE_EVENTS:  # 督办 notices and 回访 callbacks, counted for the case's unit
+            counter = {"case.notice_issued": "notices", "case.notice_answered": "notices_answered",
+                       "case.callback_recorded": "callbacks"}.get(kind)
+            if counter:
+                s[counter] = s.get(counter, 0) + 1
             continue
         s["status"] = STATUS_AFTER.get(kind, s["status"])
         for name in ("category", "county"):
@@ -214,6 +224,9 @@ def case_counters(s: Mapping[str, Any]) -> Counters:
         "escalated": int(s["escalated"]),
         "flagged": int(s["flagged"]),
         "closed": int(s["closed_at"] is not None),
+        "notices": s.get("notices", 0),
+        "notices_answered": s.get("notices_answered", 0),
+        "callbacks": s.get("callbacks", 0),
     }
     if replied and s["reply_tenths"] is not None:
         c[f"rh.{s['reply_tenths']}"] = 1
@@ -459,6 +472,9 @@ class Summary:
             "overdue_alerted": self.get("overdue_alerted"),
             "escalated": self.get("escalated"),
             "closed": self.get("closed"),
+            "notices_issued": self.get("notices"),
+            "notices_answered": self.get("notices_answered"),
+            "callbacks": self.get("callbacks"),
             "merged": self.get("merged"),
             "invalid": self.get("invalid"),
             "invalid_by_reason": {reason.value: self.get(f"invalid_{reason.value}") for reason in InvalidReason},

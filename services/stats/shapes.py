@@ -42,6 +42,9 @@ class Rates(_Shape):
     merged: int = Field(description="duplicates merged into another case (counted once, with the primary)")
     invalid: int = Field(description="posts closed as invalid (not received)")
     invalid_by_reason: dict[str, int] = Field(description="invalid posts by invalid_reason code")
+    notices_issued: int = Field(description="督办 notices issued to the unit on these cases")
+    notices_answered: int = Field(description="督办 notices the unit answered")
+    callbacks: int = Field(description="回访 calls the office recorded on these cases")
 
 
 class Period(_Shape):
@@ -151,6 +154,22 @@ class Monthly(_Shape):
     typical_cases: list[CaseBrief] = Field(description="典型案例 flagged in the month")
     overdue_and_escalated: list[LateCase]
     second_handling: dict[str, int]
+    supervision: Supervision = Field(description="督办 notices and 回访 callbacks of the month's cases")
+
+
+class UnitSupervision(_Shape):
+    id: str
+    name: str | None
+    notices_issued: int
+    notices_answered: int
+    callbacks: int
+
+
+class Supervision(_Shape):
+    notices_issued: int
+    notices_answered: int
+    callbacks: int
+    by_unit: list[UnitSupervision]
 
 
 class LedgerRow(_Shape):

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -197,7 +198,7 @@ async def open_intake(kafka_bootstrap: str, mongo_url: str, names: TopicSettings
         "database": f"wenzheng_intake_{run}", "consumer_group": f"intake-test-{run}", "secret": "test-secret",
         "rate_limit_per_phone": 10_000, "rate_limit_per_ip": 100_000, "relay_idle_seconds": 0.05,
         "relay_min_interval_seconds": 0,
-        "credentials_file": "/nonexistent",
+        "credentials_file": "/nonexistent", "attachments_dir": tempfile.mkdtemp(prefix="wz-attachments-"),
     }
     options.update(settings_overrides)
     settings = IntakeSettings(**options)

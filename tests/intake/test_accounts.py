@@ -331,6 +331,10 @@ COMMANDS: dict[str, tuple[str, dict[str, Any] | None, str, set[str], str | None]
     "close": ("close", {"reason": "已办结"}, "assigned", {"supervisor"}, "closed"),
     "flag": ("flag", {"note": "典型"}, "assigned", {"supervisor"}, "assigned"),
     "reveal_contact": ("contact", None, "assigned", {"staff", "lead", "supervisor"}, None),
+    "notice": ("notices", {"method": "phone", "note": "请尽快办理", "reply_by": "2099-12-31"}, "signed",
+               {"supervisor"}, "signed"),
+    "callback": ("callback", {"reached": True, "rating": "satisfied", "note": "电话回访"}, "replied",
+                 {"supervisor"}, None),  # rated for the citizen, then closed automatically
 }
 
 
@@ -371,7 +375,7 @@ async def test_allowed_actions_are_what_this_person_may_do_now(intake: Intake, c
             for role in ("staff", "lead", "supervisor")}
     assert seen == {"staff": ["reply", "request_extension", "return", "reveal_contact"],
                     "lead": ["reply", "request_extension", "return", "reveal_contact"],
-                    "supervisor": ["close", "flag", "reassign", "reveal_contact"]}
+                    "supervisor": ["close", "flag", "notice", "reassign", "reveal_contact"]}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def person(*roles: Role, unit: str | None = None) -> Principal:
 def test_the_permission_table_names_every_contract_action():
     contract = {"sign", "reply", "approve_reply", "reject_reply", "return", "request_extension", "reveal_contact",
                 "answer_notice", "approve_extension", "deny_extension", "reassign", "reopen", "close", "flag",
-                "notice", "callback"}
+                "notice", "callback", "moderate"}
     assert set(PERMISSIONS) == contract
 
 
@@ -42,10 +42,10 @@ def test_the_permission_table_names_every_contract_action():
     (person(Role.UNIT_LEAD, unit="a"), "a", {"sign", "reply", "return", "request_extension", "answer_notice",
                                              "reveal_contact", "approve_reply", "reject_reply"}),
     (person(Role.SUPERVISOR), "a", {"approve_extension", "deny_extension", "reassign", "reopen", "close", "flag",
-                                    "notice", "callback", "reveal_contact"}),
+                                    "notice", "callback", "reveal_contact", "moderate"}),
     (person(Role.ADMIN), "a", set()),
     (person(Role.ADMIN, Role.SUPERVISOR), "a", {"approve_extension", "deny_extension", "reassign", "reopen", "close",
-                                                "flag", "notice", "callback", "reveal_contact"}),
+                                                "flag", "notice", "callback", "reveal_contact", "moderate"}),
 ])
 def test_who_may_do_what(who, unit, allowed):
     assert set(permitted_actions(who, PERMISSIONS, unit)) == allowed

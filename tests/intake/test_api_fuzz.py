@@ -32,7 +32,7 @@ def running_intake(kafka_bootstrap: str, mongo_url: str, intake_topics: TopicSet
         "WENZHENG_INTAKE_CREDENTIALS_FILE": str(credentials), "WENZHENG_INTAKE_CONSUMER_GROUP": f"fuzz-{run}",
         "WENZHENG_INTAKE_RATE_LIMIT_ENABLED": "false", "WENZHENG_INTAKE_LOGIN_RATE_PER_IP": "100000",
         "WENZHENG_INTAKE_PASSWORD_TIME_COST": "1", "WENZHENG_INTAKE_PASSWORD_MEMORY_KIB": "1024",
-        "WENZHENG_INTAKE_PASSWORD_PARALLELISM": "1",
+        "WENZHENG_INTAKE_PASSWORD_PARALLELISM": "1", "WENZHENG_INTAKE_ATTACHMENTS_DIR": str(workdir / "attachments"),
         **{f"WENZHENG_TOPIC_{k.upper()}": v for k, v in intake_topics.model_dump().items()},
     }
     subprocess.run([sys.executable, "-m", "services.intake", "demo-accounts", "--out", str(credentials)],

@@ -155,3 +155,27 @@ def test_period_keys_use_whole_months_where_possible() -> None:
     months, days = period_keys(date(2025, 2, 27), date(2025, 4, 2))
     assert months == ["2025-03"]
     assert days == ["2025-02-27", "2025-02-28", "2025-04-01", "2025-04-02"]
+
+
+def test_notices_and_callbacks_count_for_the_unit_and_leave_the_status_alone() -> None:
+    base = {"case_id": "c-1", "tracking_number": "WZ2612-AAAA-BBBB"}
+    facts = [
+        {**base, "id": "e1", "type": "case.submitted", "version": 1, "at": "2026-12-01T01:00:00+00:00"},
+        {**base, "id": "e2", "type": "case.assigned", "version": 2, "at": "2026-12-01T02:00:00+00:00",
+         "department_id": "city_ecology", "deadline": "2026-12-08T16:00:00+00:00"},
+        {**base, "id": "e3", "type": "case.notice_issued", "version": 3, "at": "2026-12-02T02:00:00+00:00",
+         "department_id": "city_ecology"},
+        {**base, "id": "e4", "type": "case.notice_answered", "version": 4, "at": "2026-12-02T05:00:00+00:00",
+         "department_id": "city_ecology"},
+        {**base, "id": "e5", "type": "case.notice_issued", "version": 5, "at": "2026-12-03T02:00:00+00:00",
+         "department_id": "city_ecology"},
+        {**base, "id": "e6", "type": "case.callback_recorded", "version": 6, "at": "2026-12-03T03:00:00+00:00",
+         "department_id": "city_ecology"},
+    ]
+    state = fold(facts + facts[2:4])  # a replay counts nothing twice
+    assert state["status"] == "assigned"
+    assert (state["notices"], state["notices_answered"], state["callbacks"]) == (2, 1, 1)
+    unit_month = deltas(None, state)["unit|city_ecology|2026-12"]
+    assert (unit_month["notices"], unit_month["notices_answered"], unit_month["callbacks"]) == (2, 1, 1)
+    rates = Summary(unit_month).rates(date(2026, 12, 4))
+    assert (rates["notices_issued"], rates["notices_answered"], rates["callbacks"]) == (2, 1, 1)
