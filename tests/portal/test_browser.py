@@ -5,6 +5,8 @@ off. Every page visited is screenshotted under var/screens/ and checked with axe
 from __future__ import annotations
 
 import re
+import struct
+import zlib
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -19,6 +21,15 @@ PHONE = "13912345678"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 PHONE_VIEWPORT = {"width": 375, "height": 812}
 DESKTOP = {"width": 1280, "height": 900}
+
+
+def tiny_png() -> bytes:
+    """A real 2x2 PNG (a photo of the broken lamp, as far as the tests are concerned)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    raw = b"".join(b"\x00" + b"\xff\x00\x00" * 2 for _ in range(2))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
 def portal_url(platform) -> str:
@@ -57,11 +68,17 @@ def case_id_of(platform, token: str, tracking: str) -> str:
     return match[0]["case_id"]
 
 
+def follow(page, target) -> None:
+    """Click a link or a form's button and wait for the page it leads to (no race with the next check)."""
+    with page.expect_navigation():
+        target.click()
+
+
 def sign_in(page, base: str, username: str, password: str) -> None:
     page.goto(base + "/staff/login")
     page.get_by_label("用户名").fill(username)
     page.get_by_label("密码").fill(password)
-    page.get_by_role("button", name="登录").click()
+    follow(page, page.get_by_role("button", name="登录"))
     page.wait_for_load_state()
 
 
@@ -85,12 +102,12 @@ def test_citizen_posts_on_a_phone_and_follows_the_case_to_a_reply_and_a_rating(p
     assert page.title() == "首页 - 问政赣州"
     shot(page, "citizen-01-home-375")
 
-    page.get_by_role("link", name="我要留言").first.click()
+    follow(page, page.get_by_role("link", name="我要留言").first)
     assert page.title().startswith("我要留言")
     # a first try with mistakes: errors in Chinese at the fields and a summary, what was typed is kept
     page.get_by_label("标题 *").fill("小区门口路灯不亮")
     page.get_by_label("手机号码 *").fill("12345")
-    page.get_by_role("button", name="提交留言").click()
+    follow(page, page.get_by_role("button", name="提交留言"))
     assert page.locator("#error-summary").is_visible() and page.title().startswith("错误：我要留言")
     assert "请填写诉求内容" in page.locator("#error-summary").inner_text()
     assert "11 位手机号码" in page.locator("#phone-error").inner_text()
@@ -105,10 +122,11 @@ def test_citizen_posts_on_a_phone_and_follows_the_case_to_a_reply_and_a_rating(p
     page.get_by_label("详细地址").fill("水西镇某某小区东门")
     page.get_by_label("手机号码 *").fill(PHONE)
     page.get_by_label("不匿名").check()
+    page.set_input_files("#photos", files=[{"name": "lamp.png", "mimeType": "image/png", "buffer": tiny_png()}])
     shot(page, "citizen-03-post-filled-375")
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 375, f"the post form is {width}px wide on a 375-px phone"
-    page.get_by_role("button", name="提交留言").click()
+    follow(page, page.get_by_role("button", name="提交留言"))
 
     assert page.title().startswith("提交成功")
     tracking = page.locator("#tracking-number").inner_text().strip()
@@ -122,6 +140,10 @@ def test_citizen_posts_on_a_phone_and_follows_the_case_to_a_reply_and_a_rating(p
     view = wait_assigned(platform, tracking)
     if view["status"] == "triage":
         pytest.skip("the router sent the test post to triage")
+    token = token_of(platform, people, staff_of(view))
+    case_id = case_id_of(platform, token, tracking)
+    stored = api(platform, "GET", f"/v1/cases/{case_id}", token=token).json()["attachments"]
+    assert len(stored) == 1 and stored[0]["id"], "the photo went to intake with the post"
     page.goto(f"/track/{tracking}")
     assert page.title() == f"诉求 {tracking} - 问政赣州"
     assert "等待单位签收" in page.locator(".summary-list").inner_text()
@@ -130,8 +152,6 @@ def test_citizen_posts_on_a_phone_and_follows_the_case_to_a_reply_and_a_rating(p
     shot(page, "citizen-05-track-assigned-375")
 
     # the unit signs and replies (through the API: this test follows the citizen)
-    token = token_of(platform, people, staff_of(view))
-    case_id = case_id_of(platform, token, tracking)
     api(platform, "POST", f"/v1/cases/{case_id}/sign", token=token, json={})
     api(platform, "POST", f"/v1/cases/{case_id}/reply", token=token,
         json={"text": "您好，路灯已于今日修复，感谢您的监督。"})
@@ -142,7 +162,7 @@ def test_citizen_posts_on_a_phone_and_follows_the_case_to_a_reply_and_a_rating(p
     assert page.locator("#phone_last4").count() == 0
     page.get_by_label("满意", exact=True).check()
     shot(page, "citizen-06-reply-and-rating-form-375")
-    page.get_by_role("button", name="提交评价").click()
+    follow(page, page.get_by_role("button", name="提交评价"))
     assert "感谢您的评价" in page.content()
     assert wait_for(lambda: public_view(platform, tracking)["status"] in ("rated", "closed"), "the rating")
     shot(page, "citizen-07-rated-375")
@@ -164,7 +184,7 @@ def test_the_public_board_searches_and_pages(platform, browser):
         pytest.xfail("intake has no public board yet (GET /v1/public/cases)")
     assert page.title() == "留言公开栏 - 问政赣州"
     page.get_by_label("关键词或编号").fill("路灯")
-    page.get_by_role("button", name="搜索").click()
+    follow(page, page.get_by_role("button", name="搜索"))
     page.wait_for_load_state()
     assert "路灯" in page.locator("#results").inner_text()
     assert PHONE not in page.content()
@@ -191,7 +211,7 @@ def test_unit_staff_sign_reply_with_a_template_and_return_a_case(platform, peopl
     assert page.title() == "回复模板 - 问政赣州"
     page.get_by_label("模板名称").fill("已办结")
     page.get_by_label("模板内容").fill("您好，您反映的问题已经核实处理完毕，感谢您对我们工作的监督。")
-    page.get_by_role("button", name="保存模板").click()
+    follow(page, page.get_by_role("button", name="保存模板"))
     assert "已办结" in page.locator("#template-list").inner_text()
     shot(page, "admin-01-reply-templates")
     page.goto("/admin")
@@ -209,17 +229,17 @@ def test_unit_staff_sign_reply_with_a_template_and_return_a_case(platform, peopl
     assert response.status == 401 and page.title() == "登录 - 问政赣州"
     page.get_by_label("用户名").fill(username)
     page.get_by_label("密码").fill(people[username])
-    page.get_by_role("button", name="登录").click()
+    follow(page, page.get_by_role("button", name="登录"))
     assert page.url.endswith(f"/staff?q={first['tracking_number']}")
     counts = page.locator("#buckets").inner_text()
     assert "待签收" in counts and "已回复待评价" in counts
     shot(page, "staff-01-inbox")
-    page.get_by_role("link", name=first["title"]).first.click()
+    follow(page, page.get_by_role("link", name=first["title"]).first)
     assert page.title() == f"诉求 {first['tracking_number']} - 问政赣州"
-    page.get_by_role("button", name="签收这件诉求").click()
+    follow(page, page.get_by_role("button", name="签收这件诉求"))
     assert "已签收" in page.locator("[role=status]").first.inner_text()
     # revealing the contact (audited by intake) shows it on this answer only, on the unit's own case page
-    page.get_by_role("button", name="查看联系方式").click()
+    follow(page, page.get_by_role("button", name="查看联系方式"))
     assert PHONE in page.locator("#contact").inner_text()
     shot(page, "staff-02a-contact-revealed")
     assert page.url.endswith("/reveal_contact")
@@ -228,7 +248,7 @@ def test_unit_staff_sign_reply_with_a_template_and_return_a_case(platform, peopl
     page.get_by_label("回复模板").select_option(label="已办结")
     assert "核实处理完毕" in page.get_by_label("回复内容（会公开）").input_value()
     shot(page, "staff-02-case-reply-with-template")
-    page.get_by_role("button", name="提交回复").click()
+    follow(page, page.get_by_role("button", name="提交回复"))
     assert page.locator("[role=status]").first.inner_text().startswith("回复已提交")
     assert wait_for(lambda: public_view(platform, first["tracking_number"])["replies"], "the reply")
     assert "核实处理完毕" in public_view(platform, first["tracking_number"])["replies"][0]["text"]
@@ -241,12 +261,12 @@ def test_unit_staff_sign_reply_with_a_template_and_return_a_case(platform, peopl
     token = token_of(platform, people, username)
     case_id = case_id_of(platform, token, second["tracking_number"])
     page.goto(f"/staff/cases/{case_id}")
-    page.get_by_role("button", name="退单").click()  # no reason: the error is at the field
+    follow(page, page.get_by_role("button", name="退单"))  # no reason: the error is at the field
     assert page.locator("#return-reason-error").is_visible()
     assert "请填写退单理由" in page.locator("#error-summary").inner_text()
     shot(page, "staff-04-return-error")
     page.get_by_label("退单理由").fill("欠薪属于人社部门职责，不是本单位，建议改派劳动监察部门。")
-    page.get_by_role("button", name="退单").click()
+    follow(page, page.get_by_role("button", name="退单"))
     assert "已退单" in page.content()
     assert wait_for(lambda: public_view(platform, second["tracking_number"])["status"] != "assigned"
                     or public_view(platform, second["tracking_number"])["department"]["id"] != unit_id, "the return")
@@ -277,12 +297,12 @@ def test_supervisor_approves_an_extension_orders_second_handling_and_closes(plat
     page = context.new_page()
     sign_in(page, base, "supervisor", people["supervisor"])
     assert page.url.endswith("/supervisor")
-    page.get_by_role("link", name="延期申请待审批").click()
+    follow(page, page.get_by_role("link", name="延期申请待审批"))
     shot(page, "supervisor-01-extensions")
     page.goto(f"/staff/cases/{case_a}")
     assert "需要环保部门夜间现场监测" in page.content()
     old_deadline = public_view(platform, a["tracking_number"])["deadline"]
-    page.get_by_role("button", name="批准延期").click()
+    follow(page, page.get_by_role("button", name="批准延期"))
     assert "已批准延期" in page.content()
     assert public_view(platform, a["tracking_number"])["deadline"] > old_deadline
     shot(page, "supervisor-02-extension-approved")
@@ -291,13 +311,13 @@ def test_supervisor_approves_an_extension_orders_second_handling_and_closes(plat
     shot(page, "supervisor-03-unsatisfied")
     page.goto(f"/staff/cases/{case_b}")
     page.get_by_label("二次办理的要求").fill("群众反映仍未恢复供水，请水务公司三日内彻底解决并回复。")
-    page.get_by_role("button", name="转二次办理").click()
+    follow(page, page.get_by_role("button", name="转二次办理"))
     assert "已转二次办理" in page.content()
     assert public_view(platform, b["tracking_number"])["status"] == "reopened"
 
     page.goto(f"/staff/cases/{case_a}")
     page.get_by_label("办结说明").fill("经现场核查，工厂已停止夜间生产。")
-    page.get_by_role("button", name="办结销号").click()
+    follow(page, page.get_by_role("button", name="办结销号"))
     assert "已办结销号" in page.content()
     assert public_view(platform, a["tracking_number"])["status"] == "closed"
     shot(page, "supervisor-04-closed")
@@ -386,12 +406,12 @@ def test_with_javascript_off_a_citizen_still_posts_and_looks_the_case_up(platfor
     page.get_by_label("乡镇（街道）").select_option("唐江镇")
     page.get_by_label("手机号码 *").fill("13800001111")
     page.get_by_label("建议").check()
-    page.get_by_role("button", name="提交留言").click()
+    follow(page, page.get_by_role("button", name="提交留言"))
     tracking = page.locator("#tracking-number").inner_text().strip()
     shot(page, "nojs-01-confirmation-375", axe=False)
     page.goto("/track")
     page.get_by_label("诉求编号").fill(tracking.lower())
-    page.get_by_role("button", name="查询").click()
+    follow(page, page.get_by_role("button", name="查询"))
     assert page.url.endswith(f"/track/{tracking}")
     assert page.locator("h1").inner_text() == "【建议】公交线路建议"
     shot(page, "nojs-02-track-375", axe=False)
