@@ -146,13 +146,15 @@ async def bulletin(request: Request) -> Response:
     flagged = [{**c, "unit_name": c.get("unit_name") or unit_names.get(c.get("unit") or "", c.get("unit") or "—"),
                 "category_name": c.get("category_name") or category_names.get(c.get("category") or "", "—")}
                for c in report.get("overdue_and_escalated", [])]
-    notices = report.get("notices") or report.get("supervision_notices") or []
+    supervision = report.get("supervision") or {}
+    notices = _named(supervision.get("by_unit") or [], unit_names)
     today = domain.today_shanghai()
     return render(request, "public/bulletin.html", title=f"{domain.month_words(month)}网络问政办理情况通报",
                   report=report, month=month, ranking=ranking, small=small, praise=_named(report.get("praise", []),
                   unit_names), criticise=_named(report.get("criticise", []), unit_names), flagged=flagged,
-                  notices=_named(notices, unit_names) if notices and "id" in notices[0] else notices,
-                  office=p.settings.issuing_office, issued=domain.official_date(today), print_page=True)
+                  notices=notices, supervision=supervision, typical=report.get("typical_cases") or [],
+                  office=report.get("issuer") or p.settings.issuing_office, issued=domain.official_date(today),
+                  print_page=True)
 
 
 @router.get("/dashboard/bulletin.xlsx")
