@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import struct
 import zlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -314,6 +314,23 @@ def test_supervisor_approves_an_extension_orders_second_handling_and_closes(plat
     follow(page, page.get_by_role("button", name="转二次办理"))
     assert "已转二次办理" in page.content()
     assert public_view(platform, b["tracking_number"])["status"] == "reopened"
+
+    # a 督办 notice to the unit, shown at the top of that unit's inbox and answered there
+    page.get_by_label("电话督办").check()
+    page.get_by_label("督办要求").fill("请水务公司今天内联系群众并说明恢复供水时间。")
+    page.get_by_label("限期答复日期").fill((datetime.now(SHANGHAI) + timedelta(days=3)).strftime("%Y-%m-%d"))
+    follow(page, page.get_by_role("button", name="发出督办通知"))
+    assert "督办通知已发出" in page.content()
+    shot(page, "supervisor-04a-notice-issued")
+    unit_page = browser.new_context(viewport=DESKTOP, base_url=base).new_page()
+    sign_in(unit_page, base, staff_of(b), people[staff_of(b)])
+    assert "请水务公司今天内联系群众" in unit_page.locator("#notices").inner_text()
+    shot(unit_page, "staff-05-inbox-with-notice")
+    unit_page.goto(f"/staff/cases/{case_b}")
+    unit_page.get_by_label("答复督办").fill("已联系群众，今晚十点前恢复供水。")
+    follow(unit_page, unit_page.get_by_role("button", name="提交督办答复"))
+    assert "督办已答复" in unit_page.content()
+    unit_page.context.close()
 
     page.goto(f"/staff/cases/{case_a}")
     page.get_by_label("办结说明").fill("经现场核查，工厂已停止夜间生产。")
