@@ -13,13 +13,15 @@ from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
+import pymongo
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import REGISTRY, CollectorRegistry
+from pymongo.errors import PyMongoError
 
 from services.common.clock import Clock, clock_from_environment
 from services.common.config import TopicSettings, common_settings, topics
-from services.common.errors import ApiError, BodyLimits, document_errors, install_error_handlers
+from services.common.errors import ApiError, BodyLimits, document_errors, error_response, install_error_handlers
 from services.common.kafka import EventPublisher, new_producer
 from services.common.logging import get_logger
 from services.common.metrics import METRICS_CONTENT_TYPE, render_metrics
@@ -167,6 +169,7 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
 
     app = FastAPI(title="Wenzheng stats", version="1.0", lifespan=lifespan)
     install_error_handlers(app)
+    app.add_exception_handler(PyMongoError, database_unavailable)
     app.add_middleware(BodyLimits)
     document_errors(app, text_paths={"/metrics": "text/plain"})
 
@@ -282,7 +285,7 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
         wanted = format or _format_from_accept(request.headers.get("accept", ""))
         if wanted not in ("json", "csv", "html", "xlsx"):
             raise ApiError(422, "invalid_format", "format must be json, csv, html or xlsx", "format")
-        report = await build_monthly_report(svc, month, months, days, period, sort)
+        report = build_monthly_report(svc, month, months, days, period, sort)
         filename = f"{svc.settings.bulletin_title}-{month}"
         if wanted == "csv":
             return _download(bulletin_csv(report).encode("utf-8"), "text/csv; charset=utf-8", f"{filename}.csv")
@@ -293,7 +296,11 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
         return JSONResponse(report)
 
     async def ledger_page(svc: Service, filters: LedgerFilters, skip: int, limit: int) -> list[dict[str, Any]]:
-        return [ledger_row(d) for d in await svc.store.browse(filters.query(svc.clock.now()), skip, limit)]
+        """A filtered read of the ledger: a scan on the local server, so bounded in time (``ledger_query_seconds``;
+        past it pymongo raises a timeout, answered 503 by :func:`database_unavailable`)."""
+        with pymongo.timeout(svc.settings.ledger_query_seconds):
+            docs = await svc.store.browse(filters.query(svc.clock.now()), skip, limit)
+        return [ledger_row(d) for d in docs]
 
     @app.get("/v1/cases", responses=documented(shapes.LedgerPage))
     async def cases(request: Request, filters: Annotated[LedgerFilters, Depends()],
@@ -360,6 +367,18 @@ class LedgerFilters:
         return "，".join(parts)
 
 
+async def database_unavailable(request: Request, exc: Exception) -> Response:
+    """A database timeout or error in a request: 503 with the error envelope (and Retry-After), never a 500."""
+    timeout = isinstance(exc, PyMongoError) and exc.timeout
+    log.warning("stats_database_error", path=request.url.path, error_type=type(exc).__name__,
+                error=str(exc)[:200], timeout=timeout)
+    if timeout:
+        return error_response(503, "query_timeout", "查询超时：条件范围太大，请缩小筛选条件（如按月份、单位）后重试",
+                              None, headers={"retry-after": "30"})
+    return error_response(503, "database_unavailable", "数据库暂时不可用，请稍后重试", None,
+                          headers={"retry-after": "5"})
+
+
 def _download(body: bytes, media_type: str, filename: str) -> Response:
     return Response(body, media_type=media_type,
                     headers={"content-disposition": f"attachment; filename*=UTF-8''{quote(filename)}"})
@@ -383,7 +402,7 @@ def overall(svc: Service, months: list[str], days: list[str]) -> dict[str, Any]:
     return svc.view.cached(("overall", tuple(months), tuple(days), today), compute)
 
 
-async def build_monthly_report(svc: Service, month: str, months: list[str], days: list[str], period: dict,
+def build_monthly_report(svc: Service, month: str, months: list[str], days: list[str], period: dict,
                                sort: str) -> dict[str, Any]:
     """The monthly bulletin (月报): totals, the ranking with names, praise and criticism, the typical cases
     flagged in the month, the overdue and escalated cases, the issuing office and the period in Chinese."""
@@ -395,11 +414,9 @@ async def build_monthly_report(svc: Service, month: str, months: list[str], days
     ranked, small = rank(rows, sort, svc.settings.min_sample)
     lists = praise_and_criticism(ranked, sort, svc.settings.list_size)
     first, last = month_bounds(month)
-    in_month = {"$gte": first.isoformat(), "$lte": last.isoformat()}
-    late_docs = await svc.store.browse(
-        {"s.received_day": in_month, "$or": [{"s.overdue_alerted": True}, {"s.escalated": True}]}, 0, 500)
-    late = [ledger_row(d) for d in late_docs]
-    typical = [ledger_row(d) for d in await svc.store.browse({"s.flagged_day": in_month}, 0, 500)]
+    # the month's short lists come from the view (lists.py), never from a filtered read of the ledger
+    late = [ledger_row({"_id": cid, "s": s}) for cid, s in svc.view.lists.late(month)]
+    typical = [ledger_row({"_id": cid, "s": s}) for cid, s in svc.view.lists.typical(month)]
     label = people_month(month)
     return {
         "month": month, "period": period, "period_label": label,

@@ -30,6 +30,8 @@ class StatsSettings(BaseSettings):
     bulletin_issuer: str = Field("赣州市人民政府办公室", description="the office that issues the monthly bulletin")
     bulletin_title: str = Field("赣州市网络问政工作月报", description="the bulletin's title (the period follows)")
     ledger_export_max: int = Field(50_000, ge=1, description="rows in one CSV/Excel ledger download")
+    ledger_query_seconds: float = Field(20.0, gt=0, description="time bound of one filtered ledger read (a scan "
+                                        "on the local server); past it the request answers 503 query_timeout")
     source: str = "urn:wenzheng:stats"
 
 

@@ -39,6 +39,7 @@ from services.common.logging import get_logger
 from services.common.mongo import id_chunks
 from services.common.workdays import WorkCalendar, default_calendar
 from services.stats.domain import Counters, contributions, deltas, fold, merge_counters
+from services.stats.lists import Change, changes_of, list_change, merge_changes
 from services.stats.store import LogConflict, StatsStore
 from services.stats.view import RollupView
 
@@ -75,6 +76,7 @@ class Projector:
     _group_seq: int = 0
     _group: list[str] = field(default_factory=list)  # journaled, not yet flushed batches (in order)
     _merged: dict[str, Counters] = field(default_factory=dict)
+    _lists: dict[str, Change] = field(default_factory=dict)  # the open group's bulletin list changes
     _group_facts: int = 0
     _group_since: float = 0.0
     _flushing: asyncio.Task | None = None
@@ -86,6 +88,8 @@ class Projector:
     async def start(self) -> int:
         """Register this instance's log, load the view and finish interrupted work; returns batches recovered."""
         await self.store.register_owner(self.instance)
+        if not await self.store.case_lists_built():
+            await self.rebuild_lists()
         await self.view.catch_up()
         self._started = True
         return await self.recover_all()
@@ -117,6 +121,7 @@ class Projector:
         docs = await self.store.load_cases(by_case)
         new_docs: list[dict[str, Any]] = []
         merged: dict[str, Counters] = {}
+        lists: dict[str, Change] = {}
         duplicates = 0
         for case_id, new_facts in by_case.items():
             doc = docs.get(case_id)
@@ -128,14 +133,18 @@ class Projector:
             events = [*(doc["events"] if doc else []), *fresh]
             after = fold(events, self.calendar)
             merge_counters(merged, deltas(doc["s"] if doc else None, after))
-            new_docs.append({"_id": case_id, "rev": (doc["rev"] if doc else 0) + 1, "events": events, "s": after})
+            rev = (doc["rev"] if doc else 0) + 1
+            if (change := list_change(rev, doc["s"] if doc else {}, after)) is not None:
+                lists[case_id] = change
+            new_docs.append({"_id": case_id, "rev": rev, "events": events, "s": after})
         if not new_docs:
             return None, 0, duplicates
-        batch_id = await self._journal(new_docs, merged)
+        batch_id = await self._journal(new_docs, merged, lists)
         await self.store.replace_cases(new_docs, existing=set(docs))
         return batch_id, len(new_docs), duplicates
 
-    async def _journal(self, docs: list[dict[str, Any]], merged: dict[str, Counters]) -> str:
+    async def _journal(self, docs: list[dict[str, Any]], merged: dict[str, Counters],
+                       lists: dict[str, Change] | None = None) -> str:
         """Journal a batch into the open group (opening one, with the next log number, if none is)."""
         if not self._group:
             self._group_id = uuid.uuid4().hex
@@ -143,9 +152,10 @@ class Projector:
             self._next_seq += 1
             self._group_since = time.monotonic()
         batch_id = uuid.uuid4().hex
-        await self.store.open_batch(batch_id, self.instance, self._group_id, self._group_seq, docs, merged)
+        await self.store.open_batch(batch_id, self.instance, self._group_id, self._group_seq, docs, merged, lists)
         self._group.append(batch_id)
         merge_counters(self._merged, merged)
+        merge_changes(self._lists, lists or {})
         return batch_id
 
     def pending(self) -> bool:
@@ -166,23 +176,27 @@ class Projector:
             await task
         if not self._group:
             return 0
-        work = self._flush_then_fold(self._group_id, self._group_seq, self._group, self._merged)
-        self._group, self._merged, self._group_facts = [], {}, 0
+        work = self._flush_then_fold(self._group_id, self._group_seq, self._group, self._merged, self._lists)
+        self._group, self._merged, self._lists, self._group_facts = [], {}, {}, 0
         if not wait:
             self._flushing = asyncio.create_task(work)
             return 0
         return await work
 
-    async def _flush_then_fold(self, group_id: str, seq: int, batches: list[str], merged: dict[str, Counters]) -> int:
-        touched = await self._apply_group(self.instance, group_id, seq, batches, merged)
+    async def _flush_then_fold(self, group_id: str, seq: int, batches: list[str], merged: dict[str, Counters],
+                               lists: dict[str, Change]) -> int:
+        touched = await self._apply_group(self.instance, group_id, seq, batches, merged, lists)
         if time.monotonic() - self._last_fold >= self.fold_seconds:
             await self.fold()
         return touched
 
     async def _apply_group(self, owner: str, group_id: str, seq: int, batches: list[str],
-                           merged: dict[str, Counters]) -> int:
-        seq, _written = await self._append(owner, group_id, seq, batches, merged)
-        self.view.apply(owner, seq, merged)
+                           merged: dict[str, Counters], lists: dict[str, Change]) -> int:
+        # the list changes are stored before the log entry that carries them: once the entry is trimmed,
+        # the stored lists hold them (a re-run stores them again, which changes nothing)
+        await self.store.save_case_lists(lists)
+        seq, _written = await self._append(owner, group_id, seq, batches, merged, lists)
+        self.view.apply(owner, seq, merged, lists)
         await self.store.close_batches(batches)
         self.rollups_flushed += len(merged)
         return len(merged)
@@ -215,11 +229,11 @@ class Projector:
         return len(entries)
 
     async def _append(self, owner: str, group_id: str, seq: int, batches: list[str],
-                      merged: dict[str, Counters]) -> tuple[int, bool]:
+                      merged: dict[str, Counters], lists: dict[str, Change]) -> tuple[int, bool]:
         """Append the group to ``owner``'s log as entry ``seq``: (the number used, whether written just now)."""
         while True:
             try:
-                return seq, await self.store.append_log(owner, seq, group_id, merged)
+                return seq, await self.store.append_log(owner, seq, group_id, merged, lists)
             except LogConflict:
                 # another instance took this number (it recovered this owner's journals while it was away):
                 # take the next free one, and say so in the journals before using it
@@ -239,7 +253,7 @@ class Projector:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
-        self._group, self._merged, self._group_facts = [], {}, 0
+        self._group, self._merged, self._lists, self._group_facts = [], {}, {}, 0
         by_owner: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         for journal in await self.store.open_batches():
             by_owner[journal["instance"], journal["group"]].append(journal)
@@ -252,11 +266,15 @@ class Projector:
             if owner != self.instance and (datetime.now(UTC) - newest).total_seconds() < self.foreign_grace_seconds:
                 continue
             merged: dict[str, Counters] = {}
+            lists: dict[str, Change] = {}
             for journal in journals:
                 await self._redo_ledger(journal["docs"])
                 merge_counters(merged, journal["deltas"])
+                # (a journal from before the lists: its cases' changes, from its documents)
+                journaled = journal["lists"] if "lists" in journal else changes_of(journal["docs"], removals=True)
+                merge_changes(lists, journaled)
             seq = max(j["seq"] for j in journals)  # all the same unless a renumbering was interrupted
-            await self._apply_group(owner, group_id, seq, [j["_id"] for j in journals], merged)
+            await self._apply_group(owner, group_id, seq, [j["_id"] for j in journals], merged, lists)
             log.info("batches_recovered", owner=owner, batches=len(journals), rollups=len(merged))
             recovered += len(journals)
         self._floor = (await self.store.log_floors()).get(self.instance, 0)
@@ -283,11 +301,14 @@ class Projector:
         await self.flush()
         await self.view.load()  # from the documents as stored, whatever happened to them
         heads, actual = dict(self.view.heads), self.view.rollups()
+        listed_before = self.view.lists.held()
         expected: dict[str, Counters] = {}
+        listed: dict[str, Change] = {}
         cases = 0
-        async for doc in self.store.scan_states():
+        async for doc in self.store.scan_revisions():
             cases += 1
             merge_counters(expected, contributions(doc["s"]))
+            merge_changes(listed, changes_of([doc]))
         in_flight = await self._rollups_in_flight(heads)
         differences = []
         corrections: dict[str, Counters] = {}
@@ -298,15 +319,39 @@ class Projector:
                         if want.get(k, 0) != have.get(k, 0)}
                 differences.append({"rollup": rid, "missing": diff})
                 corrections[rid] = diff
-        if fix and corrections:
-            await self._journal([], corrections)
+        list_fixes = self._list_corrections(listed, listed_before, in_flight)
+        if fix and (corrections or list_fixes):
+            await self._journal([], corrections, list_fixes)
             await self.flush()
         report = {"cases": cases, "rollups": len(expected), "differences": len(differences),
+                  "list_differences": len(list_fixes),
                   "examples": differences[:20], "fixed": fix and bool(differences),
                   "in_flight": len(in_flight), "in_flight_examples": sorted(in_flight)[:20]}
         log.info("reconciled", cases=cases, rollups=len(expected), differences=len(differences),
                  in_flight=len(in_flight))
         return report
+
+    @staticmethod
+    def _list_corrections(listed: dict[str, Change], held: dict[str, Change], in_flight: set[str]
+                          ) -> dict[str, Change]:
+        """The list changes that make the view's lists (``held``) what the ledger says (``listed``), leaving
+        cases in flight alone."""
+        # (a fix takes the newer revision of the two: the ledger is right, whatever revision the view holds)
+        fixes = {cid: {"rev": max(change["rev"], held.get(cid, {}).get("rev", 0)), "s": change["s"]}
+                 for cid, change in listed.items() if held.get(cid, {}).get("s") != change["s"]}
+        fixes.update({cid: {"rev": held[cid]["rev"], "s": None} for cid in held.keys() - listed.keys()})
+        return {cid: change for cid, change in fixes.items() if f"case:{cid}" not in in_flight}
+
+    async def rebuild_lists(self) -> int:
+        """Store the bulletin lists from the ledger (the first start of a deployment that had none): one scan;
+        returns the cases listed."""
+        listed: dict[str, Change] = {}
+        async for doc in self.store.scan_revisions():
+            merge_changes(listed, changes_of([doc]))
+        await self.store.save_case_lists(listed)
+        await self.store.mark_case_lists_built()
+        log.info("case_lists_rebuilt", cases=len(listed))
+        return len(listed)
 
     async def _rollups_in_flight(self, heads: dict[str, int]) -> set[str]:
         """Rollups that log entries after ``heads``, or batches still journaled, change."""
@@ -317,8 +362,10 @@ class Projector:
                 raise RuntimeError(f"the rollup log of {owner!r} was trimmed during reconcile: run it again")
             for entry in await self.store.read_log(owner, head):
                 touched.update(entry.deltas)
+                touched.update(f"case:{cid}" for cid in entry.lists)
         for journal in await self.store.open_batches():
             touched.update(journal["deltas"])
+            touched.update(f"case:{d['_id']}" for d in journal["docs"])
         return touched
 
 

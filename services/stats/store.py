@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +30,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.common.mongo import DUPLICATE_KEY, id_chunks
 from services.stats.domain import COUNTERS, HISTOGRAMS, Counters, flatten, parse_rollup_id
+from services.stats.lists import Change
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class LogRecord:
     seq: int
     group: str
     deltas: dict[str, Counters]
+    lists: dict[str, Change] = field(default_factory=dict)  # the bulletin lists' changes (see lists.py)
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,19 @@ def _unpack(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+async def _insert_or_replace(collection: Any, docs: list[dict[str, Any]]) -> None:
+    """Insert documents just deleted by id; one that came back in between (another writer) is replaced."""
+    try:
+        await collection.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        for err in errors:
+            doc = docs[err["index"]]
+            await collection.find_one_and_replace({"_id": doc["_id"]}, doc, upsert=True)
+
+
 class StatsStore:
     def __init__(self, db: AsyncDatabase) -> None:
         self.db = db
@@ -142,6 +157,7 @@ class StatsStore:
         self.batches = db["batches"]
         self.meta = db["meta"]
         self.log = db["rollup_log"]
+        self.lists = db["case_lists"]
 
     async def ensure_indexes(self) -> None:
         """Nothing to index: every hot read and write is by ``_id``, and the rest reads small collections."""
@@ -164,15 +180,7 @@ class StatsStore:
             gone = [d["_id"] for d in chunk if existing is None or d["_id"] in existing]
             if gone:
                 await self.ledger.delete_many({"_id": {"$in": gone}})
-            try:
-                await self.ledger.insert_many(chunk, ordered=False)
-            except BulkWriteError as exc:  # a document came back in between (another writer): replace it
-                errors = exc.details.get("writeErrors", [])
-                if any(e.get("code") != DUPLICATE_KEY for e in errors):
-                    raise
-                for err in errors:
-                    doc = chunk[err["index"]]
-                    await self.ledger.find_one_and_replace({"_id": doc["_id"]}, doc, upsert=True)
+            await _insert_or_replace(self.ledger, chunk)
 
     async def ledger_size(self) -> int:
         return await self.ledger.estimated_document_count()
@@ -183,17 +191,53 @@ class StatsStore:
             yield doc
 
     async def browse(self, flt: dict[str, Any], skip: int, limit: int) -> list[dict[str, Any]]:
+        """A filtered page of the ledger: a scan of every case on the local server (it indexes ``_id`` only)."""
         cursor = self.ledger.find(flt, {"s": 1}).skip(skip).limit(limit)
         return await cursor.to_list()
+
+    async def scan_revisions(self, batch_size: int = 5000):
+        """Every ledger case's id, revision and state (rebuilding the bulletin lists)."""
+        async for doc in self.ledger.find({}, {"rev": 1, "s": 1}, batch_size=batch_size):
+            yield doc
+
+    # ---------------------------------------------------------------- the bulletin's case lists
+
+    async def case_lists(self) -> dict[str, Change]:
+        """Every stored list change by case id (a listed case's state, or a removal not yet deleted)."""
+        return {d["_id"]: {"rev": d["rev"], "s": unpack(d["s"]) if d.get("s") is not None else None}
+                async for d in self.lists.find({})}
+
+    async def save_case_lists(self, changes: dict[str, Change]) -> None:
+        """Store list changes, each unless a newer revision is stored (delete by ids, insert). A case that left
+        every list keeps a document without state, so that an older change met later cannot bring it back.
+        Repeating it changes nothing."""
+        for chunk in id_chunks(list(changes)):
+            stored = {d["_id"]: d["rev"] async for d in self.lists.find({"_id": {"$in": chunk}}, {"rev": 1})}
+            fresh = [cid for cid in chunk if changes[cid]["rev"] >= stored.get(cid, 0)]
+            gone = [cid for cid in fresh if cid in stored]
+            if gone:
+                await self.lists.delete_many({"_id": {"$in": gone}})
+            state = {cid: changes[cid]["s"] for cid in fresh}
+            docs = [{"_id": cid, "rev": changes[cid]["rev"], "s": None if s is None else pack(s)}
+                    for cid, s in state.items()]
+            if docs:
+                await _insert_or_replace(self.lists, docs)
+
+    async def case_lists_built(self) -> bool:
+        return await self.meta.find_one({"_id": "case_lists"}) is not None
+
+    async def mark_case_lists_built(self) -> None:
+        await self.meta.update_one({"_id": "case_lists"}, {"$set": {"at": datetime.now(UTC)}}, upsert=True)
 
     # ---------------------------------------------------------------- batches (journal of in-flight work)
 
     async def open_batch(self, batch_id: str, instance: str, group: str, seq: int, docs: list[dict[str, Any]],
-                         deltas: dict[str, Counters]) -> None:
+                         deltas: dict[str, Counters], lists: dict[str, Change] | None = None) -> None:
         """Journal a batch: the ledger documents it writes and its rollup deltas. Present = not finished.
         ``seq`` is the log sequence number its group's flush will use."""
         await self.batches.insert_one({"_id": batch_id, "instance": instance, "group": group, "seq": seq,
-                                       "work": pack({"docs": docs, "deltas": deltas}), "opened_at": datetime.now(UTC)})
+                                       "work": pack({"docs": docs, "deltas": deltas, "lists": lists or {}}),
+                                       "opened_at": datetime.now(UTC)})
 
     async def open_batches(self) -> list[dict[str, Any]]:
         """Unfinished batches in order, each with its ``docs`` and ``deltas`` unpacked."""
@@ -230,11 +274,14 @@ class StatsStore:
     async def log_floors(self) -> dict[str, int]:
         return {owner: state.floor for owner, state in (await self.log_owners()).items()}
 
-    async def append_log(self, owner: str, seq: int, group: str, increments: dict[str, Counters]) -> bool:
+    async def append_log(self, owner: str, seq: int, group: str, increments: dict[str, Counters],
+                         lists: dict[str, Change] | None = None) -> bool:
         """Record a flush's counter increments as ``owner``'s log entry ``seq``; False if that group's entry
         is already there (a re-run). Raises :class:`LogConflict` if another group holds ``seq``."""
         record = {"_id": log_id(owner, seq), "owner": owner, "seq": seq, "group": group,
                   "at": datetime.now(UTC), "deltas": pack(increments)}
+        if lists:
+            record["lists"] = pack(lists)
         try:
             await self.log.insert_one(record)
             written = True
@@ -255,7 +302,9 @@ class StatsStore:
             for seq in range(after + 1, after + chunk + 1):
                 if seq not in found:
                     return out
-                out.append(LogRecord(owner, seq, found[seq]["group"], unpack(found[seq]["deltas"])))
+                doc = found[seq]
+                lists = unpack(doc["lists"]) if doc.get("lists") is not None else {}
+                out.append(LogRecord(owner, seq, doc["group"], unpack(doc["deltas"]), lists))
             after += chunk
 
     async def trim_log(self, owner: str, upto: int, floor: int) -> None:

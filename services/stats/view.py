@@ -25,6 +25,7 @@ from typing import Any
 
 from services.common.logging import get_logger
 from services.stats.domain import Counters, Summary, parse_rollup_id, rollup_id
+from services.stats.lists import CaseLists, Change
 from services.stats.store import StatsStore, rollup_location
 
 log = get_logger(__name__)
@@ -41,6 +42,7 @@ class RollupView:
         self._sums: dict[str, Summary] = {}  # year ("YYYY") and all-time ("*") sums of the month rollups
         self._keys: dict[str, set[str]] = defaultdict(set)
         self._months: set[str] = set()
+        self.lists = CaseLists()  # the bulletin's case lists (典型案例, overdue and escalated) by month
         self._lock = asyncio.Lock()
         self._cache: dict[tuple, Any] = {}
         self._cache_version = -1
@@ -69,7 +71,7 @@ class RollupView:
                     return
                 if probe_all or state.head > head:
                     for record in await self.store.read_log(owner, head):
-                        self.apply(owner, record.seq, record.deltas)
+                        self.apply(owner, record.seq, record.deltas, record.lists)
 
     async def follow(self, stop: asyncio.Event, every: float, probe_every: float = 30.0) -> None:
         """Catch up every ``every`` seconds until ``stop``: other instances' flushes reach this process. Owners
@@ -86,13 +88,15 @@ class RollupView:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=every)
 
-    def apply(self, owner: str, seq: int, deltas: dict[str, Counters]) -> bool:
+    def apply(self, owner: str, seq: int, deltas: dict[str, Counters],
+              lists: dict[str, Change] | None = None) -> bool:
         """Add ``owner``'s log entry ``seq`` if it is the next one; True if the view includes it now."""
         head = self.heads.get(owner, 0)
         if seq != head + 1:
             return seq <= head
         for rid, counters in deltas.items():
             self._add(rid, counters)
+        self.lists.apply(lists or {})
         self.heads[owner] = seq
         self.version += 1
         return True
@@ -102,12 +106,15 @@ class RollupView:
             # documents first: an owner registers before its first entry, so any owner whose increments they
             # hold is among the floors read next
             documents = await self.store.rollup_documents()
+            stored_lists = await self.store.case_lists()  # changes are stored before their log entry
             floors = await self.store.log_floors()
             entries = {owner: await self.store.read_log(owner, floor) for owner, floor in floors.items()}
             if await self.store.log_floors() != floors:  # trimmed meanwhile: read again
                 continue
             markers = {(d.collection, d.doc_id): d.markers for d in documents}
             self._rollups, self._sums, self._keys, self._months = {}, {}, defaultdict(set), set()
+            self.lists = CaseLists()
+            self.lists.apply(stored_lists)
             for document in documents:
                 for rid, counters in document.rollups.items():
                     self._add(rid, counters)
@@ -118,6 +125,7 @@ class RollupView:
                         coll, doc_id, _prefix = rollup_location(rid)
                         if record.seq > markers.get((coll, doc_id), {}).get(owner, 0):
                             self._add(rid, counters)
+                    self.lists.apply(record.lists)  # (again if stored already: the same lists)
                     self.heads[owner] = record.seq
             self.loaded = True
             self.version += 1
