@@ -285,12 +285,15 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
         wanted = format or _format_from_accept(request.headers.get("accept", ""))
         if wanted not in ("json", "csv", "html", "xlsx"):
             raise ApiError(422, "invalid_format", "format must be json, csv, html or xlsx", "format")
-        report = build_monthly_report(svc, month, months, days, period, sort)
+        # the report and its workbook (~100 ms of openpyxl) are reused until the rollups or the lists change
+        key = ("monthly", month, sort, svc.today())
+        report = svc.view.cached(key, lambda: build_monthly_report(svc, month, months, days, period, sort))
         filename = f"{svc.settings.bulletin_title}-{month}"
         if wanted == "csv":
             return _download(bulletin_csv(report).encode("utf-8"), "text/csv; charset=utf-8", f"{filename}.csv")
         if wanted == "xlsx":
-            return _download(bulletin_xlsx(report), XLSX_TYPE, f"{filename}.xlsx")
+            book = svc.view.cached((*key, "xlsx"), lambda: bulletin_xlsx(report))
+            return _download(book, XLSX_TYPE, f"{filename}.xlsx")
         if wanted == "html":
             return HTMLResponse(bulletin_html(report))
         return JSONResponse(report)
