@@ -10,7 +10,8 @@ Crash safety without transactions (DESIGN.md §3). Applying a batch B of facts:
 4. B belongs to this instance's open group G, which has the next number N of this instance's rollup log
    (both are in B's journal). A *flush* closes G: it appends G's deltas, merged, as log entry N (readers
    follow the log, see ``view.py``), then deletes G's journals. Flushes run one at a time (the next group's
-   batches may go to the ledger meanwhile).
+   batches may go to the ledger meanwhile). The group's bulletin list changes (``lists.py``) are stored
+   first and ride in the same log entry.
 5. Every ``fold_seconds`` a *fold* adds the entries since the last fold to the rollup documents: one ``$inc``
    per document for all of them, guarded by ``m.<instance> != T`` (T, the fold's last entry) which the same
    update sets, after noting T as the fold in progress. An interrupted fold is re-run with the same entries
