@@ -258,7 +258,11 @@ class CaseIndex:
                 return False
             self._forget(old)
             position = bisect.bisect_left(self._order, order_key(old), key=order_key)
-            self._order[position] = s
+            if order_key(old) == order_key(s):
+                self._order[position] = s
+            else:  # never for a real case (its creation time does not change), but stay sorted anyway
+                del self._order[position]
+                bisect.insort(self._order, s, key=order_key)
         else:
             bisect.insort(self._order, s, key=order_key)
         self._cases[s.case_id] = s
