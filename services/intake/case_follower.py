@@ -15,7 +15,6 @@ import json
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
-from aiokafka.structs import TopicPartition
 
 from services.common.kafka import new_consumer
 from services.common.logging import get_logger
@@ -49,44 +48,31 @@ class CaseFollower:
         self.consumer: AIOKafkaConsumer | None = None
         self.refreshed = 0
 
-    async def start(self) -> None:
+    async def start(self, wait_seconds: float = 10) -> None:
         """Note where the topic ends now, before the index is loaded: nothing written after is missed. A
         topic that does not exist yet is read from its start once it does (all of it is newer than the load)."""
-        consumer = new_consumer(group_id=None, bootstrap=self.bootstrap, auto_offset_reset="earliest")
+        consumer = new_consumer(self.topic, group_id=None, bootstrap=self.bootstrap, auto_offset_reset="earliest")
         await consumer.start()
         try:
-            await self._assign(consumer, from_end=True)
+            for _ in range(int(wait_seconds / 0.05)):  # without a group, all partitions come with the metadata
+                if consumer.assignment():
+                    break
+                await asyncio.sleep(0.05)
+            partitions = list(consumer.assignment())
+            if partitions:
+                await consumer.seek_to_end(*partitions)
+                for partition in partitions:
+                    await consumer.position(partition)  # fixes the offset now
         except BaseException:
             await consumer.stop()
             raise
         self.consumer = consumer
-
-    async def _assign(self, consumer: AIOKafkaConsumer, *, from_end: bool) -> bool:
-        found = consumer.partitions_for_topic(self.topic)
-        if not found:
-            await consumer.topics()  # refreshes the metadata
-            found = consumer.partitions_for_topic(self.topic)
-        if not found:
-            return False
-        partitions = [TopicPartition(self.topic, p) for p in sorted(found)]
-        consumer.assign(partitions)
-        if from_end:
-            await consumer.seek_to_end(*partitions)
-        else:
-            await consumer.seek_to_beginning(*partitions)
-        for partition in partitions:
-            await consumer.position(partition)  # fixes the offset now
-        return True
 
     async def run(self) -> None:
         assert self.consumer is not None, "start() first"
         stale: dict[str, int] = {}  # read but not yet refreshed (kept across a database outage)
         while True:
             try:
-                if not self.consumer.assignment():
-                    if not await self._assign(self.consumer, from_end=False):
-                        await asyncio.sleep(1)
-                        continue
                 batches = await self.consumer.getmany(timeout_ms=500, max_records=2000)
                 records = [record for batch in batches.values() for record in batch]
                 for case_id, version in newer_versions(records, self.store.index.version_of).items():

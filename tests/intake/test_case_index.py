@@ -79,8 +79,8 @@ def histories(draw: st.DrawFn) -> tuple[list[dict[str, Any]], dict[str, dict[str
 
 
 def _searched(doc: dict[str, Any], q: str, fields: list[str]) -> bool:
-    values = [doc.get(f) for f in fields if f != "original"] + [(doc.get("original") or {}).get(f) for f in ("title", "body")
-                                             if "original" in fields]
+    original = doc.get("original") or {} if "original" in fields else {}
+    values = [doc.get(f) for f in fields if f != "original"] + [original.get("title"), original.get("body")]
     return any(v is not None and q.strip().lower() in v.lower() for v in values)
 
 
@@ -140,7 +140,8 @@ def indexed(puts: list[dict[str, Any]]) -> CaseIndex:
     return index
 
 
-q_text = st.none() | st.sampled_from(["路灯", "ROAD", " 水", "噪音 停", tracking(3), tracking(3).lower().replace("-", "")])
+q_text = st.none() | st.sampled_from(["路灯", "ROAD", " 水", "噪音 停", tracking(3),
+                                     tracking(3).lower().replace("-", "")])
 staff_filters = st.builds(
     CaseFilter, status=st.none() | st.sampled_from(list(CaseStatus)), overdue=st.none() | st.booleans(),
     bucket=st.none() | st.sampled_from(list(domain.Bucket)), q=q_text,
