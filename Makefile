@@ -6,6 +6,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+NPM_STAMP := node_modules/.installed-stamp
+# Debian's Chromium drives the portal's browser tests (Playwright cannot download its own browser here)
+export WENZHENG_CHROMIUM ?= /usr/bin/chromium
 INFRA := deploy/local/infra.sh
 SERVICES := deploy/local/services.sh
 PYTEST_ARGS ?=
@@ -13,7 +16,7 @@ PYTEST_ARGS ?=
 export WENZHENG_KAFKA_BOOTSTRAP ?= 127.0.0.1:$(or $(WENZHENG_KAFKA_PORT),9092)
 export WENZHENG_MONGO_URL ?= mongodb://127.0.0.1:$(or $(WENZHENG_MONGO_PORT),27017)/
 
-.PHONY: help venv run stop test test-unit infra-up infra-down infra-status lint schemas bench chaos monitor ops-check clean
+.PHONY: help venv npm browser run stop test test-unit infra-up infra-down infra-status lint schemas bench chaos monitor ops-check clean
 
 help:
 	@echo "make run           start Kafka, the MongoDB-wire server and every service locally"
@@ -35,6 +38,27 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Debian packages the portal's build and browser tests need, installed with apt-get only when missing (a no-op
+# when they are there; as root on a fresh Debian machine, or through sudo)
+APT_INSTALL = SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q
+
+# the portal's front-end packages (htmx, ECharts, the Ganzhou map, axe-core), pinned by package-lock.json,
+# into the git-ignored node_modules/; the portal serves them under /static/vendor/
+$(NPM_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "[npm] installing npm"; $(APT_INSTALL) npm; }
+	npm ci --ignore-scripts --no-audit --no-fund
+	@touch $(NPM_STAMP)
+
+npm: $(NPM_STAMP)
+
+# Debian's Chromium and the CJK fonts (without them Chinese renders as boxes) for the browser tests
+browser:
+	@missing=""; \
+	  [ -x "$(WENZHENG_CHROMIUM)" ] || missing="$$missing chromium"; \
+	  dpkg -s fonts-noto-cjk >/dev/null 2>&1 || missing="$$missing fonts-noto-cjk"; \
+	  if [ -n "$$missing" ]; then echo "[browser] installing:$$missing"; $(APT_INSTALL) $$missing; fi
+
 infra-up: venv
 	@$(INFRA) up
 
@@ -44,23 +68,23 @@ infra-down:
 infra-status:
 	@$(INFRA) status
 
-run: infra-up
+run: infra-up npm
 	@$(SERVICES) start
 
 stop:
 	@-$(SERVICES) stop
 	@$(INFRA) down
 
-test: infra-up
+test: infra-up npm browser
 	@scripts/ops/monitor.sh install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
-bench: infra-up
+bench: infra-up npm
 	$(PY) -m bench.platform_load
-	@for b in bench/intake_*.py bench/stats_*.py bench/notifier_*.py bench/router_*.py; do \
+	@for b in bench/intake_*.py bench/stats_*.py bench/notifier_*.py bench/router_*.py bench/portal_*.py; do \
 	  [ -f "$$b" ] || continue; m=$$(basename $$b .py); echo "== bench.$$m"; $(PY) -m bench.$$m || exit 1; done
 
 chaos: infra-up

@@ -21,7 +21,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES_DIR = ROOT / "services"
-SERVICE_NAMES = ("intake", "router", "notifier", "stats")
+SERVICE_NAMES = ("intake", "router", "notifier", "stats", "portal")
 
 CONSTRUCTORS = {"Counter", "Gauge", "Histogram", "Summary", "Info", "Enum"}
 # Series Prometheus makes itself: one set per scrape target, and the state of its alerts.

@@ -141,7 +141,9 @@ class CaseSubmitted(CaseEvent):
     anonymous: bool = False
     attachment_count: int = Field(0, ge=0, le=20)
     poster_ref: str | None = Field(
-        None, max_length=64, description="keyed hash of the poster's phone: links posts, reveals nothing"
+        None, max_length=64,
+        description="deprecated and no longer filled: it linked an anonymous post to its poster's other posts; "
+                    "the poster's key travels only on the private contacts topic now",
     )
 
 
@@ -421,6 +423,11 @@ class CaseContact(Contract):
     preferred_channel: NotificationChannel = NotificationChannel.SMS
     anonymous: bool = False
     recorded_at: UtcDatetime
+    poster_ref: str | None = Field(
+        None, max_length=64,
+        description="keyed hash of the poster's phone (or e-mail): lets the router find one poster's recent "
+                    "posts for duplicate detection; private like the rest of the contact",
+    )
 
 
 class NotificationKind(StrEnum):

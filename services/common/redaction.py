@@ -227,7 +227,15 @@ def find_personal_data(text: str, private_names: tuple[str, ...] | list[str] = (
     _numbers(folded, spans)
     _private_names(folded, tuple(n for n in private_names if n), spans)
     _name_patterns(folded, spans)
+    _names_seen_again(folded, spans)
     return sorted(spans.items, key=lambda f: f.start)
+
+
+def _names_seen_again(folded: str, spans: _Spans) -> None:
+    """A full name the citizen typed after a trigger (``联系人王建华``) is theirs: its given name elsewhere in
+    the text goes too (``建华晚上在家``), as the poster's own name does."""
+    typed = tuple(folded[f.start:f.end] for f in spans.items if f.kind is Kind.NAME and not f.certain)
+    _private_names(folded, tuple(name for name in typed if len(name) >= 3), spans)
 
 
 def redact(text: str, private_names: tuple[str, ...] | list[str] = ()) -> Redacted:

@@ -5,22 +5,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_fastapi_instrumentator import Instrumentator
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pymongo import AsyncMongoClient
 
 from services.common.clock import Clock, clock_from_environment
 from services.common.config import CommonSettings, TopicSettings, common_settings, topics
+from services.common.errors import BodyLimits, document_errors, error_response, install_error_handlers
 from services.common.events import (
     INVALID_REASON_NAMES,
     CaseStatus,
@@ -65,10 +76,12 @@ from services.intake.handlers import (
     TooLarge,
     UnsupportedMediaType,
 )
-from services.intake.open311 import open311_router
+from services.intake.open311 import open311_error, open311_router
 from services.intake.people import AccountsService, Unauthorized
 from services.intake.relay import OutboxRelay
+from services.intake.retention import ContactEraser
 from services.intake.store import CaseStore
+from services.intake.wechat import check_wechat_settings, wechat_router
 
 log = get_logger(__name__)
 PHONE_PATTERN = r"^1[3-9]\d{9}$"
@@ -91,8 +104,50 @@ def _no_nul(value: str | None) -> str | None:
     return value
 
 
+NO_NUL_PATTERN = r"^[^\x00]*$"
+NOT_BLANK_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+
+
+def _document_string_rules(schema: dict[str, Any], model: type) -> None:
+    """The OpenAPI says what the validators refuse: NUL characters anywhere, blank titles and texts."""
+    not_blank = getattr(model, "NOT_BLANK", ())
+
+    def patch(name: str, node: dict[str, Any]) -> None:
+        if node.get("type") == "string" and "pattern" not in node and "enum" not in node:
+            node["pattern"] = NOT_BLANK_PATTERN if name in not_blank else NO_NUL_PATTERN
+        for inner in node.get("anyOf", []):
+            patch(name, inner)
+        if isinstance(node.get("items"), dict):
+            patch("", node["items"])
+
+    for name, node in schema.get("properties", {}).items():
+        patch(name, node)
+
+
+def _json_number(value: Any) -> Any:
+    """JSON numbers only: no "1.5" strings and no booleans slipping through pydantic's lax mode."""
+    if isinstance(value, str | bool):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+_NUMBER = BeforeValidator(_json_number)
+
+
+def _iso_date_only(value: Any) -> Any:
+    """``YYYY-MM-DD`` only: pydantic would also take ``0`` (a Unix time) for a date."""
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("expected a date YYYY-MM-DD")
+    return value
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date_only)]
+
+
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_document_string_rules)
 
     @field_validator("*", mode="after")
     @classmethod
@@ -100,18 +155,28 @@ class Body(BaseModel):
         return _no_nul(value) if isinstance(value, str) else value
 
 
+class LocationIn(Body):
+    county: str | None = Field(None, max_length=32)
+    township: str | None = Field(None, max_length=32)
+    address: str | None = Field(None, max_length=200)
+    lat: Annotated[float, Field(ge=-90, le=90), _NUMBER] | None = None
+    lng: Annotated[float, Field(ge=-180, le=180), _NUMBER] | None = None
+
+
 class PostIn(Body):
+    NOT_BLANK: ClassVar[tuple[str, ...]] = ("title", "body")
     channel: Literal["web", "wechat", "app", "sms", "phone"]
     title: str = Field(min_length=1, max_length=100)
     body: str = Field(min_length=1, max_length=5000)
-    location: Location | None = None
+    location: LocationIn | None = None
     contact_phone: str = Field(pattern=PHONE_PATTERN)
     name: str | None = Field(None, max_length=50)
-    anonymous: bool = False
-    attachments: list[Annotated[str, Field(max_length=2000, pattern=r"^https?://[^\s]+$")]] = Field(
+    anonymous: StrictBool = False
+    attachments: list[Annotated[str, Field(max_length=2000, pattern=r"^https?://[!-~]+$")]] = Field(
         default_factory=list, max_length=20)
     attachment_ids: list[Annotated[str, Field(pattern=ATTACHMENT_ID_PATTERN)]] = Field(
-        default_factory=list, max_length=MAX_ATTACHMENTS_PER_POST, description="photos from POST /v1/attachments")
+        default_factory=list, max_length=MAX_ATTACHMENTS_PER_POST, description="photos from POST /v1/attachments",
+        json_schema_extra={"uniqueItems": True})
 
     @field_validator("title", "body")
     @classmethod
@@ -156,7 +221,7 @@ class ReplyIn(Body):
 
 class ExtensionIn(Body):
     reason: str = Field(min_length=2, max_length=500)
-    extra_working_days: int = Field(ge=1, le=30)
+    extra_working_days: Annotated[int, Field(ge=1, le=30), _NUMBER]
 
 
 class ReassignIn(Body):
@@ -185,15 +250,22 @@ class ModerateIn(Body):
 class NoticeIn(Body):
     method: NoticeMethod
     note: str = Field(min_length=1, max_length=500)
-    reply_by: date
+    reply_by: IsoDate
 
 
 class AnswerIn(Body):
     text: str = Field(min_length=1, max_length=2000)
 
 
+def _callback_schema(schema: dict[str, Any], model: type) -> None:
+    _document_string_rules(schema, model)
+    schema["oneOf"] = [{"properties": {"reached": {"const": True}}},
+                       {"properties": {"reached": {"const": False}, "rating": {"type": "null"}}}]
+
+
 class CallbackIn(Body):
-    reached: bool
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_callback_schema)
+    reached: StrictBool
     rating: Rating | None = None
     note: str = Field("", max_length=500)
 
@@ -237,6 +309,7 @@ class Runtime:
     follower: CaseFollower | None = None
     accounts: AccountsService | None = None
     oidc_metadata: dict[str, Any] | None = None
+    eraser: ContactEraser | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
 
 
@@ -260,12 +333,15 @@ citizen = APIRouter(prefix="/v1", tags=["citizens"])
 
 
 @citizen.post("/posts", status_code=201, response_model=PostAccepted,
-              responses={409: {"description": "Idempotency-Key reused"}, 422: {}, 429: {"description": "rate"}})
+              responses={404: {"description": "an attachment id names no upload"},
+                         409: {"description": "Idempotency-Key reused, or an attachment of another post"}, 422: {},
+                         429: {"description": "rate"}})
 async def create_post(post: PostIn, request: Request, service: ServiceDep,
                       idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> Response:
     accepted = await service.submit(
         NewPost(channel=Channel(post.channel), title=post.title, body=post.body, contact_phone=post.contact_phone,
-                name=post.name, anonymous=post.anonymous, location=post.location,
+                name=post.name, anonymous=post.anonymous,
+                location=Location(**post.location.model_dump()) if post.location else None,
                 attachments=tuple(post.attachments), attachment_ids=tuple(post.attachment_ids)),
         client_ip=request.client.host if request.client else None,
         idempotency_key=idempotency_key or None,
@@ -287,7 +363,7 @@ async def rate_post(tracking_number: TrackingPath, rating: RatingIn, service: Se
 
 _SMS_SCHEMA = {"type": "object", "required": ["from", "text"], "properties": {
     "from": {"type": "string", "pattern": PHONE_PATTERN}, "text": {"type": "string", "minLength": 1,
-                                                                 "maxLength": 5000}}}
+                                                                 "maxLength": 5000, "pattern": NO_NUL_PATTERN}}}
 
 
 _SMS_BODY = {"requestBody": {"required": True, "content": {
@@ -339,7 +415,7 @@ async def list_cases(principal: PrincipalDep, service: ServiceDep,
                      status: CaseStatus | None = None, overdue: bool | None = None,
                      bucket: domain.Bucket | None = None,
                      q: Annotated[str | None, Query(max_length=100)] = None,
-                     since: date | None = None, until: date | None = None,
+                     since: IsoDate | None = None, until: IsoDate | None = None,
                      category: Annotated[str | None, Query(max_length=64)] = None,
                      county: Annotated[str | None, Query(max_length=32)] = None,
                      department_id: Annotated[str | None, Query(max_length=64)] = None,
@@ -533,7 +609,25 @@ class BulkIn(BaseModel):
     case_ids: list[Annotated[str, Field(pattern=CASE_ID_PATTERN)]] = Field(min_length=1, max_length=MAX_BULK_CASES)
 
 
-@cases.post("/cases/bulk", responses={401: {}, 422: {}})
+def _bulk_body() -> dict[str, Any]:
+    """The bulk body as it really is: one variant per action, each with that action's own arguments, so the
+    OpenAPI says which arguments an action needs (a callback needs ``reached``)."""
+    case_ids = BulkIn.model_json_schema()["properties"]["case_ids"]
+    variants = []
+    for action in [*COMMANDS, "approve_text"]:
+        model = COMMANDS[action][0] if action in COMMANDS else None
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}") if model else {}
+        variant: dict[str, Any] = {
+            "type": "object", "additionalProperties": False,
+            "required": ["action", "case_ids", *schema.get("required", [])],
+            "properties": {"action": {"const": action}, "case_ids": case_ids, **schema.get("properties", {})}}
+        if "oneOf" in schema:
+            variant["oneOf"] = schema["oneOf"]
+        variants.append(variant)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": variants}}}}}
+
+
+@cases.post("/cases/bulk", responses={401: {}, 422: {}}, openapi_extra=_bulk_body())
 async def bulk(body: BulkIn, principal: PrincipalDep, service: ServiceDep) -> dict[str, Any]:
     """The same command for many cases, one after the other through the single-case use case: each case is
     authorised and checked by the state machine on its own, and answers ``ok`` or its error."""
@@ -602,7 +696,7 @@ async def _optional_principal(
 
 
 _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["file"],
+    "type": "object", "required": ["file"], "additionalProperties": False,
     "properties": {"file": {"type": "string", "format": "binary", "description": "JPEG, PNG or WebP, at most 5 MB"}},
 }}}}}
 MULTIPART_OVERHEAD = 64 * 1024
@@ -622,6 +716,9 @@ async def upload_attachment(request: Request, service: ServiceDep) -> dict[str, 
     except Exception as exc:  # starlette's parser: malformed multipart or too many parts
         raise Invalid(f"the upload cannot be read: {exc}"[:200], "file") from exc
     upload = form.get("file")
+    if extra := sorted(set(form.keys()) - {"file"}):
+        await form.close()
+        raise Invalid(f"unexpected form field {extra[0]!r}: send only 'file'", extra[0])
     if upload is None or isinstance(upload, str):
         raise Invalid("a file is required in the field 'file'", "file")
     data = await upload.read(limit + 1)
@@ -631,7 +728,7 @@ async def upload_attachment(request: Request, service: ServiceDep) -> dict[str, 
     return await service.upload_attachment(data, client_ip=request.client.host if request.client else None)
 
 
-@citizen.get("/attachments/{attachment_id}", responses={401: {}, 404: {}},
+@citizen.get("/attachments/{attachment_id}", responses={401: {}, 404: {}, 422: {}},
              response_class=Response)
 async def get_attachment(attachment_id: Annotated[str, Path(pattern=ATTACHMENT_ID_PATTERN)], service: ServiceDep,
                          principal: Annotated[Principal | None, Depends(_optional_principal)]) -> Response:
@@ -672,39 +769,42 @@ async def metrics_endpoint() -> Response:
 # --------------------------------------------------------------------------------------------------
 
 
-def _error(http_status: int, code: str, message: str, field: str | None, request: Request,
-           **extra: Any) -> JSONResponse:
+def _render_error(request: Request, http_status: int, code: str, message: str, field: str | None,
+                  headers: dict[str, str] | None, extra: dict[str, Any]) -> Response:
+    """The platform's envelope everywhere but Open311, whose clients expect GeoReport's error list."""
     if request.url.path.startswith("/open311/"):
-        return JSONResponse([{"code": http_status, "description": message}], status_code=http_status)
-    headers = {"WWW-Authenticate": "Bearer"} if http_status == 401 and field == "Authorization" else None
+        return open311_error(request.url.path, http_status, message, headers)
+    headers = dict(headers or {})
+    if http_status == 401 and field == "Authorization":
+        headers["WWW-Authenticate"] = "Bearer"
     if "retry_after" in extra:
-        headers = {"Retry-After": str(extra.pop("retry_after"))}
-    body = {"error": {"code": code, "message": message, "field": field, **extra}}
-    return JSONResponse(body, status_code=http_status, headers=headers)
+        headers["Retry-After"] = str(extra.pop("retry_after"))
+    return error_response(http_status, code, message, field, headers=headers or None, **extra)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
+    install_error_handlers(app, _render_error)
+
     @app.exception_handler(ServiceError)
-    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+    async def _service_error(request: Request, exc: ServiceError) -> Response:
         extra = dict(exc.extra)
         if hasattr(exc, "retry_after"):
             extra["retry_after"] = exc.retry_after
-        return _error(exc.status, exc.code, exc.message, exc.field, request, **extra)
+        return _render_error(request, exc.status, exc.code, exc.message, exc.field, None, extra)
 
     @app.exception_handler(DomainError)
-    async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
+    async def _domain_error(request: Request, exc: DomainError) -> Response:
         extra: dict[str, Any] = {}
         if isinstance(exc, IllegalTransition):
             extra = {"status": exc.status.value, "allowed_actions": exc.allowed}
-        return _error(409, exc.code, exc.message, exc.field, request, **extra)
+        return _render_error(request, 409, exc.code, exc.message, exc.field, None, extra)
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
-        message = f"{first.get('msg', 'invalid')}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
-        return _error(422, "validation_error", message, ".".join(loc) or None, request)
+
+def _render_limit_error(scope: Any, http_status: int, code: str, message: str, field: str | None,
+                        extra: dict[str, Any]) -> Response:
+    if str(scope.get("path", "")).startswith("/open311/"):
+        return open311_error(str(scope["path"]), http_status, message)
+    return error_response(http_status, code, message, field, **extra)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -733,10 +833,51 @@ def create_app(settings: IntakeSettings | None = None, *, common: CommonSettings
                   description="The only door into the platform: posts, case commands, Open311.")
     app.state.runtime = runtime
     _install_error_handlers(app)
-    for router in (citizen, auth, cases, public, templates, admin_router, open311_router, ops):
+    for router in (citizen, auth, cases, public, templates, admin_router, open311_router, wechat_router, ops):
         app.include_router(router)
+    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth,
+                       render=_render_limit_error)
+    document_errors(app, skip_prefixes=("/open311/",), text_paths={"/metrics": "text/plain"})
+    _document_reference_values(app, runtime.reference)
     Instrumentator(excluded_handlers=["/metrics", "/healthz", "/readyz"]).instrument(app)
     return app
+
+
+def _enum_of(schema: dict[str, Any], values: list[str]) -> None:
+    """Name the accepted values on a string schema, or on the string branch of an optional one."""
+    for branch in schema.get("anyOf", [schema]):
+        if branch.get("type") == "string":
+            branch["enum"] = values
+
+
+def _document_reference_values(app: FastAPI, data: ReferenceData) -> None:
+    """The OpenAPI names the categories and units a supervisor may reassign to, and the units an account or
+    a reply template may belong to (they come from the reference, so the document says exactly which values
+    are accepted)."""
+    generate = app.openapi
+
+    categories = sorted(c.id for c in data.taxonomy.categories)
+    units = sorted(u.id for u in data.units.units)
+
+    def name_values(node: Any) -> None:  # ReassignIn and the bulk body's reassign variant
+        if isinstance(node, dict):
+            properties = node.get("properties")
+            if isinstance(properties, dict) and {"category", "department_id", "reason"} <= set(properties):
+                properties["category"]["enum"], properties["department_id"]["enum"] = categories, units
+            if isinstance(properties, dict) and "unit_id" in properties:  # accounts and reply templates
+                _enum_of(properties["unit_id"], units)
+            for value in node.values():
+                name_values(value)
+        elif isinstance(node, list):
+            for value in node:
+                name_values(value)
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        name_values(schema)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def load_credentials(settings: IntakeSettings, common: CommonSettings) -> Credentials:
@@ -750,6 +891,7 @@ def load_credentials(settings: IntakeSettings, common: CommonSettings) -> Creden
         raise SystemExit("intake: set WENZHENG_INTAKE_SECRET; refusing to start in production with the default")
     if common.environment == "production" and not settings.sms_gateway_token:
         raise SystemExit("intake: set WENZHENG_INTAKE_SMS_GATEWAY_TOKEN; refusing to start in production without it")
+    check_wechat_settings(settings, common.environment)
     return credentials
 
 
@@ -772,6 +914,11 @@ async def start_runtime(runtime: Runtime) -> None:
     runtime.service.accounts = runtime.accounts
     if settings.relay_enabled:
         runtime.tasks.append(asyncio.create_task(runtime.relay.run(), name="outbox-relay"))
+    runtime.eraser = ContactEraser(runtime.store, runtime.clock, settings.contact_retention_days,
+                                   on_commit=runtime.relay.notify)
+    if settings.retention_enabled:
+        runtime.tasks.append(asyncio.create_task(runtime.eraser.run(settings.retention_interval_seconds),
+                                                 name="contact-retention"))
     if settings.consumer_enabled:
         runtime.consumer = DecisionConsumer(runtime.service, runtime.names, common.kafka_bootstrap,
                                             settings.consumer_group, settings.source)

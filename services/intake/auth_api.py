@@ -7,12 +7,11 @@ session's CSRF token in ``X-CSRF-Token`` (double submit: it must equal the CSRF 
 
 from __future__ import annotations
 
-import re
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
 import httpx
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -325,10 +324,7 @@ admin_router = APIRouter(prefix="/v1/admin", tags=["admin"])
 _ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {401: {}, 403: {}, 404: {}, 409: {}, 422: {}}
 
 
-def _check_person_id(person_id: str) -> str:
-    if not re.match(PERSON_ID_PATTERN, person_id):
-        raise Invalid("not an account id", "id")
-    return person_id
+PersonIdPath = Annotated[str, Path(pattern=PERSON_ID_PATTERN, description="an account's opaque id (p-…)")]
 
 
 @admin_router.get("/accounts", responses=_ADMIN_ERRORS)
@@ -349,12 +345,12 @@ async def create_account(body: AccountIn, principal: AdminDep, accounts: Account
 
 
 @admin_router.get("/accounts/{person_id}", responses=_ADMIN_ERRORS)
-async def get_account(person_id: str, _: AdminDep, accounts: AccountsDep) -> dict[str, Any]:
-    return await accounts.get_person(_check_person_id(person_id))
+async def get_account(person_id: PersonIdPath, _: AdminDep, accounts: AccountsDep) -> dict[str, Any]:
+    return await accounts.get_person(person_id)
 
 
 @admin_router.patch("/accounts/{person_id}", responses=_ADMIN_ERRORS)
-async def patch_account(person_id: str, body: AccountPatch, principal: AdminDep,
+async def patch_account(person_id: PersonIdPath, body: AccountPatch, principal: AdminDep,
                         accounts: AccountsDep) -> dict[str, Any]:
     changes = body.model_dump(exclude_unset=True)
     if not changes:
@@ -362,12 +358,12 @@ async def patch_account(person_id: str, body: AccountPatch, principal: AdminDep,
     for required in ("display_name", "roles", "disabled"):
         if required in changes and changes[required] is None:
             raise Invalid(f"{required} cannot be null", required)
-    return await accounts.update_person(principal, _check_person_id(person_id), changes)
+    return await accounts.update_person(principal, person_id, changes)
 
 
 @admin_router.post("/accounts/{person_id}/reset-password", responses=_ADMIN_ERRORS)
-async def reset_password(person_id: str, principal: AdminDep, accounts: AccountsDep) -> dict[str, Any]:
-    return {"temporary_password": await accounts.reset_password(principal, _check_person_id(person_id))}
+async def reset_password(person_id: PersonIdPath, principal: AdminDep, accounts: AccountsDep) -> dict[str, Any]:
+    return {"temporary_password": await accounts.reset_password(principal, person_id)}
 
 
 def _day_start(value: date | None, *, next_day: bool = False) -> datetime | None:

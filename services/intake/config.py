@@ -42,6 +42,11 @@ class IntakeSettings(BaseSettings):
         0.05, ge=0, description="at least this long between two drains under load, so each drain carries more")
     relay_lease_seconds: float = Field(10, gt=0)
 
+    contact_retention_days: float = Field(
+        180, gt=0, description="a citizen's contact is erased this many days after the case is closed (PIPL)")
+    retention_enabled: bool = True
+    retention_interval_seconds: float = Field(3600, gt=0, description="how often the erasure job runs")
+
     consumer_enabled: bool = True
     consumer_group: str = "wenzheng-intake"
     follow_case_events: bool = Field(
@@ -50,6 +55,19 @@ class IntakeSettings(BaseSettings):
 
     page_size_max: int = 200
 
+    wechat_enabled: bool = Field(False, description="serve the WeChat official account's message webhook")
+    wechat_app_id: str | None = Field(None, description="the official account's AppID")
+    wechat_app_secret: str | None = Field(None, description="its AppSecret (for the notifier's customer messages)")
+    wechat_token: str | None = Field(None, description="the token configured in 服务器配置: signs every push")
+    wechat_encoding_aes_key: str | None = Field(None, description="EncodingAESKey, for safe (encrypted) mode")
+    wechat_reply_seconds: float = Field(4.5, gt=0, lt=5, description="answer within WeChat's 5 s limit")
+
+    open311_jurisdiction_id: str = Field("ganzhou.gov.cn", description="the jurisdiction_id Open311 serves")
+    open311_changeset: str = Field("2026-12-01T00:00:00Z", description="discovery: when the endpoints last changed")
+    open311_contact: str = Field("赣州市人民政府办公室 12345 政务服务便民热线", description="discovery: who runs it")
+    open311_key_service: str = Field("向市政务服务数据管理局申请 API key", description="discovery: how to get a key")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest JSON/form/XML request body (413 above)")
+    max_json_depth: int = Field(32, ge=2, le=200, description="deepest JSON nesting accepted (422 above)")
     attachments_dir: str = Field("var/attachments", description="where the filesystem AttachmentStore keeps photos")
     attachment_max_bytes: int = Field(5 * 1024 * 1024, ge=1, description="largest photo accepted (413 above)")
     # People and sign-in

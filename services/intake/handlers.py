@@ -88,6 +88,10 @@ class Forbidden(ServiceError):
     status, code = 403, "forbidden"
 
 
+class SignInRequired(ServiceError):
+    status, code = 401, "unauthorized"
+
+
 class Conflict(ServiceError):
     status, code = 409, "conflict"
 
@@ -128,13 +132,59 @@ class NewPost:
     location: ev.Location | None = None
     attachments: tuple[str, ...] = ()
     requested_category: str | None = None  # Open311 service_code: a hint for the router, kept on the case
+    contact_email: str | None = None  # Open311 clients may give only an e-mail address
+    wechat_openid: str | None = None  # the WeChat official account's follower id
     attachment_ids: tuple[str, ...] = ()  # photos uploaded to intake first (POST /v1/attachments)
 
     def fingerprint(self) -> str:
         raw = json.dumps([self.channel, self.title, self.body, self.contact_phone, self.name, self.anonymous,
                           self.location.model_dump() if self.location else None, list(self.attachments),
-                          self.requested_category, list(self.attachment_ids)], ensure_ascii=False, sort_keys=True)
+                          self.requested_category, list(self.attachment_ids), self.contact_email,
+                          self.wechat_openid], ensure_ascii=False, sort_keys=True)
         return hashlib.sha256(raw.encode()).hexdigest()
+
+    @property
+    def poster_key(self) -> str | None:
+        """What identifies the poster across posts (private: only its keyed hash leaves intake, privately)."""
+        if self.contact_phone:
+            return self.contact_phone
+        if self.contact_email:
+            return f"email:{self.contact_email.lower()}"
+        return f"wechat:{self.wechat_openid}" if self.wechat_openid else None
+
+    @property
+    def preferred_channel(self) -> ev.NotificationChannel:
+        if self.wechat_openid:
+            return ev.NotificationChannel.WECHAT
+        if self.contact_phone or not self.contact_email:
+            return ev.NotificationChannel.SMS
+        return ev.NotificationChannel.EMAIL
+
+
+@dataclass(frozen=True)
+class TextSender:
+    """Who wrote a text message: a phone number (SMS) or a WeChat follower's openid."""
+
+    channel: Channel
+    address: str
+
+    @classmethod
+    def sms(cls, phone: str) -> TextSender:
+        return cls(Channel.SMS, phone)
+
+    @classmethod
+    def wechat(cls, openid: str) -> TextSender:
+        return cls(Channel.WECHAT, openid)
+
+    def owns(self, doc: dict[str, Any]) -> bool:
+        contact = doc.get("contact") or {}
+        return same_secret(self.address, contact.get("phone" if self.channel is Channel.SMS else "wechat_openid"))
+
+    def new_post(self, text: str) -> NewPost:
+        if self.channel is Channel.SMS:
+            return NewPost(channel=Channel.SMS, title=text[:30], body=text[:5000], contact_phone=self.address)
+        return NewPost(channel=self.channel, title=text[:30], body=text[:5000], contact_phone=None,
+                       wechat_openid=self.address)
 
 
 @dataclass(frozen=True)
@@ -218,11 +268,15 @@ class IntakeService:
     async def attachment(self, attachment_id: str, principal: Principal | None) -> tuple[bytes, str, bool]:
         """(bytes, type, public): anyone once its case is publishable; before, its unit and supervisors."""
         metas = await self.store.get_attachments([attachment_id])
-        doc = await self.store.get(metas[0]["case_id"]) if metas and metas[0].get("case_id") else None
-        if doc is None:
+        if not metas:
             raise NotFound(f"no attachment {attachment_id}", "attachment_id")
-        public = bool(doc.get("publishable"))
-        if not public and not (principal and principal.may_read(doc.get("department_id"))):
+        doc = await self.store.get(metas[0]["case_id"]) if metas[0].get("case_id") else None
+        public = bool(doc and doc.get("publishable"))
+        if not public and principal is None:
+            raise SignInRequired("this photo is not public yet: staff sign in to see it", "Authorization")
+        if doc is None and principal is not None and principal.oversees:
+            doc = {}  # uploaded, not yet part of a post: supervisors may look at it (no unit's staff)
+        if doc is None or (not public and not principal.may_read(doc.get("department_id"))):
             raise NotFound(f"no attachment {attachment_id}", "attachment_id")
         data = await self.attachments.get(attachment_id)
         if data is None:
@@ -237,10 +291,10 @@ class IntakeService:
         found = {meta["_id"]: meta for meta in await self.store.get_attachments(list(ids))}
         for attachment_id in ids:
             meta = found.get(attachment_id)
-            if meta is None:
-                raise Invalid(f"no attachment {attachment_id}", "attachment_ids")
+            if meta is None:  # well formed, but nothing was uploaded under it
+                raise NotFound(f"no attachment {attachment_id}", "attachment_ids")
             if meta.get("case_id") is not None:
-                raise Invalid(f"attachment {attachment_id} belongs to another post", "attachment_ids")
+                raise Conflict(f"attachment {attachment_id} belongs to another post", "attachment_ids")
 
     async def _replay(self, key: str, fingerprint: str) -> Accepted | None:
         doc = await self.store.get_by_idempotency_key(key)
@@ -285,10 +339,12 @@ class IntakeService:
             case_id=case_id, tracking_number=tracking, version=1, occurred_at=now, actor=Actor.CITIZEN,
             channel=post.channel, title=title, body=body, location=location, anonymous=post.anonymous,
             attachment_count=len(post.attachments) + len(post.attachment_ids),
-            poster_ref=domain.poster_ref(self.settings.secret, post.contact_phone) if post.contact_phone else None,
-        )
+        )  # no poster_ref on the public topic: it would link an anonymous post to the poster's named ones
+        poster_ref = domain.poster_ref(self.settings.secret, post.poster_key) if post.poster_key else None
         contact = ev.CaseContact(case_id=case_id, tracking_number=tracking, phone=post.contact_phone,
-                                 name=post.name, anonymous=post.anonymous, recorded_at=now)
+                                 name=post.name, anonymous=post.anonymous, recorded_at=now, email=post.contact_email,
+                                 wechat_openid=post.wechat_openid, preferred_channel=post.preferred_channel,
+                                 poster_ref=poster_ref)
         submitted_event = make_event(submitted, source=self.settings.source, time=now)
         contact_event = make_event(contact, source=self.settings.source, time=now)
         return {
@@ -308,8 +364,9 @@ class IntakeService:
             "attachments": list(post.attachments),
             "attachment_ids": list(post.attachment_ids),
             "requested_category": post.requested_category,
-            "poster_ref": submitted.poster_ref,
-            "contact": {"phone": post.contact_phone, "name": post.name},
+            "poster_ref": poster_ref,
+            "contact": {"phone": post.contact_phone, "name": post.name, "email": post.contact_email,
+                        "wechat_openid": post.wechat_openid},
             "phone_last4": post.contact_phone[-4:] if post.contact_phone else None,
             "replies": [],
             "timeline": [_timeline_entry(submitted)],
@@ -338,39 +395,45 @@ class IntakeService:
         last4 = doc.get("phone_last4")
         return bool(phone_last4 and last4 and same_secret(phone_last4, last4))
 
-    # ------------------------------------------------------------------ the SMS conversation
+    # ------------------------------------------------------------------ the text conversation (SMS, WeChat)
     async def sms_inbound(self, sender: str, text: str) -> dict[str, Any]:
-        """``查询 编号`` answers the status, ``评价 编号 满意|基本满意|不满意 [理由]`` rates the sender's own case,
-        anything else becomes a post. Every answer also goes out as an SMS through the notifications topic."""
+        return await self.converse(TextSender.sms(sender), text)
+
+    async def converse(self, sender: TextSender, text: str, *, message_id: str | None = None) -> dict[str, Any]:
+        """One conversation for every text channel: ``查询 编号`` answers the status, ``评价 编号
+        满意|基本满意|不满意 [理由]`` rates the sender's own case, anything else becomes a post. On SMS every
+        answer also goes out as a text through the notifications topic; WeChat answers in its reply.
+        ``message_id`` (the channel's id of the message) makes a redelivered message post only once."""
         command_text = unicodedata.normalize("NFKC", text)  # full-width digits, letters and spaces too
         if match := SMS_QUERY.match(command_text):
-            return await self._sms_query(sender, domain.normalise_tracking_number(match.group(1)))
+            return await self._text_query(sender, domain.normalise_tracking_number(match.group(1)))
         if match := SMS_RATING.match(command_text):
             tracking = domain.normalise_tracking_number(match.group(1))
-            return await self._sms_rating(sender, tracking, SMS_RATINGS[match.group(2)], match.group(3) or None)
+            return await self._text_rating(sender, tracking, SMS_RATINGS[match.group(2)], match.group(3) or None)
         text = text.strip()
         if not text:
             raise Invalid("the message is empty", "text")
-        post = NewPost(channel=Channel.SMS, title=text[:30], body=text[:5000], contact_phone=sender)
-        accepted = await self.submit(post, client_ip=None, idempotency_key=None)
+        post = sender.new_post(text)
+        key = f"{sender.channel.value}:{message_id}" if message_id else None
+        accepted = await self.submit(post, client_ip=None, idempotency_key=key)
         tracking = accepted.body["tracking_number"]
-        # the notifier sends the citizen the "received" SMS from the submitted event: no second message here
+        # the notifier sends the citizen the "received" message from the submitted event: no second one here
         return {"action": "post", "tracking_number": tracking,
                 "reply": f"您的诉求已受理，编号 {tracking}。查询进度请回复：查询 {tracking}"}
 
-    async def _sms_query(self, sender: str, tracking: str) -> dict[str, Any]:
+    async def _text_query(self, sender: TextSender, tracking: str) -> dict[str, Any]:
         doc = await self.store.get_by_tracking(tracking)
         if doc is None:
             return {"action": "query", "reply": f"未找到编号为 {tracking} 的诉求，请核对后重试。"}
         answer = self._status_answer(doc)
-        notification_id = await self._sms_answer(doc, sender, answer, "status")
+        notification_id = await self._text_answer(doc, sender, answer, "status")
         return {"action": "query", "tracking_number": doc["tracking_number"], "reply": answer,
                 "notification_id": notification_id}
 
-    async def _sms_rating(self, sender: str, tracking: str, rating: Rating, reason: str | None) -> dict[str, Any]:
+    async def _text_rating(self, sender: TextSender, tracking: str, rating: Rating,
+                           reason: str | None) -> dict[str, Any]:
         doc = await self.store.get_by_tracking(tracking)
-        phone = (doc or {}).get("contact", {}).get("phone")
-        if doc is None or not same_secret(sender, phone):
+        if doc is None or not sender.owns(doc):
             # the same answer for an unknown number and someone else's: nothing about other cases leaks
             return {"action": "rating", "reply": f"未找到您提交的编号为 {tracking} 的诉求，请核对后重试。"}
         command = domain.Rate(rating=rating, reason=mask_personal_text(reason[:500]) if reason else None,
@@ -381,22 +444,25 @@ class IntakeService:
         except IllegalTransition:
             status = STATUS_TEXT[CaseStatus(doc["status"])]
             answer = f"您的诉求 {doc['tracking_number']} 当前状态：{status}，暂不能评价。"
-            notification_id = await self._sms_answer(doc, sender, answer, "rating_refused")
+            notification_id = await self._text_answer(doc, sender, answer, "rating_refused")
             return {"action": "rating", "tracking_number": doc["tracking_number"], "reply": answer,
                     "notification_id": notification_id}
         answer = f"感谢您的评价（{RATING_TEXT[rating]}）。您的诉求 {doc['tracking_number']} 当前状态：" \
                  f"{STATUS_TEXT[CaseStatus(doc['status'])]}。"
-        notification_id = await self._sms_answer(doc, sender, answer, "rating")
+        notification_id = await self._text_answer(doc, sender, answer, "rating")
         return {"action": "rating", "tracking_number": doc["tracking_number"], "rating": rating.value,
                 "status": doc["status"], "reply": answer, "notification_id": notification_id}
 
-    async def _sms_answer(self, doc: dict[str, Any], sender: str, text: str, template: str) -> str:
-        """Queue an SMS answer on the private notifications topic (through the case's outbox)."""
+    async def _text_answer(self, doc: dict[str, Any], sender: TextSender, text: str, template: str) -> str | None:
+        """Queue an SMS answer on the private notifications topic (through the case's outbox); channels that
+        answer in their reply (WeChat's passive reply) need none."""
+        if sender.channel is not Channel.SMS:
+            return None
         now = self.clock.now()
         notification = ev.Notification(
             notification_id=f"{template}:{doc['_id']}:{secrets.token_hex(6)}", case_id=doc["_id"],
             tracking_number=doc["tracking_number"], kind=ev.NotificationKind.STATUS,
-            channel=ev.NotificationChannel.SMS, to=sender, template=template, text=text, created_at=now)
+            channel=ev.NotificationChannel.SMS, to=sender.address, template=template, text=text, created_at=now)
         event = make_event(notification, source=self.settings.source, time=now)
         await self.store.push_outbox(doc["_id"], [outbox_entry(event, "notifications")])
         self.on_commit()
@@ -921,7 +987,6 @@ def internal_case_view(doc: dict[str, Any], now: datetime, principal: Principal 
         location=doc.get("location"),
         anonymous=doc.get("anonymous", False),
         attachments=_attachments(doc),
-        poster_ref=doc.get("poster_ref"),
         requested_category=doc.get("requested_category"),
         requested_category_name=reference().category_name(doc.get("requested_category")),
         assigned_at=_iso(doc.get("assigned_at")),

@@ -15,4 +15,8 @@ PUBLISHED = Counter(metric_name("intake", "outbox_published"), "Events the relay
 RELAY_ERRORS = Counter(metric_name("intake", "relay_errors"), "Relay failures (producer recreated)")
 DECISIONS = Counter(metric_name("intake", "routing_decisions"), "Routing decisions by outcome", ["outcome"])
 CONSUMER = ConsumerHealth("intake")
+CONTACTS_ERASED = Counter(metric_name("intake", "contacts_erased"),
+                          "Citizens' contacts erased after the retention period (PIPL)")
+WECHAT_MESSAGES = Counter(metric_name("intake", "wechat_messages"),
+                          "WeChat official-account messages by outcome", ["outcome"])
 ATTACHMENTS = Counter(metric_name("intake", "attachments"), "Photos accepted, by type", ["type"])

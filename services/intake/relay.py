@@ -107,7 +107,8 @@ class OutboxRelay:
             entries = doc.get("outbox") or []
             for entry in entries:
                 topic = getattr(self.names, entry["topic"])
-                futures.append((topic, await producer.send(topic, entry["value"].encode(),
+                value = entry["value"].encode() if entry["value"] is not None else None  # None: a tombstone
+                futures.append((topic, await producer.send(topic, value,
                                                            key=entry["key"].encode())))
             if entries:
                 published[doc["_id"]] = entries

@@ -34,7 +34,7 @@ from services.intake.domain import Callback, Case, Notice, PendingExtension, Pen
 DuplicateKey = DuplicateKeyError
 _CASE_FIELDS = [f.name for f in dataclasses.fields(Case) if f.name != "case_id"]
 PRIVATE_FIELDS = ("contact", "outbox", "idempotency_key", "idempotency_fingerprint", "applied_decisions",
-                  "phone_last4", "original")
+                  "phone_last4", "original", "poster_ref")
 # Reading a case for a list or the public board: never the outbox, the contact or the timeline's bulk
 LIST_PROJECTION = {name: 0 for name in PRIVATE_FIELDS}
 
@@ -300,7 +300,7 @@ class CaseStore:
         await asyncio.gather(*(insert_each(collection, rows) for collection, rows in pointers))
         return errors
 
-    async def _flag_pending(self, case_id: str) -> None:
+    async def flag_pending(self, case_id: str) -> None:
         """Written after the case: the relay's list of cases to look at (``seq`` tells it of later events)."""
         await self.pending.update_one({"_id": case_id}, {"$inc": {"seq": 1}}, upsert=True)
 
@@ -318,7 +318,7 @@ class CaseStore:
         async with self.locks.holding([case.case_id]):
             result = await self.cases.update_one({"_id": case.case_id, "version": expected_version}, update)
             if result.modified_count == 1 and outbox:
-                await self._flag_pending(case.case_id)
+                await self.flag_pending(case.case_id)
             if result.modified_count == 1:
                 await self._index_commit(case.case_id, update["$set"])
         return result.modified_count == 1
@@ -337,7 +337,7 @@ class CaseStore:
             result = await self.cases.update_one(
                 {"_id": case_id}, {"$push": {"outbox": {"$each": entries}}, "$inc": {"outbox_count": len(entries)}})
             if result.modified_count == 1:
-                await self._flag_pending(case_id)
+                await self.flag_pending(case_id)
         return result.modified_count == 1
 
     # ------------------------------------------------------------------ outbox

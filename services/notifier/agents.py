@@ -216,7 +216,15 @@ class NotifierWorker:
 
     async def handle_batch(self, records: list[ConsumerRecord]) -> None:
         events: list[tuple[CaseEvent, int]] = []
+        erased: list[str] = []  # tombstones, erased together but never after a later contact of the batch
         for record in records:
+            if record.topic == self.names.case_contacts and record.value is None:
+                if record.key:
+                    erased.append(record.key.decode())
+                continue
+            if record.topic == self.names.case_contacts and erased:
+                await self.service.erase_contacts(erased)
+                erased = []
             try:
                 event = parse_event(record.value or b"")
             except EventValidationError as exc:
@@ -231,6 +239,7 @@ class NotifierWorker:
                 await self.events.dead_letter(record, EventValidationError(
                     f"event type {event.type!r} does not belong on topic {record.topic!r}", "type"), service=SERVICE)
                 DEAD_LETTERS.labels("invalid_event").inc()
+        await self.service.erase_contacts(erased)
         if events:
             await self.service.apply_batch(events)
 

@@ -56,7 +56,14 @@ from services.notifier.domain import (
     render,
     staff_notices,
 )
-from services.notifier.metrics import ALERTS, DEAD_LETTERS, OPEN_CASES, OVERDUE_OPEN_CASES, PENDING_CONTACT
+from services.notifier.metrics import (
+    ALERTS,
+    CONTACTS_ERASED,
+    DEAD_LETTERS,
+    OPEN_CASES,
+    OVERDUE_OPEN_CASES,
+    PENDING_CONTACT,
+)
 from services.notifier.store import NotifierStore
 
 log = get_logger(__name__)
@@ -191,6 +198,12 @@ class NotifierService:
             PENDING_CONTACT.labels("released").inc()
             await self._resolve(doc, data)
         await self.store.clear_waiting(contact.case_id)
+
+    async def erase_contacts(self, case_ids: list[str]) -> None:
+        """Tombstones on the contacts topic: intake erased these contacts after their retention period."""
+        if case_ids:
+            await self.store.erase_contacts(case_ids)
+            CONTACTS_ERASED.inc(len(case_ids))
 
     async def _resolve(self, doc: dict[str, Any], contact_data: dict[str, Any]) -> None:
         contact = CaseContact.model_validate(contact_data)

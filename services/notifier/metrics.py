@@ -19,4 +19,6 @@ SCAN_SECONDS = Histogram("wenzheng_notifier_scan_seconds", "Time of one ladder s
                          buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5))
 PENDING_CONTACT = Counter("wenzheng_notifier_pending_contact_total",
                           "Notifications that waited for the citizen's contact", ["outcome"])
+CONTACTS_ERASED = Counter("wenzheng_notifier_contacts_erased_total",
+                          "Contacts dropped on intake's erasure (a tombstone on the contacts topic)")
 HEALTH = ConsumerHealth("notifier")

@@ -50,6 +50,14 @@ class NotifierStore:
     async def save_contact(self, case_id: str, contact: dict[str, Any]) -> None:
         await self.contacts.update_one({"_id": case_id}, {"$set": {"contact": contact}}, upsert=True)
 
+    async def erase_contacts(self, case_ids: list[str]) -> int:
+        """The contacts intake erased after their retention period, and the addresses copied into this
+        case's notifications (the notifications themselves stay, addressed to nobody)."""
+        result = await self.contacts.delete_many({"_id": {"$in": case_ids}})
+        await self.notifications.update_many({"case_id": {"$in": case_ids}, "to": {"$ne": None}},
+                                             {"$set": {"to": None}})
+        return result.deleted_count
+
     async def contact(self, case_id: str) -> dict[str, Any] | None:
         doc = await self.contacts.find_one({"_id": case_id})
         return doc["contact"] if doc else None

@@ -33,6 +33,7 @@ from services.common.config import CommonSettings, TopicSettings, common_setting
 from services.common.events import (
     CaseAssigned,
     CaseClosed,
+    CaseContact,
     CaseLinked,
     CaseReplied,
     CaseReturned,
@@ -86,7 +87,9 @@ class _Job:
 
     index: int
     case: CaseRouting
-    event: Event
+    source_event_id: str  # the event the decision answers (the submission, even when its contact came later)
+    source_version: int
+    occurred_at: datetime
     first_routing: bool  # a submission (look for a duplicate), not a re-routing after a return
 
 
@@ -152,21 +155,16 @@ class RouterWorker:
         data = event.data
         case = batch.cases[event.subject]
         version = getattr(data, "version", 0)
-        if case is not None and version <= case.last_version:
+        if case is not None and version <= case.last_version and not isinstance(data, CaseContact):
             EVENTS.labels(event.short_type, "duplicate").inc()
             return None
         EVENTS.labels(event.short_type, "applied").inc()
 
+        if isinstance(data, CaseContact):
+            return self._apply_contact(index, data, case, batch)
         if isinstance(data, CaseSubmitted):
-            case = CaseRouting(case_id=data.case_id, text=f"{data.title} {data.body}", location=data.location,
-                               poster_ref=data.poster_ref, submitted_at=data.occurred_at, last_version=version)
-            batch.cases[event.subject] = case
-            batch.jobs.append(_Job(index, _snapshot(case), event, first_routing=True))
-            if case.poster_ref:
-                batch.submitted.setdefault(case.poster_ref, []).append(
-                    (index, RecentPost(case.case_id, case.text, data.occurred_at)))
-            return case.to_dict()
-        if case is None:
+            return self._apply_submission(index, event, data, case, batch)
+        if case is None or case.submitted_at is None:
             # an event for a case whose submission this worker never saw (e.g. topic retention): nothing to do
             return None
         case.last_version = version
@@ -188,11 +186,47 @@ class RouterWorker:
                 case.tried.append(data.department_id)
             batch.corrections.append((event.id, _snapshot(case), case.category, data.department_id, "returned"))
             CORRECTIONS.labels("returned").inc()
-            batch.jobs.append(_Job(index, _snapshot(case), event, first_routing=False))
+            batch.jobs.append(_Job(index, _snapshot(case), event.id, version, data.occurred_at, first_routing=False))
         elif isinstance(data, CaseReplied | CaseClosed | CaseLinked):
             batch.closed.append(_snapshot(case))
             batch.closed_at.setdefault(case.case_id, index)
         return case.to_dict()
+
+    def _apply_submission(self, index: int, event: Event, data: CaseSubmitted, earlier: CaseRouting | None,
+                          batch: _BatchState) -> dict[str, Any]:
+        """Route now if the poster's key is known (its contact came first, or an old event carried it on the
+        public topic); otherwise wait for the contact, which intake publishes with the submission."""
+        poster_ref = data.poster_ref or (earlier.poster_ref if earlier is not None else None)
+        known = bool(data.poster_ref) or (earlier is not None and earlier.contact_seen)
+        case = CaseRouting(case_id=data.case_id, text=f"{data.title} {data.body}", location=data.location,
+                           poster_ref=poster_ref, submitted_at=data.occurred_at, last_version=data.version,
+                           awaiting_contact=not known, contact_seen=known, submission_event_id=event.id)
+        batch.cases[event.subject] = case
+        if known:
+            self._queue_first_routing(index, case, batch)
+        return case.to_dict()
+
+    def _apply_contact(self, index: int, contact: CaseContact, case: CaseRouting | None,
+                       batch: _BatchState) -> dict[str, Any] | None:
+        EVENTS.labels("case.contact", "applied").inc()
+        if case is None:  # the contact came first: remember the key for the submission
+            case = CaseRouting(case_id=contact.case_id, text="", poster_ref=contact.poster_ref, contact_seen=True)
+            batch.cases[contact.case_id] = case
+            return case.to_dict()
+        if not case.awaiting_contact:
+            return None  # already routed (a replayed or corrected contact changes nothing)
+        case.poster_ref, case.awaiting_contact, case.contact_seen = contact.poster_ref, False, True
+        self._queue_first_routing(index, case, batch)
+        return case.to_dict()
+
+    @staticmethod
+    def _queue_first_routing(index: int, case: CaseRouting, batch: _BatchState) -> None:
+        assert case.submitted_at is not None and case.submission_event_id is not None
+        batch.jobs.append(_Job(index, _snapshot(case), case.submission_event_id, 1, case.submitted_at,
+                               first_routing=True))
+        if case.poster_ref:
+            batch.submitted.setdefault(case.poster_ref, []).append(
+                (index, RecentPost(case.case_id, case.text, case.submitted_at)))
 
     async def _route_all(self, batch: _BatchState) -> list[RoutingDecision]:
         posters = [(job.case.poster_ref, job.case.submitted_at) for job in batch.jobs
@@ -214,9 +248,8 @@ class RouterWorker:
                 candidates = [post for post in stored.get(poster, []) if post.case_id not in in_batch] + earlier
                 recent = [replace(post, open=False) if batch.closed_before(post.case_id, job.index) else post
                           for post in candidates]
-            decision = route(job.case, engine, self.calendar, self.policy, source_event_id=job.event.id,
-                             source_version=job.event.data.version, occurred_at=job.event.data.occurred_at,
-                             recent=recent)
+            decision = route(job.case, engine, self.calendar, self.policy, source_event_id=job.source_event_id,
+                             source_version=job.source_version, occurred_at=job.occurred_at, recent=recent)
             DECISIONS.labels(decision.category or "none", decision.outcome.value).inc()
             if decision.outcome is not RoutingOutcome.DUPLICATE:
                 self.quality.decision(month_of(job.case.submitted_at), decision.category, decision.department_id)
@@ -306,7 +339,9 @@ def create_app(settings: RouterSettings | None = None, names: TopicSettings | No
         datadir=str(settings.data_dir / settings.app_id),
     )
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
-    case_events = app.topic(names.case_events, **raw)
+    # the private contacts (keyed and partitioned like the case events) carry the poster's key for duplicates
+    case_events = app.topic(names.case_events, names.case_contacts, **raw)
+    topic_keys = {names.case_events: "case_events", names.case_contacts: "case_contacts"}
     decisions = app.topic(names.routing_decisions, **raw)
     dead_letters = app.topic(names.dead_letter, **raw)
     table = app.Table("case-routing", default=None, partitions=settings.partitions)
@@ -364,8 +399,11 @@ def create_app(settings: RouterSettings | None = None, names: TopicSettings | No
             parsed = []
             for record in records:
                 message = record.message
+                if message.value is None and message.topic == names.case_contacts:
+                    continue  # a contact erased after its retention period: nothing for the router
                 try:
-                    parsed.append((record, parse_event(message.value or b"", expected_topic="case_events")))
+                    parsed.append((record, parse_event(message.value or b"",
+                                                       expected_topic=topic_keys.get(message.topic, "case_events"))))
                 except EventValidationError as exc:
                     letter = dead_letter_for(topic=message.topic, value=message.value, key=message.key,
                                              partition=message.partition, offset=message.offset, reason=str(exc),

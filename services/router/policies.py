@@ -66,6 +66,12 @@ class CaseRouting:
     tried: list[str] = field(default_factory=list)
     category: str | None = None
     last_version: int = 0
+    # The poster's key comes privately, on the contacts topic, beside the public submission: a submission
+    # waits for it (``awaiting_contact``, with what its decision must answer), a contact that comes first
+    # leaves a row with ``contact_seen`` and no text yet.
+    awaiting_contact: bool = False
+    contact_seen: bool = False
+    submission_event_id: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -79,6 +85,9 @@ class CaseRouting:
             "tried": list(self.tried),
             "category": self.category,
             "last_version": self.last_version,
+            "awaiting_contact": self.awaiting_contact,
+            "contact_seen": self.contact_seen,
+            "submission_event_id": self.submission_event_id,
         }
 
     @classmethod
@@ -94,6 +103,9 @@ class CaseRouting:
             tried=list(raw.get("tried", [])),
             category=raw.get("category"),
             last_version=raw.get("last_version", 0),
+            awaiting_contact=raw.get("awaiting_contact", False),
+            contact_seen=raw.get("contact_seen", False),
+            submission_event_id=raw.get("submission_event_id"),
         )
 
 

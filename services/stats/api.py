@@ -10,16 +10,16 @@ import contextlib
 import re
 from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from services.common.clock import Clock, clock_from_environment
 from services.common.config import TopicSettings, common_settings, topics
+from services.common.errors import ApiError, BodyLimits, document_errors, install_error_handlers
 from services.common.kafka import EventPublisher, new_producer
 from services.common.logging import get_logger
 from services.common.metrics import METRICS_CONTENT_TYPE, render_metrics
@@ -58,13 +58,15 @@ log = get_logger(__name__)
 MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        self.status, self.code, self.message, self.field = status, code, message, field
-
-
-def _error(status: int, code: str, message: str, field: str | None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, "field": field}}, status_code=status)
+MONTH_PATTERN = r"^(19|20)\d{2}-(0[1-9]|1[0-2])$"
+DATE_PATTERN = r"^(19|20)\d{2}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$"
+MonthQuery = Annotated[str | None, Query(pattern=MONTH_PATTERN, description="YYYY-MM")]
+_DATE_FORMAT = {"format": "date"}
+FromQuery = Annotated[str | None, Query(alias="from", pattern=DATE_PATTERN, description="YYYY-MM-DD",
+                                        json_schema_extra=_DATE_FORMAT)]
+ToQuery = Annotated[str | None, Query(pattern=DATE_PATTERN, description="YYYY-MM-DD", json_schema_extra=_DATE_FORMAT)]
+SortQuery = Annotated[Literal["reply_rate", "on_time_rate", "satisfaction_rate"], Query()]
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such unit in the period"}}
 
 
 def _parse_date(value: str, field: str) -> date:
@@ -103,12 +105,15 @@ class Service:
         first = _parse_date(start, "from") if start else (
             month_bounds(periods[0])[0] if periods else self.today())
         last = _parse_date(end, "to") if end else self.today()
-        if last < first:
-            raise ApiError(422, "invalid_period", "'to' is before 'from'", "to")
-        if (last - first).days > 366 * 20:
-            raise ApiError(422, "invalid_period", "period longer than 20 years", "from")
+        asked = {"from": first.isoformat(), "to": last.isoformat()}
+        # nothing was counted before the first month with data or after today: the same rates, fewer keys
+        if periods:
+            first = max(first, month_bounds(periods[0])[0])
+        last = min(last, self.today())
+        if last < first:  # an empty period (or 'to' before 'from'): no cases, every rate empty
+            return [], [], {**asked, "empty": True}
         months, days = period_keys(first, last)
-        return months, days, {"from": first.isoformat(), "to": last.isoformat()}
+        return months, days, asked
 
 
 def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | None = None,
@@ -161,16 +166,9 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
             await client.close()
 
     app = FastAPI(title="Wenzheng stats", version="1.0", lifespan=lifespan)
-
-    @app.exception_handler(ApiError)
-    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc.status, exc.code, exc.message, exc.field)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        field = ".".join(str(p) for p in err.get("loc", ())[1:]) or None
-        return _error(422, "invalid_request", str(err.get("msg")), field)
+    install_error_handlers(app)
+    app.add_middleware(BodyLimits)
+    document_errors(app, text_paths={"/metrics": "text/plain"})
 
     def svc_of(request: Request) -> Service:
         return request.app.state.svc
@@ -193,8 +191,8 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
         return Response(render_metrics(registry), media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/v1/stats/overview", responses=documented(shapes.Overview))
-    async def overview(request: Request, month: str | None = None, from_: str | None = Query(None, alias="from"),
-                       to: str | None = None) -> dict[str, Any]:
+    async def overview(request: Request, month: MonthQuery = None, from_: FromQuery = None,
+                       to: ToQuery = None) -> dict[str, Any]:
         svc = svc_of(request)
         months, days, period = await svc.period(month, from_, to)
         rates = overall(svc, months, days)
@@ -217,10 +215,9 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
         return sort
 
     @app.get("/v1/stats/departments", responses=documented(shapes.Departments))
-    async def departments(request: Request, month: str | None = None,
-                          from_: str | None = Query(None, alias="from"), to: str | None = None,
-                          sort: str = "satisfaction_rate", min_sample: int | None = Query(None, ge=1, le=1_000_000)
-                          ) -> dict[str, Any]:
+    async def departments(request: Request, month: MonthQuery = None, from_: FromQuery = None, to: ToQuery = None,
+                          sort: SortQuery = "satisfaction_rate",
+                          min_sample: int | None = Query(None, ge=1, le=1_000_000)) -> dict[str, Any]:
         svc = svc_of(request)
         check_sort(sort)
         months, days, period = await svc.period(month, from_, to)
@@ -230,9 +227,9 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
         return {"period": period, "sort": sort, "min_sample": minimum, "method": "wilson_lower_bound_95",
                 "ranking": ranked, "below_min_sample": small}
 
-    @app.get("/v1/stats/departments/{unit_id}", responses=documented(shapes.Department))
-    async def department(request: Request, unit_id: str, month: str | None = None,
-                         from_: str | None = Query(None, alias="from"), to: str | None = None) -> dict[str, Any]:
+    @app.get("/v1/stats/departments/{unit_id}", responses={**documented(shapes.Department), **_NOT_FOUND})
+    async def department(request: Request, unit_id: str, month: MonthQuery = None, from_: FromQuery = None,
+                         to: ToQuery = None) -> dict[str, Any]:
         svc = svc_of(request)
         months, days, period = await svc.period(month, from_, to)
         row = next((r for r in breakdown(svc, "unit", months, days) if r["id"] == unit_id), None)
@@ -241,22 +238,22 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
         return {"period": period, **row}
 
     @app.get("/v1/stats/categories", responses=documented(shapes.Breakdown))
-    async def categories(request: Request, month: str | None = None,
-                         from_: str | None = Query(None, alias="from"), to: str | None = None) -> dict[str, Any]:
+    async def categories(request: Request, month: MonthQuery = None, from_: FromQuery = None,
+                         to: ToQuery = None) -> dict[str, Any]:
         svc = svc_of(request)
         months, days, period = await svc.period(month, from_, to)
         return {"period": period, "items": breakdown(svc, "category", months, days)}
 
     @app.get("/v1/stats/counties", responses=documented(shapes.Breakdown))
-    async def counties(request: Request, month: str | None = None,
-                       from_: str | None = Query(None, alias="from"), to: str | None = None) -> dict[str, Any]:
+    async def counties(request: Request, month: MonthQuery = None, from_: FromQuery = None,
+                       to: ToQuery = None) -> dict[str, Any]:
         svc = svc_of(request)
         months, days, period = await svc.period(month, from_, to)
         return {"period": period, "items": breakdown(svc, "county", months, days)}
 
     @app.get("/v1/stats/timeseries", responses=documented(shapes.Timeseries))
-    async def timeseries(request: Request, granularity: str = "monthly", from_: str | None = Query(None, alias="from"),
-                         to: str | None = None) -> dict[str, Any]:
+    async def timeseries(request: Request, granularity: Annotated[Literal["daily", "monthly"], Query()] = "monthly",
+                         from_: FromQuery = None, to: ToQuery = None) -> dict[str, Any]:
         svc = svc_of(request)
         if granularity not in ("daily", "monthly"):
             raise ApiError(422, "invalid_granularity", "granularity must be daily or monthly", "granularity")
@@ -268,17 +265,17 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
             return {"granularity": granularity, "period": period, "points": points}
         last = _parse_date(to, "to") if to else today
         first = _parse_date(from_, "from") if from_ else last - timedelta(days=30)
-        if last < first or (last - first).days > 366:
-            raise ApiError(422, "invalid_period", "daily series need 0..366 days", "from")
-        days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+        first = max(first, last - timedelta(days=366))  # a daily series covers at most 366 days up to 'to'
+        days = [(first + timedelta(days=i)).isoformat() for i in range(max(0, (last - first).days + 1))]
         points = [{"period": day, "label": chinese_date(date.fromisoformat(day)),
                    **svc.view.rollup("all", "all", day).rates(today)} for day in days]
         return {"granularity": granularity, "period": {"from": first.isoformat(), "to": last.isoformat()},
                 "points": points}
 
     @app.get("/v1/reports/monthly", responses=documented(shapes.Monthly, "text/csv", "text/html", XLSX_TYPE))
-    async def monthly_report(request: Request, month: str, format: str | None = None,
-                             sort: str = "satisfaction_rate") -> Response:
+    async def monthly_report(request: Request, month: Annotated[str, Query(pattern=MONTH_PATTERN)],
+                             format: Annotated[Literal["json", "csv", "html", "xlsx"] | None, Query()] = None,
+                             sort: SortQuery = "satisfaction_rate") -> Response:
         svc = svc_of(request)
         check_sort(sort)
         months, days, period = await svc.period(month, None, None)
@@ -307,7 +304,8 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
         return {"page": page, "page_size": size, "items": await ledger_page(svc, filters, (page - 1) * size, size)}
 
     @app.get("/v1/ledger", responses=documented(shapes.LedgerPage, "text/csv", XLSX_TYPE))
-    async def ledger(request: Request, filters: Annotated[LedgerFilters, Depends()], format: str = "json",
+    async def ledger(request: Request, filters: Annotated[LedgerFilters, Depends()],
+                     format: Annotated[Literal["json", "csv", "xlsx"], Query()] = "json",
                      page: int = Query(1, ge=1, le=100_000), page_size: int = Query(50, ge=1, le=200)) -> Response:
         """The ledger (台账): one row per case with names; ``format=csv|xlsx`` downloads every matching row (up
         to ``ledger_export_max``), ``json`` pages like ``/v1/cases``."""
@@ -332,7 +330,7 @@ class LedgerFilters:
     """Filters of the ledger (query parameters): unit, category, county, status, received month, flags."""
 
     def __init__(self, unit: str | None = None, category: str | None = None, county: str | None = None,
-                 status: str | None = None, month: str | None = None, flagged: bool | None = None,
+                 status: str | None = None, month: MonthQuery = None, flagged: bool | None = None,
                  overdue: bool | None = None) -> None:
         if month is not None and not MONTH.match(month):
             raise ApiError(422, "invalid_month", "expected YYYY-MM", "month")

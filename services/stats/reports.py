@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 
@@ -90,6 +91,7 @@ def ledger_csv(rows: Iterable[dict[str, Any]]) -> str:
 
 
 def ledger_xlsx(rows: Sequence[dict[str, Any]], title: str) -> bytes:
+    title = ILLEGAL_CHARACTERS_RE.sub("", title)  # a filter value may hold control characters a sheet cannot
     book = Workbook()
     sheet = book.active
     sheet.title = "台账"

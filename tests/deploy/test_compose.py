@@ -12,8 +12,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
 SERVICES = COMPOSE["services"]
-PLATFORM = ("intake", "router", "notifier", "stats")
-SCALED = ("router", "notifier", "stats")
+PLATFORM = ("intake", "router", "notifier", "stats", "portal")
+SCALED = ("router", "notifier", "stats", "portal")
 
 
 def test_infrastructure_images():
@@ -51,7 +51,22 @@ def test_data_lives_in_named_volumes():
 
 def test_topics_are_created_before_services_start():
     for name in PLATFORM:
+        if name == "portal":  # it writes no topic: it waits for the APIs it calls
+            assert set(SERVICES[name]["depends_on"]) == {"intake", "stats"}
+            continue
         assert SERVICES[name]["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
+
+
+def test_the_portal_calls_intake_and_stats_and_needs_its_secret():
+    environment = SERVICES["portal"]["environment"]
+    assert environment["WENZHENG_PORTAL_INTAKE_URL"] == "http://intake:8000"
+    assert environment["WENZHENG_PORTAL_STATS_URL"] == "http://stats:8000"
+    assert environment["WENZHENG_PORTAL_SECRET"].startswith("${WENZHENG_PORTAL_SECRET:?")
+
+
+def test_the_image_carries_the_npm_packages_the_portal_serves():
+    text = (ROOT / "deploy" / "Dockerfile").read_text(encoding="utf-8")
+    assert "npm ci" in text and "package-lock.json" in text and "node_modules" in text
 
 
 def test_dockerfile_installs_the_project():
@@ -67,5 +82,6 @@ def test_dockerfile_installs_the_project():
 def test_docker_compose_config_is_valid():
     result = subprocess.run(["docker", "compose", "config", "-q"], cwd=ROOT, capture_output=True, text=True,
                             env={"WENZHENG_CREDENTIALS_FILE": str(ROOT / "pyproject.toml"), "PATH": "/usr/bin:/bin",
-                                 "WENZHENG_INTAKE_SECRET": "s", "WENZHENG_INTAKE_SMS_GATEWAY_TOKEN": "t"})
+                                 "WENZHENG_INTAKE_SECRET": "s", "WENZHENG_INTAKE_SMS_GATEWAY_TOKEN": "t",
+                                 "WENZHENG_PORTAL_SECRET": "p"})
     assert result.returncode == 0, result.stderr

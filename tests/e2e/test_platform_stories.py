@@ -5,7 +5,6 @@ supervisor and a subscriber of the public topics each see."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from services.common.events import parse_event
 from tests.harness.people import platform_tokens
 from tests.harness.platform import Platform
 from tests.harness.topics import read_topic
+from tests.harness.waiting import wait_for as wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 PHONE = "13912345678"
@@ -41,14 +41,7 @@ def tokens(platform):
 
 
 def wait_for(check: Callable[[], object], what: str, timeout: float = WAIT):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
+    return wait_until(check, what, timeout)
 
 
 def post(platform, body: dict, headers: dict | None = None) -> dict:

@@ -108,6 +108,10 @@ class Platform:
         env["WENZHENG_INTAKE_CONSUMER_GROUP"] = f"wenzheng-intake-{self.run_id}"
         env["WENZHENG_NOTIFIER_GROUP_ID"] = f"wenzheng-notifier-{self.run_id}"
         env["WENZHENG_STATS_CONSUMER_GROUP"] = f"wenzheng-stats-{self.run_id}"
+        # the portal calls this run's intake and stats (first replicas)
+        for service in ("intake", "stats"):
+            if service in self.specs:
+                env[f"WENZHENG_PORTAL_{service.upper()}_URL"] = f"http://127.0.0.1:{self.port_for(service, 0)}"
         env.update(self.extra_env)
         return env
 

@@ -85,7 +85,8 @@ async def read_topic(bootstrap: str, topic: str, *, until: Callable[[list[dict]]
             ends = await consumer.end_offsets(tps)
             batch = await consumer.getmany(*tps, timeout_ms=300)
             for records in batch.values():
-                messages.extend({"key": r.key.decode() if r.key else None, "value": r.value.decode(),
+                messages.extend({"key": r.key.decode() if r.key else None,
+                                 "value": r.value.decode() if r.value is not None else None,  # None: a tombstone
                                  "partition": r.partition, "offset": r.offset} for r in records)
             caught_up = all([await consumer.position(tp) >= ends[tp] for tp in tps])
             if caught_up and (until is None or until(messages)):

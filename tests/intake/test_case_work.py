@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 
+from services.common.reference import reference
 from services.common.workdays import local_date
 from tests.intake.conftest import Intake, decode, random_phone, read_topic
 
@@ -106,7 +107,7 @@ async def test_approve_as_is_and_board_filters(intake: Intake) -> None:
     assert [i["tracking_number"] for i in (await _board(intake, q=marker, department_id="city_transport"))["items"]] \
         == [tn]
     item = (await _board(intake, q=marker))["items"][0]
-    assert item["department"] == {"id": "city_transport", "name": "赣州市交通运输局"}
+    assert item["department"] == {"id": "city_transport", "name": reference().unit_name("city_transport")}
     assert item["category"] == {"code": "urban_management", "name": "城市管理"}
     assert (await _board(intake, q=marker, department_id="city_housing"))["items"] == []
     assert (await _board(intake, q=marker, status="closed"))["items"] == []
@@ -279,16 +280,16 @@ async def test_attachments_checked_stripped_and_served_once_public(intake: Intak
     await intake.decide(tn, department_id="city_housing")
     await intake.wait_status(tn, "assigned")
     case_id = (await intake.case_doc(tn))["_id"]
-    assert (await intake.client.get(f"/v1/attachments/{attachment_id}")).status_code == 404
+    assert (await intake.client.get(f"/v1/attachments/{attachment_id}")).status_code == 401  # staff only, yet
     assert (await intake.client.get(f"/v1/attachments/{attachment_id}", headers=intake.dept("city_ecology"))
             ).status_code == 404
     staff = await intake.client.get(f"/v1/attachments/{attachment_id}", headers=intake.dept("city_housing"))
     assert staff.status_code == 200 and staff.headers["content-type"] == "image/jpeg"
     assert b"GPSLatitude" not in staff.content and b"Exif" not in staff.content and b"JFIF" in staff.content
     reused = await intake.client.post("/v1/posts", json={**_plain_post(), "attachment_ids": [attachment_id]})
-    assert reused.status_code == 422 and reused.json()["error"]["field"] == "attachment_ids"
+    assert reused.status_code == 409 and reused.json()["error"]["field"] == "attachment_ids"
     unknown = await intake.client.post("/v1/posts", json={**_plain_post(), "attachment_ids": ["a-" + "0" * 24]})
-    assert unknown.status_code == 422
+    assert unknown.status_code == 404  # well formed, nothing uploaded under it
     assert (await intake.client.post(f"/v1/cases/{case_id}/moderate", headers=intake.supervisor, json={})
             ).status_code == 200
     public = await intake.client.get(f"/v1/attachments/{attachment_id}")

@@ -64,7 +64,7 @@ def test_local_config_scrapes_the_ports_make_run_uses():
 def test_both_configs_name_the_service_jobs_alike_and_load_the_rules():
     compose_jobs = {j for j in _jobs("prometheus.yml") if j.startswith("wenzheng-")}
     assert compose_jobs == set(_jobs("prometheus.local.yml")) == {
-        f"wenzheng-{s}" for s in ("intake", "router", "notifier", "stats")}
+        f"wenzheng-{s}" for s in ("intake", "router", "notifier", "stats", "portal")}
     for config in CONFIGS:
         assert yaml.safe_load((PROMETHEUS_DIR / config).read_text(encoding="utf-8"))["rule_files"] == ["rules/*.yml"]
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.common.events import CaseAssigned, CaseClosed, CaseReturned, CaseSubmitted, make_event
+from services.common.events import CaseAssigned, CaseClosed, CaseContact, CaseReturned, CaseSubmitted, make_event
 from services.common.mongo import new_client
 from services.router.agents import RouterWorker
 from services.router.policies import CaseRouting, RoutingPolicy
@@ -21,10 +21,26 @@ LAMP = "水西镇村口的路灯坏了半个月，晚上出行很不安全，请
 WATER = "小区停水两天了没有任何通知，请水务公司尽快恢复供水"
 
 
-def submitted(case_id: str, text: str, poster: str | None, minutes: int = 0):
+def submitted(case_id: str, text: str, poster: str | None = None, minutes: int = 0):
+    """The public submission (``poster``: the key old events carried on the public topic)."""
     return make_event(CaseSubmitted(case_id=case_id, tracking_number=f"WZ-{case_id}", version=1,
                                     occurred_at=T0 + timedelta(minutes=minutes), actor="citizen", channel="web",
                                     title=text[:20], body=text, poster_ref=poster), source="/tests")
+
+
+def contact(case_id: str, poster: str | None, minutes: int = 0):
+    return make_event(CaseContact(case_id=case_id, tracking_number=f"WZ-{case_id}", phone=None, poster_ref=poster,
+                                  recorded_at=T0 + timedelta(minutes=minutes)), source="/tests")
+
+
+def posted(case_id: str, text: str, poster: str | None, minutes: int = 0, contact_first: bool = False) -> list:
+    """What intake publishes for a post: the public submission and, privately, the contact with the key."""
+    pair = [submitted(case_id, text, None, minutes), contact(case_id, poster, minutes)]
+    return pair[::-1] if contact_first else pair
+
+
+def made(decisions: list) -> list:
+    return [d for d in decisions if d is not None]
 
 
 def returned(case_id: str, department_id: str, version: int, count: int):
@@ -62,10 +78,10 @@ class Table(dict):
 
 
 async def test_a_batch_decides_like_one_event_at_a_time(worker, engine, mongo_url, run_id):
-    events = [submitted("b-1", LAMP, "p1"), submitted("b-2", WATER, "p2"), submitted("b-3", LAMP + "!", "p1", 5),
-              submitted("b-4", LAMP, "p3", 6)]
+    events = [*posted("b-1", LAMP, "p1"), *posted("b-2", WATER, "p2", contact_first=True),
+              *posted("b-3", LAMP + "!", "p1", 5), *posted("b-4", LAMP, "p3", 6)]
     table = Table()
-    decisions = await table.run(worker, events)
+    decisions = made(await table.run(worker, events))
     assert [d.outcome.value for d in decisions] == ["assigned", "assigned", "duplicate", "assigned"]
     assert decisions[2].linked_case_id == "b-1"  # a post earlier in the same batch, same poster
     assert decisions[0].department_id == "zhanggong_gov" and decisions[1].department_id == "ent_water"
@@ -74,7 +90,7 @@ async def test_a_batch_decides_like_one_event_at_a_time(worker, engine, mongo_ur
     try:
         one_by_one = Table()
         alone = RouterWorker(engine, RouterStore(client[f"wenzheng_router_single_{run_id}"]), RoutingPolicy())
-        singles = [(await one_by_one.run(alone, [event]))[0] for event in events]
+        singles = made([(await one_by_one.run(alone, [event]))[0] for event in events])
         assert [d.model_dump() for d in singles] == [d.model_dump() for d in decisions]
         assert one_by_one == table
     finally:
@@ -82,18 +98,31 @@ async def test_a_batch_decides_like_one_event_at_a_time(worker, engine, mongo_ur
         await client.close()
 
     # a later batch sees the stored posts; a replayed batch is skipped by the per-case versions
-    later = await table.run(worker, [submitted("b-5", LAMP + "。", "p1", 30)])
+    later = made(await table.run(worker, posted("b-5", LAMP + "。", "p1", 30)))
     assert later[0].outcome.value == "duplicate" and later[0].linked_case_id in {"b-1", "b-3"}
-    assert await table.run(worker, events) == [None, None, None, None]
+    assert await table.run(worker, events) == [None] * len(events)
+
+
+async def test_a_submission_waits_for_its_private_contact(worker):
+    table = Table()
+    assert await table.run(worker, [submitted("w-1", LAMP)]) == [None]
+    assert table["w-1"]["awaiting_contact"] is True and "poster_ref" not in str(submitted("w-1", LAMP).to_json())
+    decision = (await table.run(worker, [contact("w-1", "p5")]))[0]
+    assert decision.outcome.value == "assigned" and decision.source_version == 1
+    assert decision.source_event_id == table["w-1"]["submission_event_id"]
+    assert table["w-1"]["poster_ref"] == "p5" and table["w-1"]["awaiting_contact"] is False
+    assert await table.run(worker, [contact("w-1", "p5")]) == [None]  # a replayed contact routes nothing
+    # an old event that still carried the key on the public topic routes at once
+    assert (await table.run(worker, [submitted("w-2", WATER, "p6")]))[0].outcome.value == "assigned"
 
 
 async def test_several_events_of_one_case_in_one_batch_apply_in_order(worker):
     table = Table()
-    first = (await table.run(worker, [submitted("r-1", LAMP, None)]))[0]
+    first = made(await table.run(worker, posted("r-1", LAMP, None)))[0]
     decisions = await table.run(worker, [assigned("r-1", first, 2), returned("r-1", first.department_id, 3, 1),
-                                         submitted("r-2", WATER, None), returned("r-1", "city_urban_management", 4, 2)])
-    assert decisions[0] is None and decisions[2].outcome.value == "assigned"
-    reroute, triage = decisions[1], decisions[3]
+                                         *posted("r-2", WATER, None), returned("r-1", "city_urban_management", 4, 2)])
+    assert decisions[0] is None and decisions[2] is None and decisions[3].outcome.value == "assigned"
+    reroute, triage = decisions[1], decisions[4]
     assert reroute.routing_round == 2 and reroute.tried_departments == ["zhanggong_gov"]
     assert reroute.department_id not in {"zhanggong_gov", None}
     assert triage.routing_round == 3 and triage.outcome.value == "triage"
@@ -104,9 +133,9 @@ async def test_several_events_of_one_case_in_one_batch_apply_in_order(worker):
 
 async def test_a_closed_case_is_no_longer_a_duplicate_target(worker):
     table = Table()
-    await table.run(worker, [submitted("d-1", LAMP, "p9")])
-    decisions = await table.run(worker, [closed("d-1", 2), submitted("d-2", LAMP, "p9", 10)])
-    assert decisions[1].outcome.value == "assigned"
+    await table.run(worker, posted("d-1", LAMP, "p9"))
+    decisions = await table.run(worker, [closed("d-1", 2), *posted("d-2", LAMP, "p9", 10)])
+    assert decisions[2].outcome.value == "assigned"
     posts = await worker.store.recent_posts("p9", T0 + timedelta(minutes=10), timedelta(days=7))
     assert {(p.case_id, p.open) for p in posts} == {("d-1", False), ("d-2", True)}
 

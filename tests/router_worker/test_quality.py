@@ -9,14 +9,14 @@ import pytest
 from services.common.events import make_event
 from services.router.agents import flush_quality_counts
 from services.router.quality import QualityTally, quality_report
-from tests.router_worker.test_batches import LAMP, WATER, Table, assigned, returned, submitted
+from tests.router_worker.test_batches import LAMP, WATER, Table, assigned, made, posted, returned
 
 pytestmark = pytest.mark.integration
 
 
 async def test_corrected_share_per_category_and_unit(worker):
     table = Table()
-    lamp, water = await table.run(worker, [submitted("Q1", LAMP, None), submitted("Q2", WATER, None)])
+    lamp, water = made(await table.run(worker, [*posted("Q1", LAMP, None), *posted("Q2", WATER, None)]))
     assert lamp.category == "urban_management" and lamp.department_id
     await table.run(worker, [assigned("Q1", lamp, 2), assigned("Q2", water, 2)])
     await table.run(worker, [returned("Q1", lamp.department_id, 3, 1)])  # the unit was wrong

@@ -13,7 +13,15 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from services.common.events import CaseAssigned, CaseReturned, CaseSubmitted, Location, make_event, parse_event
+from services.common.events import (
+    CaseAssigned,
+    CaseContact,
+    CaseReturned,
+    CaseSubmitted,
+    Location,
+    make_event,
+    parse_event,
+)
 from services.common.kafka import new_consumer, new_producer
 
 pytestmark = pytest.mark.integration
@@ -80,6 +88,11 @@ async def test_worker_routes_reroutes_and_dead_letters(worker, kafka_bootstrap, 
             event = make_event(payload, source="/tests")
             await producer.send_and_wait(test_topics.case_events, event.to_json(), key=event.key)
             await producer.send_and_wait(test_topics.case_events, event.to_json(), key=event.key)  # redelivery
+            # the poster's key comes privately; an erased contact (a tombstone) is skipped
+            contact = make_event(CaseContact(case_id=payload.case_id, tracking_number=payload.tracking_number,
+                                             poster_ref=f"poster-{payload.case_id}", recorded_at=T0), source="/tests")
+            await producer.send_and_wait(test_topics.case_contacts, contact.to_json(), key=contact.key)
+            await producer.send_and_wait(test_topics.case_contacts, None, key=contact.key)
         await producer.send_and_wait(test_topics.case_events, b"{not json", key=b"c-bad")
         decisions = await read_until(kafka_bootstrap, test_topics.routing_decisions, 2)
         by_case = {d.data.case_id: d.data for d in decisions}
