@@ -307,6 +307,7 @@ class Runtime:
     relay: OutboxRelay | None = None
     consumer: DecisionConsumer | None = None
     follower: CaseFollower | None = None
+    index_load_seconds: float | None = None  # how long the lists' index took to load at start
     accounts: AccountsService | None = None
     oidc_metadata: dict[str, Any] | None = None
     eraser: ContactEraser | None = None
@@ -935,7 +936,8 @@ async def load_list_index(runtime: Runtime) -> None:
         await runtime.follower.start()
     started = time.monotonic()
     loaded = await runtime.store.load_index()
-    log.info("list_index_loaded", cases=loaded, seconds=round(time.monotonic() - started, 2))
+    runtime.index_load_seconds = time.monotonic() - started
+    log.info("list_index_loaded", cases=loaded, seconds=round(runtime.index_load_seconds, 2))
     if runtime.follower is not None:
         runtime.tasks.append(asyncio.create_task(runtime.follower.run(), name="case-follower"))
 
