@@ -199,6 +199,8 @@ def _checks(q: CaseQuery) -> dict[str, Check]:
         needle = q.text.lower()
         if q.include_original:
             checks["text"] = lambda s: _contains(needle, s.text) or _contains(needle, s.original_text)
+        elif SEPARATOR not in needle:  # the board's search, the one over every publishable case: inlined
+            checks["text"] = lambda s: needle in s.text
         else:
             checks["text"] = lambda s: _contains(needle, s.text)
     if q.tracking_number is not None:
@@ -378,7 +380,11 @@ class CaseIndex:
                 if source.has(s):
                     page.append(s)
             return page[offset:], source.size
-        hits = [s for s in map(self._cases.__getitem__, source.ids()) if all(check(s) for check in rest)]
+        candidates = map(self._cases.__getitem__, source.ids())
+        if len(rest) == 1:
+            hits = list(filter(rest[0], candidates))
+        else:
+            hits = [s for s in candidates if all(check(s) for check in rest)]
         if wanted * 8 < len(hits):
             return heapq.nsmallest(wanted, hits, key=order_key)[offset:], len(hits)
         return sorted(hits, key=order_key)[offset:wanted], len(hits)
