@@ -306,6 +306,7 @@ class Runtime:
     consumer: DecisionConsumer | None = None
     accounts: AccountsService | None = None
     oidc_metadata: dict[str, Any] | None = None
+    oidc_jwks: dict[str, Any] | None = None
     eraser: ContactEraser | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
 
