@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -61,6 +62,7 @@ from services.intake.auth_api import (
     signed_in,
     templates,
 )
+from services.intake.case_follower import CaseFollower
 from services.intake.config import DEFAULT_SECRET, IntakeSettings
 from services.intake.consumer import DecisionConsumer
 from services.intake.domain import DomainError, IllegalTransition
@@ -304,6 +306,8 @@ class Runtime:
     service: IntakeService | None = None
     relay: OutboxRelay | None = None
     consumer: DecisionConsumer | None = None
+    follower: CaseFollower | None = None
+    index_load_seconds: float | None = None  # how long the lists' index took to load at start
     accounts: AccountsService | None = None
     oidc_metadata: dict[str, Any] | None = None
     oidc_jwks: dict[str, Any] | None = None
@@ -898,6 +902,7 @@ async def start_runtime(runtime: Runtime) -> None:
     runtime.client = new_client(common.mongo_url)
     runtime.store = CaseStore(runtime.client[settings.database])
     await runtime.store.ensure_indexes()
+    await load_list_index(runtime)
     runtime.relay = OutboxRelay(runtime.store, runtime.names, settings.relay_bootstrap or common.kafka_bootstrap,
                                 batch=settings.relay_batch, idle_seconds=settings.relay_idle_seconds,
                                 lease_seconds=settings.relay_lease_seconds,
@@ -924,6 +929,20 @@ async def start_runtime(runtime: Runtime) -> None:
              started_at=datetime.now(UTC).isoformat())
 
 
+async def load_list_index(runtime: Runtime) -> None:
+    """The lists' read model: where the case events end now, then every case's summary, then follow them."""
+    assert runtime.store is not None
+    if runtime.settings.follow_case_events:
+        runtime.follower = CaseFollower(runtime.store, runtime.names.case_events, runtime.common.kafka_bootstrap)
+        await runtime.follower.start()
+    started = time.monotonic()
+    loaded = await runtime.store.load_index()
+    runtime.index_load_seconds = time.monotonic() - started
+    log.info("list_index_loaded", cases=loaded, seconds=round(runtime.index_load_seconds, 2))
+    if runtime.follower is not None:
+        runtime.tasks.append(asyncio.create_task(runtime.follower.run(), name="case-follower"))
+
+
 async def stop_runtime(runtime: Runtime) -> None:
     if runtime.consumer:
         await runtime.consumer.stop()
@@ -935,5 +954,7 @@ async def stop_runtime(runtime: Runtime) -> None:
     runtime.tasks.clear()
     if runtime.relay:
         await runtime.relay.stop()
+    if runtime.follower:
+        await runtime.follower.stop()
     if runtime.client is not None:
         await runtime.client.close()

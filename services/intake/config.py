@@ -49,6 +49,9 @@ class IntakeSettings(BaseSettings):
 
     consumer_enabled: bool = True
     consumer_group: str = "wenzheng-intake"
+    follow_case_events: bool = Field(
+        True, description="keep the in-memory list index current with the writes of other intake replicas by "
+                          "reading the case-events topic (one intake alone is current without it)")
 
     page_size_max: int = 200
 

@@ -37,6 +37,7 @@ from services.intake.attachments import (
     sniff_image_type,
     strip_metadata,
 )
+from services.intake.case_index import CaseQuery, StateWindow, to_ms
 from services.intake.config import IntakeSettings
 from services.intake.domain import Case, Command, DecisionIgnored, DomainError, IllegalTransition
 from services.intake.ratelimit import SlidingWindowLimiter
@@ -518,53 +519,31 @@ class IntakeService:
                          page_size: int) -> dict[str, Any]:
         now = self.clock.now()
         query = staff_query(filters, unit_scope(principal, filters.department_id), now, self.calendar)
-        docs, total = await self._find(query, filters.q, skip=(page - 1) * page_size, limit=page_size)
+        docs, total = await self._find(query, skip=(page - 1) * page_size, limit=page_size)
         return {"items": [internal_case_view(d, now, principal) for d in docs], "page": page, "page_size": page_size,
                 "total": total}
 
-    async def _find(self, query: dict[str, Any], q: str | None, *, skip: int, limit: int,
+    async def _find(self, query: CaseQuery, *, skip: int, limit: int,
                     projection: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], int]:
-        """A list query; one that names a tracking number is pinned to that case's ``_id`` (found through
-        its pointer), which every server answers from an index, instead of scanning for the number."""
-        tracking = tracking_number_in(q)
-        if tracking:
-            doc = await self.store.get_by_tracking(tracking)
-            if doc is None:
-                return [], 0
-            query = {"_id": doc["_id"], **query}
-        return await self.store.list_cases(query, skip=skip, limit=limit, projection=projection)
+        """A list: the page's cases found in the index, then read by ``_id``."""
+        summaries, total = self.store.index.find(query, offset=skip, limit=limit)
+        return await self.store.get_many([s.case_id for s in summaries], projection), total
 
     async def inbox_counts(self, principal: Principal, department_id: str | None) -> dict[str, int]:
-        """Each bucket counted with the same rule the list uses (domain.BUCKETS), from one read."""
+        """Each bucket counted with the same rule the list uses (domain.BUCKETS), at this moment."""
         now = self.clock.now()
         unit = unit_scope(principal, department_id)
-        query: dict[str, Any] = {"status": {"$in": [s.value for s in domain.INBOX_STATES]}}
-        if unit:
-            query["department_id"] = unit
-        rows = await self.store.find_fields(query, ["status", "deadline"], limit=INBOX_SCAN_LIMIT)
-        counts = {bucket.value: 0 for bucket in domain.Bucket}
-        for row in rows:
-            status = CaseStatus(row["status"])
-            for bucket in domain.Bucket:
-                if domain.in_bucket(bucket, status, row.get("deadline"), now, self.calendar):
-                    counts[bucket.value] += 1
-        counts["open_notices"] = sum(1 for n in await self._open_notices(unit) if n["open"])
+        counts = {bucket.value: self.store.index.count(unit, bucket_window(bucket, now, self.calendar))
+                  for bucket in domain.Bucket}
+        counts["open_notices"] = self.store.index.open_notice_count(unit)
         return counts
 
     async def notices(self, principal: Principal, *, open_only: bool, department_id: str | None) -> dict[str, Any]:
         unit = unit_scope(principal, department_id)
-        items = await self._open_notices(unit) if open_only else await self._all_notices(unit)
+        ids = sorted(self.store.index.cases_with_notices(unit, open_only=open_only))
+        docs = await self.store.get_many(ids, dict.fromkeys(NOTICE_ROW_FIELDS, 1))
+        items = self._notice_rows(docs, unit, open_only=open_only)
         return {"items": items, "total": len(items)}
-
-    async def _open_notices(self, unit: str | None) -> list[dict[str, Any]]:
-        query: dict[str, Any] = {"open_notice_units": unit} if unit else {"open_notice_count": {"$gt": 0}}
-        return self._notice_rows(await self.store.find_fields(query, NOTICE_ROW_FIELDS, limit=INBOX_SCAN_LIMIT),
-                                 unit, open_only=True)
-
-    async def _all_notices(self, unit: str | None) -> list[dict[str, Any]]:
-        query: dict[str, Any] = {"notice_units": unit} if unit else {"notice_count": {"$gt": 0}}
-        return self._notice_rows(await self.store.find_fields(query, NOTICE_ROW_FIELDS, limit=INBOX_SCAN_LIMIT),
-                                 unit, open_only=False)
 
     @staticmethod
     def _notice_rows(docs: list[dict[str, Any]], unit: str | None, *, open_only: bool) -> list[dict[str, Any]]:
@@ -580,8 +559,8 @@ class IntakeService:
         return sorted(rows, key=lambda r: (r["reply_by"], r["issued_at"] or ""))
 
     async def public_board(self, filters: BoardFilter, *, page: int, page_size: int) -> dict[str, Any]:
-        docs, total = await self._find(board_query(filters), filters.q, skip=(page - 1) * page_size,
-                                       limit=page_size, projection=BOARD_PROJECTION)
+        docs, total = await self._find(board_query(filters), skip=(page - 1) * page_size, limit=page_size,
+                                       projection=BOARD_PROJECTION)
         return {"items": [board_item(d) for d in docs], "page": page, "page_size": page_size, "total": total}
 
     async def moderate(self, case_id: str, principal: Principal, title: str | None, body: str | None) -> dict[str, Any]:
@@ -600,8 +579,8 @@ class IntakeService:
     async def triage_queue(self, principal: Principal, page: int, page_size: int) -> dict[str, Any]:
         if not principal.oversees:
             raise Forbidden("the triage queue is for supervisors")
-        docs, total = await self.store.list_cases({"status": CaseStatus.TRIAGE.value},
-                                                  skip=(page - 1) * page_size, limit=page_size)
+        docs, total = await self._find(CaseQuery(status=CaseStatus.TRIAGE), skip=(page - 1) * page_size,
+                                       limit=page_size)
         now = self.clock.now()
         return {"items": [internal_case_view(d, now, principal) for d in docs], "page": page,
                 "page_size": page_size, "total": total}
@@ -713,7 +692,6 @@ class IntakeService:
 
 
 FREE_TEXT_FIELDS = ("text", "reason", "note")
-INBOX_SCAN_LIMIT = 20_000  # a unit's open cases are far fewer; the city's are read as two short fields each
 NOTICE_ROW_FIELDS = ["tracking_number", "title", "status", "department_id", "department_name", "notices"]
 BOARD_PROJECTION = {name: 1 for name in ("tracking_number", "title", "body", "category", "category_name",
                                          "department_id", "department_name", "county", "status", "created_at",
@@ -775,76 +753,47 @@ def tracking_number_in(q: str | None) -> str | None:
     return f"{bare[:6]}-{bare[6:10]}-{bare[10:]}"
 
 
-def _text_search(q: str, fields: tuple[str, ...]) -> dict[str, Any]:
-    """A tracking number is looked up exactly; anything else is a case-insensitive substring of the text.
-
-    The substring match is a ``$regex`` over the stored text: a scan of the matching cases (no index helps
-    a substring), so callers always combine it with a bounded page."""
+def _text(q: str | None, *, include_original: bool) -> dict[str, Any]:
+    """A search: a tracking number is looked up exactly; anything else is a case-insensitive substring of the
+    redacted text (for staff also of the citizen's own words)."""
+    if not q or not q.strip():
+        return {}
     tracking = tracking_number_in(q)
     if tracking:
         return {"tracking_number": tracking}
-    return {"$or": [{field: {"$regex": re.escape(q.strip()), "$options": "i"}} for field in fields]}
+    return {"text": q.strip(), "include_original": include_original}
 
 
-def staff_query(f: CaseFilter, unit: str | None, now: datetime, calendar: WorkCalendar) -> dict[str, Any]:
-    """The MongoDB filter of a staff list: every condition is one clause of an ``$and``."""
-    clauses: list[dict[str, Any]] = []
-    if unit:
-        clauses.append({"department_id": unit})
-    if f.status is not None:
-        clauses.append({"status": f.status.value})
-    if f.overdue is True:
-        clauses.append(_bucket_clause(domain.Bucket.OVERDUE, now, calendar))
-    elif f.overdue is False:
-        clauses.append({"$or": [{"deadline": {"$gte": now}}, {"deadline": None},
-                                {"status": {"$nin": [s.value for s in domain.OPEN_DEADLINE_STATES]}}]})
-    if f.bucket is not None:
-        clauses.append(_bucket_clause(f.bucket, now, calendar))
-    if f.q and f.q.strip():
-        clauses.append(_text_search(f.q, ("title", "body", "original.title", "original.body")))
-    created: dict[str, Any] = {}
-    if f.since:
-        created["$gte"] = _day_start(f.since)
-    if f.until:
-        created["$lt"] = _day_start(f.until) + timedelta(days=1)
-    if created:
-        clauses.append({"created_at": created})
-    for name in ("category", "county"):
-        if getattr(f, name):
-            clauses.append({name: getattr(f, name)})
-    if f.pending_extension is not None:
-        clauses.append({"pending_extension": {"$ne": None}} if f.pending_extension else {"pending_extension": None})
-    if f.rating is not None:
-        clauses.append({"rating": f.rating.value})
-    if f.flagged is not None:
-        clauses.append({"flagged": True} if f.flagged else {"flagged": {"$ne": True}})
-    if f.awaiting_moderation is not None:
-        clauses.append({"publishable": {"$ne": True}} if f.awaiting_moderation else {"publishable": True})
-    if not clauses:
-        return {}
-    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+def _day_start_ms(day: date | None, plus_days: int = 0) -> int | None:
+    return to_ms(_day_start(day) + timedelta(days=plus_days)) if day else None
 
 
-def _bucket_clause(bucket: domain.Bucket, now: datetime, calendar: WorkCalendar) -> dict[str, Any]:
+def bucket_window(bucket: domain.Bucket, now: datetime, calendar: WorkCalendar) -> StateWindow:
+    """The domain's rule of a bucket, evaluated now."""
     rule = domain.BUCKETS[bucket]
-    clause: dict[str, Any] = {"status": {"$in": [s.value for s in rule.states]}}
     after, before = domain.deadline_window(rule, now, calendar)
-    if after is not None or before is not None:
-        clause["deadline"] = {k: v for k, v in (("$gte", after), ("$lt", before)) if v is not None}
-    return clause
+    return StateWindow(frozenset(rule.states), to_ms(after), to_ms(before))
 
 
-def board_query(f: BoardFilter) -> dict[str, Any]:
+def staff_query(f: CaseFilter, unit: str | None, now: datetime, calendar: WorkCalendar) -> CaseQuery:
+    """The conditions of a staff list."""
+    overdue = bucket_window(domain.Bucket.OVERDUE, now, calendar)
+    within = (overdue,) if f.overdue is True else ()
+    if f.bucket is not None:
+        within += (bucket_window(f.bucket, now, calendar),)
+    return CaseQuery(
+        unit=unit, status=f.status, within=within, outside=(overdue,) if f.overdue is False else (),
+        created_from_ms=_day_start_ms(f.since), created_before_ms=_day_start_ms(f.until, 1),
+        category=f.category, county=f.county, pending_extension=f.pending_extension,
+        rating=f.rating.value if f.rating is not None else None, flagged=f.flagged,
+        publishable=None if f.awaiting_moderation is None else not f.awaiting_moderation,
+        **_text(f.q, include_original=True))
+
+
+def board_query(f: BoardFilter) -> CaseQuery:
     """The public board: only publishable cases, filtered over their redacted text."""
-    clauses: list[dict[str, Any]] = [{"publishable": True}]
-    for name, field in (("county", "county"), ("category", "category"), ("department_id", "department_id")):
-        if getattr(f, name):
-            clauses.append({field: getattr(f, name)})
-    if f.status is not None:
-        clauses.append({"status": f.status.value})
-    if f.q and f.q.strip():
-        clauses.append(_text_search(f.q, ("title", "body")))
-    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+    return CaseQuery(publishable=True, county=f.county, category=f.category, unit=f.department_id,
+                     status=f.status, **_text(f.q, include_original=False))
 
 
 def publishable_command(command: Command, doc: dict[str, Any]) -> Command:

@@ -28,6 +28,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.common.events import CaseStatus, NoticeMethod, PostKind, Rating
 from services.common.mongo import DUPLICATE_KEY, id_chunks
+from services.intake.case_index import SUMMARY_PROJECTION, CaseIndex, summary_from_doc
 from services.intake.domain import Callback, Case, Notice, PendingExtension, PendingReply
 
 DuplicateKey = DuplicateKeyError
@@ -182,6 +183,8 @@ class CaseStore:
         self.people = db["people"]  # a person's outbox (its staff-contact record) is drained here too
         self.locks = CaseLocks()
         self.group_commit = GroupCommit(self)
+        # the lists' read model: loaded at start (load_index), then put after every write that succeeds
+        self.index = CaseIndex()
 
     async def ensure_indexes(self) -> None:
         await self.cases.create_index("tracking_number", unique=True)
@@ -225,10 +228,37 @@ class CaseStore:
         total = await self.cases.count_documents(query)
         return docs, total
 
-    async def find_fields(self, query: dict[str, Any], fields: list[str], limit: int) -> list[dict[str, Any]]:
-        """A few fields of many cases (inbox counts, open notices), in no particular order: unsorted, the
-        local server streams them without holding the whole result to sort it."""
-        return await self.cases.find(query, dict.fromkeys(fields, 1)).limit(limit).to_list()
+    async def get_many(self, ids: list[str], projection: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The cases with these ids (read by _id, which every server indexes), in the order of ``ids``."""
+        found: dict[str, dict[str, Any]] = {}
+        for part in id_chunks(ids):
+            for doc in await self.cases.find({"_id": {"$in": part}}, projection or LIST_PROJECTION).to_list():
+                found[doc["_id"]] = doc
+        return [found[i] for i in ids if i in found]
+
+    # ------------------------------------------------------------------ the lists' index
+    async def load_index(self, batch_size: int = 5000) -> int:
+        """Every case's summary, in one projected scan read in batches; returns how many."""
+        index = CaseIndex()
+        batch: list[Any] = []
+        async for doc in self.cases.find({}, SUMMARY_PROJECTION, batch_size=batch_size):
+            batch.append(summary_from_doc(doc))
+            if len(batch) >= batch_size:
+                index.put_many(batch)
+                batch = []
+        index.put_many(batch)
+        # writes made while the scan ran are already in the old index: keep the newer of each
+        index.put_many(self.index.summaries())
+        self.index = index
+        return len(index)
+
+    async def refresh_index(self, case_ids: list[str]) -> int:
+        """Read these cases again (another replica changed them) and put them; returns how many moved on."""
+        moved = 0
+        for part in id_chunks(case_ids):
+            for doc in await self.cases.find({"_id": {"$in": part}}, SUMMARY_PROJECTION).to_list():
+                moved += self.index.put(summary_from_doc(doc))
+        return moved
 
     # ------------------------------------------------------------------ attachments' metadata
     async def insert_attachment(self, meta: dict[str, Any]) -> None:
@@ -258,6 +288,8 @@ class CaseStore:
         missing, which lookups repair and :meth:`sweep_unflagged` finds; never a pointer to nothing."""
         errors = await insert_each(self.cases, docs)
         stored = [doc for index, doc in enumerate(docs) if index not in errors]
+        for doc in stored:
+            self.index.put(summary_from_doc(doc))
         pointers = [
             (self.by_tracking, [{"_id": d["tracking_number"], "case_id": d["_id"]} for d in stored]),
             (self.by_idempotency_key, [{"_id": d["idempotency_key"], "case_id": d["_id"]} for d in stored
@@ -287,7 +319,17 @@ class CaseStore:
             result = await self.cases.update_one({"_id": case.case_id, "version": expected_version}, update)
             if result.modified_count == 1 and outbox:
                 await self.flag_pending(case.case_id)
+            if result.modified_count == 1:
+                await self._index_commit(case.case_id, update["$set"])
         return result.modified_count == 1
+
+    async def _index_commit(self, case_id: str, fields: dict[str, Any]) -> None:
+        """A command's fields on top of the case's summary (its texts stay unless moderated)."""
+        previous = self.index.get(case_id)
+        if previous is None:  # created on another replica, not followed yet: read it whole
+            await self.refresh_index([case_id])
+        else:
+            self.index.put(summary_from_doc({"_id": case_id, **fields}, previous))
 
     async def push_outbox(self, case_id: str, entries: list[dict[str, Any]]) -> bool:
         """A message that changes nothing in the case (an SMS status answer) but must not be lost."""
