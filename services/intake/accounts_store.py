@@ -26,6 +26,7 @@ class AccountsStore:
         self.people = db["people"]
         self.usernames = db["usernames"]
         self.sessions = db["sessions"]
+        self.oidc_states = db["oidc_states"]  # one per started OpenID Connect sign-in, deleted when used
         self.failures = db["login_failures"]
         self.audit = db["audit"]
         self.machine_tokens = db["machine_tokens"]
@@ -98,6 +99,13 @@ class AccountsStore:
 
     async def session(self, token_hash: str) -> dict[str, Any] | None:
         return await self.sessions.find_one({"_id": token_hash})
+
+    async def insert_oidc_state(self, doc: dict[str, Any]) -> None:
+        await self.oidc_states.insert_one(doc)
+
+    async def take_oidc_state(self, state_hash: str) -> dict[str, Any] | None:
+        """The started sign-in with this state, removed so that it cannot be used twice."""
+        return await self.oidc_states.find_one_and_delete({"_id": state_hash})
 
     async def delete_session(self, token_hash: str) -> None:
         await self.sessions.delete_one({"_id": token_hash})

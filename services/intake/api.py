@@ -310,6 +310,7 @@ class Runtime:
     index_load_seconds: float | None = None  # how long the lists' index took to load at start
     accounts: AccountsService | None = None
     oidc_metadata: dict[str, Any] | None = None
+    oidc_jwks: dict[str, Any] | None = None
     eraser: ContactEraser | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from services.common.workdays import SHANGHAI
 from services.intake.accounts import PERSON_ID_PATTERN, USERNAME_PATTERN, Principal, Role, same_secret
 from services.intake.handlers import Forbidden, Invalid, ServiceError
+from services.intake.oidc import IdTokenRefused, has_key, token_kid, verify_id_token
 from services.intake.people import (
     AccountsService,
     CsrfFailed,
@@ -248,18 +249,39 @@ async def providers(accounts: AccountsDep) -> dict[str, Any]:
     return accounts.providers()
 
 
+async def _fetch_json(url: str) -> dict[str, Any]:
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            answer = await client.get(url)
+            answer.raise_for_status()
+            body = answer.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise OidcUnavailable("the identity provider cannot be reached", "code") from exc
+    if not isinstance(body, dict):
+        raise OidcUnavailable("the identity provider answered with something unexpected", "code")
+    return body
+
+
 async def _oidc_metadata(request: Request) -> dict[str, Any]:
+    """The provider's discovery document, fetched once per process."""
     runtime = request.app.state.runtime
     if runtime.oidc_metadata is None:
         issuer = runtime.settings.oidc_issuer.rstrip("/")
-        try:
-            async with httpx.AsyncClient(timeout=10) as client:
-                answer = await client.get(f"{issuer}/.well-known/openid-configuration")
-                answer.raise_for_status()
-                runtime.oidc_metadata = answer.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise OidcUnavailable("the identity provider cannot be reached") from exc
+        metadata = await _fetch_json(f"{issuer}/.well-known/openid-configuration")
+        if not all(isinstance(metadata.get(k), str) for k in ("authorization_endpoint", "token_endpoint", "jwks_uri")):
+            raise OidcUnavailable("the identity provider's discovery document lacks an endpoint", "code")
+        if str(metadata.get("issuer", "")).rstrip("/") != issuer:
+            raise OidcUnavailable("the identity provider's discovery document names another issuer", "code")
+        runtime.oidc_metadata = metadata
     return runtime.oidc_metadata
+
+
+async def _oidc_jwks(request: Request, kid: str | None) -> dict[str, Any]:
+    """The provider's signing keys, cached; fetched again once when a token names a key we do not have."""
+    runtime = request.app.state.runtime
+    if runtime.oidc_jwks is None or (kid is not None and not has_key(runtime.oidc_jwks, kid)):
+        runtime.oidc_jwks = await _fetch_json((await _oidc_metadata(request))["jwks_uri"])
+    return runtime.oidc_jwks
 
 
 class OidcUnavailable(ServiceError):
@@ -275,45 +297,85 @@ def _oidc_client(accounts: AccountsService, redirect_uri: str) -> Any:
 
     s = accounts.settings
     return AsyncOAuth2Client(client_id=s.oidc_client_id, client_secret=s.oidc_client_secret, scope=s.oidc_scopes,
-                             redirect_uri=redirect_uri, timeout=10)
+                             redirect_uri=redirect_uri, code_challenge_method="S256", timeout=10)
 
 
 @auth.get("/oidc/start", responses={404: {}, 422: {}, 503: {}})
 async def oidc_start(request: Request, accounts: AccountsDep,
                      redirect_uri: Annotated[str, Query(max_length=2000, pattern=r"^https?://\S+$")]) -> dict[str, Any]:
+    """Where to send the browser: the request carries state, nonce and a PKCE S256 code_challenge."""
     if not accounts.oidc_enabled:
         raise OidcDisabled("OpenID Connect sign-in is not configured", "redirect_uri")
     accounts.check_redirect_uri(redirect_uri)
     metadata = await _oidc_metadata(request)
-    state = accounts.oidc_state(redirect_uri)
+    started = await accounts.begin_oidc(redirect_uri)
     async with _oidc_client(accounts, redirect_uri) as client:
-        url, _ = client.create_authorization_url(metadata["authorization_endpoint"], state=state)
-    return {"authorization_url": url, "state": state}
+        url, _ = client.create_authorization_url(metadata["authorization_endpoint"], state=started["state"],
+                                                 nonce=started["nonce"], code_verifier=started["code_verifier"])
+    return {"authorization_url": url, "state": started["state"]}
 
 
 @auth.post("/oidc/callback", responses={**_AUTH_ERRORS, 404: {}, 503: {}})
 async def oidc_callback(body: OidcCallbackIn, request: Request, accounts: AccountsDep,
                         cookie: bool = False) -> JSONResponse:
+    """Sign in only after the state, the code exchange (with the PKCE verifier) and the id_token all check out."""
     if not accounts.oidc_enabled:
         raise OidcDisabled("OpenID Connect sign-in is not configured", "code")
+    ip = client_ip(request)
+    try:
+        claims = await _verified_claims(body, request, accounts)
+    except ServiceError as exc:
+        await accounts.oidc_refused(exc, ip=ip)
+        raise
+    result = await accounts.sign_in_with_claims(claims, ip=ip, cookie=cookie)
+    return _signed_in_response(request, result, cookie)
+
+
+async def _verified_claims(body: OidcCallbackIn, request: Request, accounts: AccountsService) -> dict[str, Any]:
     accounts.check_redirect_uri(body.redirect_uri)
-    accounts.check_oidc_state(body.state, body.redirect_uri)
+    started = await accounts.take_oidc_state(body.state, body.redirect_uri)
     metadata = await _oidc_metadata(request)
+    refused = InvalidCredentials("the identity provider did not accept this sign-in", "code")
     try:
         async with _oidc_client(accounts, body.redirect_uri) as client:
-            await client.fetch_token(metadata["token_endpoint"], code=body.code, redirect_uri=body.redirect_uri)
-            answer = await client.get(metadata["userinfo_endpoint"])
-            answer.raise_for_status()
-            claims = answer.json()
+            token = await client.fetch_token(metadata["token_endpoint"], code=body.code,
+                                             redirect_uri=body.redirect_uri, code_verifier=started["code_verifier"])
     except (httpx.HTTPError, ValueError, KeyError) as exc:
-        raise InvalidCredentials("the identity provider did not accept this sign-in", "code") from exc
+        raise refused from exc
     except Exception as exc:  # authlib raises its own OAuthError family for a refused code
         if type(exc).__module__.startswith("authlib"):
-            raise InvalidCredentials("the identity provider did not accept this sign-in", "code") from exc
+            raise refused from exc
         raise
-    result = await accounts.sign_in_with_claims(claims if isinstance(claims, dict) else {}, ip=client_ip(request),
-                                                cookie=cookie)
-    return _signed_in_response(request, result, cookie)
+    id_token = token.get("id_token") if isinstance(token, dict) else None
+    if not isinstance(id_token, str) or not id_token:
+        raise InvalidCredentials("the identity provider sent no id_token", "code")
+    s = accounts.settings
+    try:
+        claims = verify_id_token(id_token, await _oidc_jwks(request, token_kid(id_token)),
+                                 issuer=metadata["issuer"], client_id=s.oidc_client_id, nonce=started["nonce"],
+                                 now=accounts.clock.now(), leeway=s.oidc_leeway_seconds)
+    except IdTokenRefused as exc:
+        raise InvalidCredentials(str(exc), "code") from exc
+    if s.oidc_username_claim not in claims and isinstance(metadata.get("userinfo_endpoint"), str):
+        info = await _userinfo(accounts, body.redirect_uri, token, metadata["userinfo_endpoint"], refused)
+        if info.get("sub") != claims["sub"]:
+            raise InvalidCredentials("the identity provider's userinfo is for another subject", "code")
+        claims = {**info, **claims}  # the verified id_token wins on every claim both carry
+    return claims
+
+
+async def _userinfo(accounts: AccountsService, redirect_uri: str, token: dict[str, Any], url: str,
+                    refused: ServiceError) -> dict[str, Any]:
+    """Claims the id_token left out (often the user name), trusted only for the id_token's own subject."""
+    try:
+        async with _oidc_client(accounts, redirect_uri) as client:
+            client.token = token
+            answer = await client.get(url)
+            answer.raise_for_status()
+            info = answer.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise refused from exc
+    return info if isinstance(info, dict) else {}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -94,6 +94,8 @@ class IntakeSettings(BaseSettings):
     oidc_label: str = "统一身份认证登录"
     oidc_username_claim: str = "preferred_username"
     oidc_scopes: str = "openid profile"
+    oidc_state_seconds: int = Field(default=600, ge=30, le=3600, description="how long a started sign-in stays valid")
+    oidc_leeway_seconds: int = Field(default=60, ge=0, le=300, description="clock skew allowed on exp/iat")
     oidc_redirect_uris: list[str] = Field(default_factory=list, description="allowed redirect_uri values (empty: any)")
 
 

@@ -13,7 +13,6 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from services.common import events as ev
 from services.common.clock import Clock
@@ -133,7 +132,6 @@ class AccountsService:
         self.ip_limiter = SlidingWindowLimiter(settings.login_rate_per_ip, settings.login_rate_window_seconds)
         self.cache: dict[str, _Cached] = {}
         self.machine_cache: dict[str, tuple[dict[str, Any] | None, datetime]] = {}
-        self.signer = URLSafeTimedSerializer(settings.secret, salt="wenzheng-oidc-state")
 
     # ------------------------------------------------------------------ views
     def unit_ref(self, unit_id: str | None) -> dict[str, str] | None:
@@ -283,16 +281,30 @@ class AccountsService:
         s = self.settings
         return bool(s.oidc_issuer and s.oidc_client_id and s.oidc_client_secret)
 
-    def oidc_state(self, redirect_uri: str) -> str:
-        return self.signer.dumps({"r": redirect_uri, "n": secrets.token_urlsafe(12)})
+    async def begin_oidc(self, redirect_uri: str) -> dict[str, str]:
+        """A new sign-in's state, nonce and PKCE verifier; the server keeps them, the browser gets the state."""
+        started = {"state": secrets.token_urlsafe(32), "nonce": secrets.token_urlsafe(24),
+                   "code_verifier": secrets.token_urlsafe(48)}
+        await self.store.insert_oidc_state({
+            "_id": token_hash(started["state"]), "redirect_uri": redirect_uri, "nonce": started["nonce"],
+            "code_verifier": started["code_verifier"],
+            "expires_at": self.clock.now() + timedelta(seconds=self.settings.oidc_state_seconds)})
+        return started
 
-    def check_oidc_state(self, state: str, redirect_uri: str) -> None:
-        try:
-            data = self.signer.loads(state, max_age=600)
-        except BadSignature as exc:
-            raise Invalid("the sign-in state is invalid or expired: start again", "state") from exc
-        if data.get("r") != redirect_uri:
+    async def take_oidc_state(self, state: str, redirect_uri: str) -> dict[str, Any]:
+        """What the start of this sign-in issued (once: a state is gone after its first callback)."""
+        doc = await self.store.take_oidc_state(token_hash(state))
+        expires = doc.get("expires_at") if doc else None
+        if expires is not None and expires.tzinfo is None:
+            expires = expires.replace(tzinfo=UTC)
+        if doc is None or expires is None or expires <= self.clock.now():
+            raise Invalid("the sign-in state is unknown, used or expired: start again", "state")
+        if doc.get("redirect_uri") != redirect_uri:
             raise Invalid("redirect_uri does not match the one sign-in started with", "redirect_uri")
+        return doc
+
+    async def oidc_refused(self, error: ServiceError, *, ip: str | None) -> None:
+        await self.audit(None, "sign_in_failed", detail=f"oidc {error.code} {error.field or ''}".strip(), ip=ip)
 
     def check_redirect_uri(self, redirect_uri: str) -> None:
         allowed = self.settings.oidc_redirect_uris

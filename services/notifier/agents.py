@@ -245,6 +245,11 @@ class NotifierWorker:
 
     async def consume(self) -> None:
         assert self.consumer is not None
+        # a 督办 notice applied before we know the unit's people would reach nobody: wait until we know them
+        waits = [asyncio.create_task(self.staff_loaded.wait()), asyncio.create_task(self.stopping.wait())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in waits:
+            task.cancel()
         while not self.stopping.is_set():
             batches = await self.consumer.getmany(timeout_ms=500, max_records=500)
             async with self.service.lock:

@@ -25,16 +25,19 @@ from services.common.events import (
     CaseEvent,
     CaseExtended,
     CaseLinked,
+    CaseNoticeIssued,
     CaseReopened,
     CaseReplied,
     CaseReturned,
     CaseSigned,
     CaseSubmitted,
     CaseTriaged,
+    NoticeMethod,
     NotificationChannel,
     NotificationKind,
     StaffContact,
 )
+from services.common.people import chinese_date
 from services.common.reference import reference
 from services.common.workdays import SHANGHAI, WorkCalendar, local_date, quiet_hours_end
 from services.notifier.config import LadderSettings
@@ -413,16 +416,17 @@ class StaffDirectory:
     def recipients(self, alert: Alert) -> list[StaffContact]:
         """Who an alert is for: its unit's staff and leads, and for supervisors' alerts the supervision office."""
         out: dict[str, StaffContact] = {}
-        for person in self.people.values():
-            if not person.active:
-                continue
-            roles = set(person.roles)
-            if (Audience.DEPARTMENT in alert.audience and alert.department_id and person.unit_id == alert.department_id
-                    and roles & STAFF_UNIT_ROLES):
-                out[person.person_id] = person
-            if Audience.SUPERVISORS in alert.audience and "supervisor" in roles:
-                out[person.person_id] = person
+        if Audience.DEPARTMENT in alert.audience and alert.department_id:
+            out.update((person.person_id, person) for person in self.of_unit(alert.department_id))
+        if Audience.SUPERVISORS in alert.audience:
+            out.update((p.person_id, p) for p in self.people.values() if p.active and "supervisor" in p.roles)
         return [out[k] for k in sorted(out)]
+
+    def of_unit(self, unit_id: str) -> list[StaffContact]:
+        """A unit's active staff and leads, in a stable order."""
+        return sorted((p for p in self.people.values()
+                       if p.active and p.unit_id == unit_id and set(p.roles) & STAFF_UNIT_ROLES),
+                      key=lambda p: p.person_id)
 
 
 @dataclass(frozen=True)
@@ -439,15 +443,35 @@ def staff_notices(alert: Alert, directory: StaffDirectory, now: datetime) -> lis
     """One notice per person and chosen channel for a case alert; stable ids (alert, person, channel)."""
     if alert.kind not in STAFF_ALERT_KINDS or alert.case_id is None:
         return []
+    return _per_person_and_channel(directory.recipients(alert), f"staff:{alert.alert_id}",
+                                   f"【问政提醒】{alert.message}", now)
+
+
+NOTICE_METHOD_NAMES = {NoticeMethod.PHONE: "电话督办", NoticeMethod.ON_SITE: "现场督办",
+                       NoticeMethod.MEETING: "会议督办"}
+
+
+def supervision_notices(event: CaseNoticeIssued, directory: StaffDirectory, now: datetime) -> list[StaffNotice]:
+    """A 督办 notice, to each of the unit's staff and leads on their channels; stable ids (notice, person,
+    channel), so a replay adds nothing. Only the method, the case's tracking number and the reply-by day:
+    never the supervisor's free-text note or anything about the citizen."""
+    unit = reference().unit(event.department_id)
+    text = (f"【问政督办】{unit.name if unit else '贵单位'}：市督办办公室对工单{event.tracking_number}"
+            f"{NOTICE_METHOD_NAMES[event.method]}，请于{chinese_date(event.reply_by)}前答复。")
+    return _per_person_and_channel(directory.of_unit(event.department_id), f"staff:notice:{event.notice_id}",
+                                   text, now)
+
+
+def _per_person_and_channel(people: list[StaffContact], key: str, text: str, now: datetime) -> list[StaffNotice]:
+    """``text`` to each person on each of their channels with an address, held until their quiet hours end."""
     notices = []
-    for person in directory.recipients(alert):
+    for person in people:
         quiet = person.quiet_hours
         hold = quiet_hours_end(now, quiet.start, quiet.end) if quiet else now
         for channel in person.channels:
             address = getattr(person, _STAFF_ADDRESS.get(channel, ""), None)
             if not address:
                 continue
-            notices.append(StaffNotice(f"staff:{alert.alert_id}:{person.person_id}:{channel.value}",
-                                       person.person_id, channel, address, f"【问政提醒】{alert.message}",
-                                       hold if hold > now else None))
+            notices.append(StaffNotice(f"{key}:{person.person_id}:{channel.value}", person.person_id, channel,
+                                       address, text, hold if hold > now else None))
     return notices

@@ -28,6 +28,7 @@ from services.common.events import (
     CaseContact,
     CaseEvent,
     CaseLinked,
+    CaseNoticeIssued,
     CaseReplied,
     CaseReturned,
     CaseTriaged,
@@ -46,6 +47,7 @@ from services.notifier.domain import (
     HotspotKey,
     PlannedNotification,
     StaffDirectory,
+    StaffNotice,
     apply_event,
     choose_channel,
     due_alerts,
@@ -55,6 +57,7 @@ from services.notifier.domain import (
     plan_notification,
     render,
     staff_notices,
+    supervision_notices,
 )
 from services.notifier.metrics import (
     ALERTS,
@@ -140,6 +143,7 @@ class NotifierService:
         now = self.clock.now()
         changed: dict[str, CaseState] = {}
         planned = []
+        notices: list[tuple[CaseNoticeIssued, int]] = []  # 督办 notices, for the unit's staff
         for event, partition in events:
             state = apply_event(self.states.get(event.case_id), event, partition)
             if state is None:
@@ -155,9 +159,14 @@ class NotifierService:
             notification = plan_notification(state, event)
             if notification is not None:
                 planned.append((notification, partition))
+            if isinstance(event, CaseNoticeIssued):
+                notices.append((event, partition))
         await self.store.save_cases(changed.values())
         for notification, partition in planned:
             await self._add_notification(notification, partition, now)
+        for notice, partition in notices:
+            await self._add_staff_notices(supervision_notices(notice, self.staff, now), notice.case_id,
+                                          notice.tracking_number, partition, now)
         return len(changed)
 
     async def _track_hotspot(self, state: CaseState, event: CaseEvent) -> None:
@@ -264,8 +273,13 @@ class NotifierService:
     async def _remind_staff(self, alert: Alert, partition: int, now: datetime) -> None:
         """The alert, to each person of its unit (or the supervision office) on their channels; held until the
         end of their quiet hours. Stored like citizens' notifications, so a crash loses none and sends none twice."""
-        for notice in staff_notices(alert, self.staff, now):
-            doc = {"_id": notice.notification_id, "case_id": alert.case_id, "tracking_number": alert.tracking_number,
+        await self._add_staff_notices(staff_notices(alert, self.staff, now), alert.case_id, alert.tracking_number,
+                                      partition, now)
+
+    async def _add_staff_notices(self, notices: list[StaffNotice], case_id: str | None, tracking_number: str | None,
+                                 partition: int, now: datetime) -> None:
+        for notice in notices:
+            doc = {"_id": notice.notification_id, "case_id": case_id, "tracking_number": tracking_number,
                    "kind": NotificationKind.STAFF_ALERT.value, "partition": partition, "variables": {},
                    "status": "held" if notice.not_before else "ready", "not_before": notice.not_before,
                    "channel": notice.channel.value, "to": notice.to, "text": notice.text, "created_at": now,

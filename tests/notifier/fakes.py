@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from services.common import events as ev
@@ -165,6 +165,11 @@ class CaseScript:
     def reopened(self, at: datetime, deadline: datetime, handling_round: int = 2) -> ev.CaseReopened:
         return ev.CaseReopened(**self._base(at, "supervisor"), department_id=DEPT, reason="不满意",
                                handling_round=handling_round, deadline=deadline)
+
+    def notice_issued(self, at: datetime, notice_id: str, reply_by: date, *, method: str = "on_site",
+                      note: str = "请于本周内到现场核实并联系群众13800138000") -> ev.CaseNoticeIssued:
+        return ev.CaseNoticeIssued(**self._base(at, "supervisor"), notice_id=notice_id, department_id=DEPT,
+                                   method=method, note=note, reply_by=reply_by)
 
     def closed(self, at: datetime) -> ev.CaseClosed:
         return ev.CaseClosed(**self._base(at, "supervisor"), reason="办结", department_id=DEPT)

@@ -3,7 +3,12 @@ into one notification per person and channel, held through the person's quiet ho
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +17,7 @@ from services.common.events import utcnow
 from services.common.kafka import EventPublisher, new_producer
 from services.common.mongo import new_client
 from services.common.workdays import default_calendar
-from services.notifier.domain import StaffDirectory, staff_notices
+from services.notifier.domain import StaffDirectory, staff_notices, supervision_notices
 from tests.harness.ports import free_port
 from tests.notifier.fakes import DEPT, CaseScript, make_service
 from tests.notifier.harness import FakeGateway, WorkerProcess, read_topic, wait_for, worker_env
@@ -87,45 +92,119 @@ async def test_quiet_hours_hold_a_reminder_until_the_morning():
     assert len(ids) == len(set(ids))
 
 
-@pytest.mark.integration
-async def test_a_worker_sends_staff_reminders_on_the_notifications_topic(kafka_bootstrap, mongo_url, test_topics,
-                                                                         run_id, tmp_path):
+@asynccontextmanager
+async def worker_after(events: list, kafka_bootstrap: str, mongo_url: str, test_topics, run_id: str,
+                       tmp_path: Path) -> AsyncIterator[tuple[FakeGateway, Path]]:
+    """Publish ``events`` (staff contacts, case events), then run a real worker against an SMS gateway; yields
+    the gateway and the worker's clock-offset file once it is ready; drops its database afterwards."""
     clock_file = tmp_path / "clock_offset"
     clock_file.write_text("0")
     producer = new_producer(kafka_bootstrap)
     await producer.start()
     publisher = EventPublisher(producer, source="/test/intake", names=test_topics)
-    now = utcnow()
-    for c in (contact("p-staff", ["unit_staff"], at=now), contact("p-elsewhere", ["unit_staff"], unit="nankang_gov",
-                                                                  at=now)):
-        await publisher.publish(c)
-    script = CaseScript("c-staff", tracking="WZ2609-STAF-0001")
-    deadline = default_calendar().add_working_days(now, 1)
-    await publisher.publish(script.submitted(now))
-    await publisher.publish(script.assigned(now, deadline))
+    for event in events:
+        await publisher.publish(event)
     with FakeGateway() as gateway:
         env = worker_env(kafka=kafka_bootstrap, mongo=mongo_url, names=test_topics, run_id=run_id, port=free_port(),
                          sms_url=gateway.url, clock_file=clock_file)
         worker = WorkerProcess(env, tmp_path / "worker.log").start()
         try:
             await wait_for(worker.readyz, "the worker ready")
-            # noon of the day after the deadline in Shanghai: nobody's quiet hours, the unsigned alert is due
-            target = deadline + timedelta(hours=12)
-            clock_file.write_text(str((target - utcnow()).total_seconds()))
-
-            async def staff_notifications() -> list[dict]:
-                events = await read_topic(kafka_bootstrap, test_topics.notifications)
-                return [e["data"] for _, e in events if e["data"]["kind"] == "staff_alert"]
-            sent = await wait_for(staff_notifications, "a staff reminder on the notifications topic")
-            await wait_for(lambda: any(k.startswith("staff:") for k in gateway.accepted), "the gateway to get it")
+            yield gateway, clock_file
         finally:
             worker.stop()
             await producer.stop()
             client = new_client(mongo_url)
             await client.drop_database(f"wenzheng_notifier_{run_id}")
             await client.close()
+
+
+@pytest.mark.integration
+async def test_a_worker_sends_staff_reminders_on_the_notifications_topic(kafka_bootstrap, mongo_url, test_topics,
+                                                                         run_id, tmp_path):
+    now = utcnow()
+    script = CaseScript("c-staff", tracking="WZ2609-STAF-0001")
+    deadline = default_calendar().add_working_days(now, 1)
+    events = [contact("p-staff", ["unit_staff"], at=now),
+              contact("p-elsewhere", ["unit_staff"], unit="nankang_gov", at=now),
+              script.submitted(now), script.assigned(now, deadline)]
+    async with worker_after(events, kafka_bootstrap, mongo_url, test_topics, run_id, tmp_path) as (gateway, clock):
+        # noon of the day after the deadline in Shanghai: nobody's quiet hours, the unsigned alert is due
+        target = deadline + timedelta(hours=12)
+        clock.write_text(str((target - utcnow()).total_seconds()))
+
+        async def staff_notifications() -> list[dict]:
+            events = await read_topic(kafka_bootstrap, test_topics.notifications)
+            return [e["data"] for _, e in events if e["data"]["kind"] == "staff_alert"]
+        sent = await wait_for(staff_notifications, "a staff reminder on the notifications topic")
+        await wait_for(lambda: any(k.startswith("staff:") for k in gateway.accepted), "the gateway to get it")
     assert {n["person_id"] for n in sent} == {"p-staff"}  # only the unit's own people
     assert {n["channel"] for n in sent} == {"sms"} and all(n["to"] == "13900000000" for n in sent)
     assert all(n["case_id"] == "c-staff" for n in sent)
     public = await read_topic(kafka_bootstrap, test_topics.alerts)
     assert "13900000000" not in str(public) and "p-staff" not in str(public)
+
+
+def test_a_supervision_notice_reads_in_chinese_and_goes_to_the_units_staff_and_lead():
+    directory = StaffDirectory()
+    for c in staff():
+        directory.apply(c)
+    event = CaseScript("c-1").notice_issued(T0, "n-1", date(2026, 12, 5), method="phone")
+    notices = supervision_notices(event, directory, T0)
+    assert sorted((n.person_id, n.channel.value) for n in notices) == [
+        ("p-lead", "email"), ("p-lead", "sms"), ("p-night", "sms"), ("p-staff", "sms")]  # not the office
+    assert {n.text for n in notices} == {
+        "【问政督办】章贡区人民政府：市督办办公室对工单WZ2609-TEST-0001电话督办，请于2026年12月5日前答复。"}
+    assert len({n.notification_id for n in notices}) == len(notices)
+    assert notices == supervision_notices(event, directory, T0)  # stable ids: a replay adds nothing
+    names = {m: supervision_notices(event.model_copy(update={"method": m}), directory, T0)[0].text
+             for m in ("phone", "on_site", "meeting")}
+    assert [t.split("WZ2609-TEST-0001")[1][:4] for t in names.values()] == ["电话督办", "现场督办", "会议督办"]
+
+
+async def test_a_supervision_notice_is_stored_once_per_person_and_channel_even_when_replayed():
+    service, _, _, publisher = make_service(T0)
+    for c in staff():
+        service.staff.apply(c)
+    script = CaseScript("c-7")
+    deadline = default_calendar().add_working_days(T0, 5)
+    notice = script.notice_issued(T0, "n-7", date(2026, 9, 10))
+    events = [(script.submitted(T0), 0), (script.assigned(T0, deadline), 0), (notice, 0)]
+    await service.apply_batch(events)
+    await service.apply_batch(events)  # a replay after a crash
+    service.states.clear()  # ... even by a replica that lost its in-memory state
+    await service.apply_batch([(notice, 0)])
+    sent = [n for n in publisher.notifications_sent if n.notification_id.startswith("staff:notice:n-7:")]
+    assert sorted((n.person_id, n.channel) for n in sent) == [  # each exactly once
+        ("p-lead", "email"), ("p-lead", "sms"), ("p-night", "sms"), ("p-staff", "sms")]
+    assert all(n.kind == "staff_alert" and n.case_id == "c-7" and "2026年9月10日" in n.text for n in sent)
+    assert not any("13800138000" in n.text or "现场核实" in n.text for n in sent)  # never the note or the citizen
+
+
+@pytest.mark.integration
+async def test_a_worker_sends_a_supervision_notice_to_the_units_people_once(kafka_bootstrap, mongo_url, test_topics,
+                                                                            run_id, tmp_path):
+    now = utcnow()
+    script = CaseScript("c-notice", tracking="WZ2609-DUBN-0001")
+    deadline = default_calendar().add_working_days(now, 10)
+    people = [contact("p-staff", ["unit_staff"], at=now), contact("p-lead", ["unit_lead"], at=now),
+              contact("p-elsewhere", ["unit_staff"], unit="nankang_gov", at=now),
+              contact("p-office", ["supervisor"], unit=None, at=now)]
+    case = [script.submitted(now), script.assigned(now, deadline), script.contact(now)]
+    notice = script.notice_issued(now, "n-dubn", date(2026, 12, 5), method="meeting")
+    events = [*people, *case, notice, notice]  # the notice delivered twice
+    async with worker_after(events, kafka_bootstrap, mongo_url, test_topics, run_id, tmp_path) as (gateway, _):
+        async def notices() -> list[dict]:
+            events = await read_topic(kafka_bootstrap, test_topics.notifications)
+            found = [e["data"] for _, e in events if e["data"]["notification_id"].startswith("staff:notice:")]
+            return found if len(found) >= 2 else []
+        await wait_for(notices, "the notice on the notifications topic")
+        await wait_for(lambda: sum(k.startswith("staff:notice:") for k in gateway.accepted) >= 2,
+                       "the gateway to get both")
+        await asyncio.sleep(2)  # time for a duplicate, if there were one
+        sent = await notices()
+    assert sorted(n["person_id"] for n in sent) == ["p-lead", "p-staff"]  # once each, only the unit's people
+    assert {n["text"] for n in sent} == {
+        "【问政督办】章贡区人民政府：市督办办公室对工单WZ2609-DUBN-0001会议督办，请于2026年12月5日前答复。"}
+    assert all(n["to"] == "13900000000" and n["kind"] == "staff_alert" for n in sent)
+    assert "13800138000" not in json.dumps(sent)
