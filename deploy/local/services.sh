@@ -16,6 +16,9 @@ alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 
 start() {
   local started=0
+  # locally the portal signs every person in from 127.0.0.1: intake reads the person's address from its
+  # X-Forwarded-For (for the per-address sign-in limit and the audit trail)
+  export WENZHENG_INTAKE_TRUSTED_PROXIES=${WENZHENG_INTAKE_TRUSTED_PROXIES:-'["127.0.0.1"]'}
   # local demo people (a few units' staff, a lead, a supervisor, an admin): passwords in the git-ignored file
   if exists intake; then "$PY" -m services.intake demo-accounts --out var/local/credentials.json; fi
   for row in "${SERVICES[@]}"; do
