@@ -180,6 +180,17 @@ async def call(request: Request, coroutine: Any) -> Any:
         raise
 
 
+async def optional(coroutine: Any, default: Any) -> Any:
+    """A part of a page that may be missing (an older back end): the page still renders without it; a lost
+    sign-in still ends the page."""
+    try:
+        return await coroutine
+    except ApiError as exc:
+        if exc.unauthenticated:
+            raise
+        return default
+
+
 def forwarded_for(request: Request) -> str | None:
     """The X-Forwarded-For chain to send on: what reached the portal plus the address it came from."""
     peer = request.client.host if request.client else None

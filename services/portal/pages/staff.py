@@ -23,6 +23,7 @@ from services.portal.web import (
     call,
     forwarded_for,
     home_for,
+    optional,
     portal,
     read_form,
     redirect,
@@ -290,16 +291,6 @@ def list_filters(query: Any) -> tuple[dict[str, Any], dict[str, str]]:
     return values, errors
 
 
-async def _optional(coroutine: Any, default: Any) -> Any:
-    """A part of a page that may be missing (an older back end): the page still renders without it."""
-    try:
-        return await coroutine
-    except ApiError as exc:
-        if exc.unauthenticated:
-            raise
-        return default
-
-
 @router.get("/staff")
 async def inbox(request: Request) -> Response:
     session = require(request, CASE_ROLES | ADMIN_ROLES)
@@ -312,7 +303,7 @@ async def inbox(request: Request) -> Response:
     cases, counts, notices = await call(request, asyncio.gather(
         p.intake.cases(token, bucket=filters["bucket"], q=filters["q"], since=filters["since"],
                        until=filters["until"], page=filters["page"], page_size=page_size),
-        _optional(p.intake.inbox_counts(token), {}), _optional(p.intake.notices(token), {"items": []})))
+        optional(p.intake.inbox_counts(token), {}), optional(p.intake.notices(token), {"items": []})))
     keep = "&".join(f"{k}={v}" for k, v in filters.items() if v and k != "page")
     return render(request, "staff/inbox.html", 422 if errors else 200, title="待办诉求", cases=cases,
                   counts=counts, notices=notices.get("items", []), values=filters, errors=errors, keep=keep,
@@ -333,7 +324,7 @@ async def case_page(request: Request, case_id: str, status: int = 200, **context
     templates: list[dict[str, Any]] = []
     if "reply" in allowed:
         unit_id = (case.get("department") or {}).get("id") if session.roles & OFFICE_ROLES else None
-        templates = (await call(request, _optional(p.intake.reply_templates(token, unit_id), {}))).get("items", [])
+        templates = (await call(request, optional(p.intake.reply_templates(token, unit_id), {}))).get("items", [])
     reference = await p.reference.get() if {"reassign"} & set(allowed) else {}
     chosen = request.query_params.get("template")
     values = context.pop("values", {}) or {}

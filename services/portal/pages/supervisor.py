@@ -11,8 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from services.portal import domain
-from services.portal.client import ApiError
-from services.portal.web import OFFICE_ROLES, call, portal, read_form, redirect, render, require
+from services.portal.web import OFFICE_ROLES, call, optional, portal, read_form, redirect, render, require
 
 router = APIRouter()
 # each queue of the console: (name, title, the GET /v1/cases filters)
@@ -48,20 +47,11 @@ async def console(request: Request) -> Response:
     q = (request.query_params.get("q") or "").strip()[:100]
     cases, counts = await call(request, asyncio.gather(
         p.intake.cases(token, **filters, q=q, page=page, page_size=p.settings.page_size),
-        _safe(p.intake.inbox_counts(token), {})))
+        optional(p.intake.inbox_counts(token), {})))
     results = request.query_params.get("ok"), request.query_params.get("failed")
     return render(request, "supervisor/console.html", title=f"督办工作台：{title}", view=view, queues=QUEUES,
                   cases=cases, counts=counts, page=page, bulk_actions=BULK_ACTIONS, results=results,
                   page_size=p.settings.page_size, queue_title=title, values={"q": q})
-
-
-async def _safe(coroutine: Any, default: Any) -> Any:
-    try:
-        return await coroutine
-    except ApiError as exc:
-        if exc.unauthenticated:
-            raise
-        return default
 
 
 @router.post("/supervisor/bulk")
