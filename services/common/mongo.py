@@ -10,7 +10,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from services.common.config import common_settings
 
@@ -50,3 +52,12 @@ async def ping(client: AsyncMongoClient) -> bool:
         return True
     except Exception:
         return False
+
+
+async def upsert_one(collection: AsyncCollection, query: dict[str, Any], update: dict[str, Any]) -> None:
+    """An upsert that survives a race: two upserts of a missing document can both try to insert it, and the
+    loser fails with a duplicate key. The document exists by then, so the same update once more applies."""
+    try:
+        await collection.update_one(query, update, upsert=True)
+    except DuplicateKeyError:
+        await collection.update_one(query, update, upsert=True)

@@ -17,6 +17,8 @@ from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from services.common.mongo import upsert_one
+
 AUDIT_PAGE_MAX = 500
 
 
@@ -80,7 +82,7 @@ class AccountsStore:
         return result.matched_count == 1
 
     async def flag_pending(self, holder_id: str) -> None:
-        await self.pending.update_one({"_id": holder_id}, {"$inc": {"seq": 1}}, upsert=True)
+        await upsert_one(self.pending, {"_id": holder_id}, {"$inc": {"seq": 1}})
 
     # ------------------------------------------------------------------ sign-in failures
     async def failures_of(self, username: str) -> list[datetime]:

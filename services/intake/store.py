@@ -27,7 +27,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.common.events import CaseStatus, NoticeMethod, PostKind, Rating
-from services.common.mongo import DUPLICATE_KEY, id_chunks
+from services.common.mongo import DUPLICATE_KEY, id_chunks, upsert_one
 from services.intake.case_index import SUMMARY_PROJECTION, CaseIndex, summary_from_doc
 from services.intake.domain import Callback, Case, Notice, PendingExtension, PendingReply
 
@@ -302,7 +302,7 @@ class CaseStore:
 
     async def flag_pending(self, case_id: str) -> None:
         """Written after the case: the relay's list of cases to look at (``seq`` tells it of later events)."""
-        await self.pending.update_one({"_id": case_id}, {"$inc": {"seq": 1}}, upsert=True)
+        await upsert_one(self.pending, {"_id": case_id}, {"$inc": {"seq": 1}})
 
     async def commit(self, case: Case, expected_version: int, *, outbox: list[dict[str, Any]],
                      timeline: list[dict[str, Any]], replies: list[dict[str, Any]], now: datetime,
@@ -376,7 +376,7 @@ class CaseStore:
         flagged = 0
         for collection in (self.cases, self.people):
             async for doc in collection.find({"outbox_count": {"$gt": 0}}, {"_id": 1}):
-                await self.pending.update_one({"_id": doc["_id"]}, {"$setOnInsert": {"seq": 0}}, upsert=True)
+                await upsert_one(self.pending, {"_id": doc["_id"]}, {"$setOnInsert": {"seq": 0}})
                 flagged += 1
         return flagged
 
