@@ -30,12 +30,12 @@ from pathlib import Path
 
 import httpx
 
+from harness.people import platform_tokens
+from harness.platform import ROOT, Platform
+from harness.posts import realistic_post
+from harness.topics import read_topic
 from services.common.events import parse_event
 from services.common.kafka import new_consumer, new_producer
-from tests.harness.people import platform_tokens
-from tests.harness.platform import ROOT, Platform
-from tests.harness.posts import realistic_post
-from tests.harness.topics import read_topic
 
 OUT = Path("var/chaos/latest.json")
 MALFORMED = [b"not json at all", b'{"specversion": "1.0"}', b"\xff\xfe\x00", b"[]",

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import httpx
 
+from harness.ports import free_port
 from services.common.config import TopicSettings, common_settings
 from services.common.mongo import new_client
 from services.common.topics import create_topics
 from services.intake.auth import ensure_credentials_file
-from tests.harness.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PLACES = [("章贡区", "水西镇"), ("南康区", "唐江镇"), ("赣县区", "梅林镇"), ("于都县", "贡江镇"), ("瑞金市", "象湖镇")]

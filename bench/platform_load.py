@@ -1,6 +1,6 @@
 """`make bench`: the whole platform under increasing load, measured end to end.
 
-Starts the four services as separate processes (tests/harness/platform.py, same commands as `make run`,
+Starts the four services as separate processes (harness/platform.py, same commands as `make run`,
 private topics and databases), then, in the same run:
   1. the reference ceiling: raw aiokafka produce/consume throughput on the same broker;
   2. an open-loop load of realistic posts at increasing rates through intake's public API;
@@ -29,10 +29,10 @@ import psutil
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.kafka_reference import measure as kafka_reference
+from harness.platform import Platform
+from harness.posts import realistic_post
 from services.common.events import parse_event
 from services.common.kafka import new_consumer
-from tests.harness.platform import Platform
-from tests.harness.posts import realistic_post
 
 OUT = Path("var/bench/latest.json")
 MAX_IN_FLIGHT = 128

@@ -33,13 +33,13 @@ import httpx
 import numpy as np
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from harness.ports import free_port
 from services.common.config import TopicSettings
 from services.common.events import CaseSubmitted, Location, make_event, parse_event
 from services.common.kafka import new_consumer, new_producer
 from services.common.mongo import new_client
 from services.common.reference import load_reference
 from services.common.topics import TOPIC_SPECS, create_topics, topic_name
-from tests.harness.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "var" / "bench" / "router_latency.json"

@@ -19,10 +19,10 @@ import time
 import uuid
 from pathlib import Path
 
+from harness.simulate import simulate
 from services.common.mongo import new_client
 from services.stats.domain import fact_from_event
 from services.stats.handlers import Projector
-from services.stats.simulate import simulate
 from services.stats.store import StatsStore
 
 OUT = Path(__file__).resolve().parents[1] / "var" / "bench" / "stats_apply.json"

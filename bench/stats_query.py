@@ -27,11 +27,11 @@ from pathlib import Path
 import httpx
 from prometheus_client import CollectorRegistry
 
+from harness.simulate import CATEGORIES
+from harness.simulate import COUNTIES as SIM_COUNTIES
 from services.common.mongo import new_client
 from services.common.workdays import SHANGHAI, local_date
 from services.stats.domain import contributions, merge_counters, reply_tenths
-from services.stats.simulate import CATEGORIES
-from services.stats.simulate import COUNTIES as SIM_COUNTIES
 from services.stats.store import StatsStore
 
 OUT = Path(__file__).resolve().parents[1] / "var" / "bench" / "stats_query.json"

@@ -6,15 +6,17 @@ both MongoDB 7 and the local FerretDB server support are used (see DESIGN.md §3
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
-from pymongo import AsyncMongoClient
+from prometheus_client import Counter
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.common.config import common_settings
+from services.common.metrics import metric_name
 
 DUPLICATE_KEY = 11000  # the server's error code for a duplicate key, in a bulk write's writeErrors
 # The local FerretDB uses its _id index for `_id: {$in: [...]}` up to this many ids
@@ -30,20 +32,41 @@ def id_chunks(items: Sequence[T], size: int = IDS_PER_QUERY) -> Iterator[list[T]
         yield list(items[start:start + size])
 
 
-def new_client(url: str | None = None, **overrides: Any) -> AsyncMongoClient:
+class CommandCounter(monitoring.CommandListener):
+    """Counts every command a client sends, by operation (``insert``, ``find``, ``update``, ``getMore``...):
+    the figure that names the database's share of the cost of a post (`make bench` divides it by posts)."""
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.counter.labels(event.command_name).inc()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@functools.cache
+def db_commands_counter(service: str) -> Counter:
+    """``wenzheng_<service>_db_commands_total{operation}``: one per service and process."""
+    return Counter(metric_name(service, "db_commands"), "Database commands sent, by operation", ["operation"])
+
+
+def new_client(url: str | None = None, *, service: str | None = None, **overrides: Any) -> AsyncMongoClient:
+    """A client for ``url``; with ``service`` its commands are counted in that service's metrics."""
     options: dict[str, Any] = {
         "serverSelectionTimeoutMS": 5000,
         "tz_aware": True,
         "retryWrites": False,  # FerretDB has no retryable writes; our writes are idempotent anyway
-        "appname": "wenzheng",
+        "appname": f"wenzheng-{service}" if service else "wenzheng",
     }
+    if service:
+        options["event_listeners"] = [CommandCounter(db_commands_counter(service))]
     options.update(overrides)
     return AsyncMongoClient(url or common_settings().mongo_url, **options)
-
-
-def service_database(client: AsyncMongoClient, service: str, suffix: str = "") -> AsyncDatabase:
-    """The database a service owns; ``suffix`` isolates test runs."""
-    return client[f"wenzheng_{service}{suffix}"]
 
 
 async def ping(client: AsyncMongoClient) -> bool:

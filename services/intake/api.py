@@ -899,7 +899,7 @@ def load_credentials(settings: IntakeSettings, common: CommonSettings) -> Creden
 
 async def start_runtime(runtime: Runtime) -> None:
     settings, common = runtime.settings, runtime.common
-    runtime.client = new_client(common.mongo_url)
+    runtime.client = new_client(common.mongo_url, service="intake")
     runtime.store = CaseStore(runtime.client[settings.database])
     await runtime.store.ensure_indexes()
     await load_list_index(runtime)

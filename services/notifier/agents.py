@@ -121,7 +121,7 @@ class NotifierWorker:
         self.common = common or common_settings()
         self.clock = clock or clock_from_environment()
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
-        self.mongo = new_client(self.common.mongo_url)
+        self.mongo = new_client(self.common.mongo_url, service="notifier")
         self.store = NotifierStore(self.mongo[self.settings.database])
         self.producer = new_producer(self.common.kafka_bootstrap)
         self.events = EventPublisher(self.producer, source=self.settings.source, names=self.names)

@@ -345,7 +345,7 @@ def create_app(settings: RouterSettings | None = None, names: TopicSettings | No
     decisions = app.topic(names.routing_decisions, **raw)
     dead_letters = app.topic(names.dead_letter, **raw)
     table = app.Table("case-routing", default=None, partitions=settings.partitions)
-    mongo = new_client(common.mongo_url)
+    mongo = new_client(common.mongo_url, service="router")
     store = RouterStore(mongo[settings.database])
     registry = ModelRegistry(mongo[settings.database])
     policy = RoutingPolicy(triage_confidence=settings.triage_confidence, max_returns=settings.max_returns,

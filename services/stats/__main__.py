@@ -19,7 +19,7 @@ async def _reconcile(check_only: bool) -> dict:
     from services.stats.store import StatsStore
 
     settings = StatsSettings()
-    client = new_client(common_settings().mongo_url)
+    client = new_client(common_settings().mongo_url, service="stats")
     try:
         store = StatsStore(client[settings.database])
         return await Projector(store, settings.instance_id).reconcile(fix=not check_only)

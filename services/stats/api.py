@@ -128,7 +128,7 @@ def create_app(settings: StatsSettings | None = None, *, names: TopicSettings | 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         common = common_settings()
-        client = new_client(common.mongo_url)
+        client = new_client(common.mongo_url, service="stats")
         store = StatsStore(client[settings.database])
         await store.ensure_indexes()
         projector = Projector(store, settings.instance_id, flush_seconds=settings.flush_seconds,

@@ -1,9 +1,8 @@
-"""The one reference-data contract (issue #15): Chinese names, the deadline policy, service areas, and services
-that never import each other."""
+"""The one reference-data contract (issue #15): Chinese names, the deadline policy and service areas (the
+import rules between services are in tests/test_architecture.py)."""
 
 from __future__ import annotations
 
-import ast
 import re
 import shutil
 from pathlib import Path
@@ -96,40 +95,3 @@ def test_the_public_reference_lists_what_each_unit_serves() -> None:
     assert units["zhanggong_gov"]["serves"] == ["章贡区"] and units["zhanggong_gov"]["county"] == "章贡区"
     assert len(units["city_hrss"]["serves"]) == len(data["counties"])
     assert {c["code"] for c in data["categories"]} == set(reference().taxonomy.ids)
-
-
-def _imported_modules(path: Path) -> list[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    names = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.append(node.module)
-    return names
-
-
-def test_no_service_imports_another_service() -> None:
-    services = [p.name for p in SERVICES.iterdir() if p.is_dir() and p.name not in ("common", "__pycache__")]
-    assert {"intake", "router", "notifier", "stats"} <= set(services)
-    crossings = []
-    for service in services:
-        for path in (SERVICES / service).rglob("*.py"):
-            for module in _imported_modules(path):
-                parts = module.split(".")
-                if parts[0] == "services" and len(parts) > 1 and parts[1] not in ("common", service):
-                    crossings.append(f"{path.relative_to(SERVICES.parent)} imports {module}")
-    assert not crossings, "\n".join(crossings)
-
-
-def test_no_service_reads_another_services_files() -> None:
-    """Reading by path is importing by other means: no service names another service's folder."""
-    services = {"intake", "router", "notifier", "stats"}
-    found = []
-    for service in services:
-        for path in (SERVICES / service).rglob("*.py"):
-            text = path.read_text(encoding="utf-8")
-            for other in services - {service}:
-                if re.search(rf"""["'/]{other}["'/]\s*[/)]|/ *["']{other}["']""", text):
-                    found.append(f"{path.name} names {other}'s folder")
-    assert not found, found

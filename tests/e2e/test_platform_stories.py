@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from harness.people import platform_tokens
+from harness.platform import Platform
+from harness.topics import read_topic
+from harness.waiting import wait_for as wait_until
 from services.common.events import parse_event
-from tests.harness.people import platform_tokens
-from tests.harness.platform import Platform
-from tests.harness.topics import read_topic
-from tests.harness.waiting import wait_for as wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 PHONE = "13912345678"

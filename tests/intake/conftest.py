@@ -19,6 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
+from harness.people import CHEAP_HASHING, create_person, sign_in, unit_staff_username
 from services.common.clock import OffsetClock
 from services.common.config import CommonSettings, TopicSettings
 from services.common.events import RoutingDecision, make_event
@@ -29,7 +30,6 @@ from services.common.topics import create_topics
 from services.intake.api import create_app
 from services.intake.auth import Credentials
 from services.intake.config import IntakeSettings
-from tests.harness.people import CHEAP_HASHING, create_person, sign_in, unit_staff_username
 
 WAIT_SECONDS = 60  # generous: only a ceiling for eventually-consistent steps, never a speed assertion
 

@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
+from harness.people import TEST_PASSWORD, create_person, sign_in
 from services.common.workdays import SHANGHAI
 from services.intake.accounts_store import AccountsStore
 from services.intake.people import AccountsService
 from services.intake.ratelimit import SlidingWindowLimiter
-from tests.harness.people import TEST_PASSWORD, create_person, sign_in
 from tests.intake.conftest import Intake, random_phone, read_topic
 
 pytestmark = pytest.mark.integration

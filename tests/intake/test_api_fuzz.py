@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from harness.fuzz import EXAMPLES_PER_OPERATION, fuzz_openapi, running_intake_process
+from harness.people import sign_in_sync
 from services.common.config import TopicSettings
-from tests.harness.fuzz import EXAMPLES_PER_OPERATION, fuzz_openapi, running_intake_process
-from tests.harness.people import sign_in_sync
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from harness.people import sign_in, unit_staff_username
 from services.common.config import CommonSettings, TopicSettings
 from services.intake.api import create_app
 from services.intake.auth import Credentials
-from tests.harness.people import sign_in, unit_staff_username
 from tests.intake.conftest import Intake, eventually, open_intake
 
 pytestmark = pytest.mark.integration

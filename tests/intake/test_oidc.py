@@ -19,8 +19,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from authlib.jose import JsonWebKey, jwt
 
+from harness.people import create_person
 from services.intake.oidc import s256_challenge
-from tests.harness.people import create_person
 from tests.intake.conftest import open_intake
 
 pytestmark = pytest.mark.integration

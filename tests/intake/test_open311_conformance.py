@@ -17,11 +17,11 @@ import xmltodict
 from georeport import GeoReport
 from requests import HTTPError
 
+from harness.fuzz import running_intake_process
 from services.common.config import TopicSettings
 from services.common.events import RoutingDecision, make_event
 from services.common.kafka import new_producer
 from services.common.reference import reference
-from tests.harness.fuzz import running_intake_process
 
 pytestmark = pytest.mark.integration
 JURISDICTION = "ganzhou.gov.cn"

@@ -12,10 +12,10 @@ import re
 
 import uvicorn
 
+from harness.ports import free_port
 from services.common.events import parse_event
 from services.common.people import people_deadline
 from services.common.reference import reference
-from tests.harness.ports import free_port
 from tests.intake.conftest import Intake, eventually, random_phone, read_topic
 
 CJK = re.compile(r"[\u4e00-\u9fff]")

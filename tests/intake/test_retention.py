@@ -11,10 +11,10 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
+from harness.people import sign_in
+from harness.ports import free_port
 from services.intake import metrics
 from services.intake.retention import erasure_cutoff
-from tests.harness.people import sign_in
-from tests.harness.ports import free_port
 from tests.intake.conftest import open_intake, random_phone, read_topic
 from tests.notifier.harness import FakeGateway, WorkerProcess, wait_for, worker_env
 

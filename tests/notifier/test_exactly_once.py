@@ -9,11 +9,11 @@ from datetime import timedelta
 
 import pytest
 
+from harness.ports import free_port
 from services.common.events import utcnow
 from services.common.kafka import EventPublisher, new_producer
 from services.common.mongo import new_client
 from services.common.workdays import default_calendar
-from tests.harness.ports import free_port
 from tests.notifier.fakes import CaseScript
 from tests.notifier.harness import FakeGateway, WorkerProcess, read_topic, wait_for, worker_env
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from harness.ports import free_port
 from services.common import events as ev
 from services.common.events import utcnow
 from services.common.kafka import EventPublisher, new_producer
 from services.common.mongo import new_client
 from services.common.workdays import default_calendar
 from services.notifier.domain import StaffDirectory, staff_notices, supervision_notices
-from tests.harness.ports import free_port
 from tests.notifier.fakes import DEPT, CaseScript, make_service
 from tests.notifier.harness import FakeGateway, WorkerProcess, read_topic, wait_for, worker_env
 

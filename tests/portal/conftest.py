@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness.platform import ROOT, Platform
-from tests.harness.waiting import wait_for  # noqa: F401 (the browser tests' helper)
+from harness.platform import ROOT, Platform
+from harness.waiting import wait_for  # noqa: F401 (the browser tests' helper)
 
 CHROMIUM = os.environ.get("WENZHENG_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from tests.harness.people import unit_staff_username
+from harness.people import unit_staff_username
 from tests.portal.conftest import api, shot, token_of, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]

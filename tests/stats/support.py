@@ -12,13 +12,13 @@ from typing import Any
 import httpx
 from prometheus_client import CollectorRegistry
 
+from harness.simulate import Simulation
 from services.common.clock import FixedClock
 from services.common.mongo import new_client
 from services.stats.api import create_app
 from services.stats.config import StatsSettings
 from services.stats.domain import Summary, fact_from_event
 from services.stats.handlers import Projector
-from services.stats.simulate import Simulation
 from services.stats.store import StatsStore
 
 TODAY = date(2026, 11, 27)  # after every simulated deadline

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from harness.simulate import simulate
 from services.stats.handlers import Projector
-from services.stats.simulate import simulate
 from tests.stats.support import apply_in_batches, facts_of, serving_stats
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 from pymongo import MongoClient
 
+from harness.fuzz import EXAMPLES_PER_OPERATION, fuzz_openapi, running_service
 from services.common.config import TopicSettings
-from tests.harness.fuzz import EXAMPLES_PER_OPERATION, fuzz_openapi, running_service
 
 pytestmark = pytest.mark.integration
 

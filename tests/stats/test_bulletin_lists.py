@@ -11,12 +11,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pymongo.errors import OperationFailure
 
+from harness.simulate import simulate
 from services.common.mongo import new_client
 from services.common.workdays import SHANGHAI
 from services.stats.domain import month_bounds
 from services.stats.handlers import Projector
 from services.stats.lists import CaseLists, list_change
-from services.stats.simulate import simulate
 from services.stats.store import StatsStore
 from services.stats.view import RollupView
 from tests.stats.support import apply_in_batches, facts_of, serving_stats

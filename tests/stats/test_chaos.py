@@ -20,12 +20,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.ports import free_port
+from harness.simulate import simulate
 from services.common.kafka import EventPublisher, new_producer
 from services.common.mongo import new_client
 from services.stats.handlers import Projector
-from services.stats.simulate import simulate
 from services.stats.store import StatsStore
-from tests.harness.ports import free_port
 from tests.stats.support import TODAY, facts_of, measured
 
 pytestmark = pytest.mark.integration

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from datetime import date
 
+from harness.simulate import simulate
 from services.stats.domain import (
     Summary,
     deltas,
@@ -17,7 +18,6 @@ from services.stats.domain import (
     rank,
     wilson_interval,
 )
-from services.stats.simulate import simulate
 
 TODAY = date(2026, 11, 27)
 

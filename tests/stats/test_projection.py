@@ -6,9 +6,9 @@ import random
 
 import pytest
 
+from harness.simulate import simulate
 from services.common.mongo import new_client
 from services.stats.handlers import Projector
-from services.stats.simulate import simulate
 from services.stats.store import StatsStore, rollup_location
 from tests.stats.support import TODAY, apply_in_batches, facts_of, measured
 

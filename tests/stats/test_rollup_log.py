@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from harness.simulate import simulate
 from services.common.mongo import new_client
 from services.stats.domain import fact_from_event
 from services.stats.handlers import Projector
-from services.stats.simulate import simulate
 from services.stats.store import StatsStore, pack, rollup_location
 from services.stats.view import RollupView
 from tests.stats.support import TODAY, apply_in_batches, facts_of, measured

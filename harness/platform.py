@@ -19,7 +19,7 @@ import httpx
 
 from services.common.config import TopicSettings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SERVICES_TABLE = ROOT / "deploy" / "local" / "services.txt"
 
 

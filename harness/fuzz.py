@@ -22,9 +22,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.harness.ports import free_port
+from harness.ports import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES_PER_OPERATION = int(os.environ.get("WENZHENG_FUZZ_EXAMPLES", "15"))
 
 
