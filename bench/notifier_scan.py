@@ -61,7 +61,7 @@ def make_cases(n: int, rng: random.Random) -> list[CaseState]:
 
 def new_service(clock: FixedClock) -> NotifierService:
     return NotifierService(None, NullPublisher(), default_calendar(), clock,  # type: ignore[arg-type]
-                           LadderSettings(), NotifierSettings(), "bench")
+                           LadderSettings(), NotifierSettings())
 
 
 def adopt_all(service: NotifierService, cases: list[CaseState]) -> None:

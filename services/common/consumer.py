@@ -61,11 +61,13 @@ V = TypeVar("V")
 class Source:
     """A consumed topic: ``expected_key`` is the topic key its events must belong to (None: any type);
     with ``tombstones`` a record without a value (a compacted topic's delete) reaches the handler as
-    ``(None, record)`` instead of being dead-lettered."""
+    ``(None, record)`` instead of being dead-lettered; with ``raw`` every record does, unparsed (an internal
+    topic whose values are not events)."""
 
     topic: str
     expected_key: str | None = None
     tombstones: bool = False
+    raw: bool = False
 
 
 @dataclass
@@ -111,6 +113,14 @@ class KeyedState(Generic[V]):
     def put(self, partition: int, key: str, value: V) -> None:
         self.partitions.setdefault(partition, {})[key] = value
         self._dirty.add((partition, key))
+
+    def remember(self, partition: int, key: str, value: V | None) -> None:
+        """Set (None: forget) without a changelog record: for a state whose changelog is the topic the value
+        was just read from (a compacted input, such as the contacts topic)."""
+        if value is None:
+            self.partitions.get(partition, {}).pop(key, None)
+        else:
+            self.partitions.setdefault(partition, {})[key] = value
 
     def delete(self, partition: int, key: str) -> None:
         if self.partitions.get(partition, {}).pop(key, None) is not None:
@@ -321,7 +331,7 @@ class ConsumerLoop:
     async def parse(self, record: ConsumerRecord) -> tuple[Event | None, ConsumerRecord] | None:
         """The record as an event, or None after dead-lettering it with the reason."""
         source = self.sources.get(record.topic) or Source(record.topic, self._fallback_key)
-        if record.value is None and source.tombstones:
+        if source.raw or (record.value is None and source.tombstones):
             return None, record
         try:
             return parse_event(record.value or b"", expected_topic=source.expected_key), record

@@ -1,7 +1,8 @@
 """Delivery channels (SMS and WeChat gateways over HTTP, e-mail over SMTP, a log channel) and the dispatcher.
 
 Each channel has its own bounded queue and senders, so a slow or failing gateway delays only its own
-messages: the alert ladder never waits for a delivery. Failures are retried with exponential backoff
+messages; the dispatcher runs in the delivery consumer (its own consumer group over the notifications
+topic), so the alert ladder never waits for a delivery. Failures are retried with exponential backoff
 without holding a sender; after ``max_attempts`` the notification is dead-lettered.
 """
 
@@ -11,7 +12,7 @@ import asyncio
 import smtplib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Protocol
 
@@ -134,6 +135,15 @@ class Delivery:
     notification: Notification
     partition: int
     attempts: int = 0
+    outcome: asyncio.Future[None] | None = field(default=None, repr=False)  # set once delivered or given up
+
+    def settle(self) -> None:
+        if self.outcome is not None and not self.outcome.done():
+            self.outcome.set_result(None)
+
+
+async def _always(_delivery: Delivery) -> bool:
+    return True
 
 
 # Hooks the dispatcher calls: claim (lease) before sending, and the outcomes.
@@ -142,8 +152,8 @@ Outcome = Callable[[Delivery, Exception | None], Awaitable[None]]
 
 
 class Dispatcher:
-    def __init__(self, channels: dict[str, DeliveryChannel], settings: NotifierSettings, *, claim: Claim,
-                 delivered: Outcome, failed: Outcome) -> None:
+    def __init__(self, channels: dict[str, DeliveryChannel], settings: NotifierSettings, *, delivered: Outcome,
+                 failed: Outcome, claim: Claim = _always) -> None:
         self.channels = channels
         self.settings = settings
         self.claim, self.delivered, self.failed = claim, delivered, failed
@@ -151,7 +161,6 @@ class Dispatcher:
             name: asyncio.Queue(settings.queue_size) for name in channels}
         self.in_flight: set[str] = set()
         self.tasks: list[asyncio.Task] = []
-        self.owned: Callable[[int], bool] = lambda _p: True
 
     def start(self) -> None:
         for name in self.queues:
@@ -165,8 +174,17 @@ class Dispatcher:
         for channel in {id(c): c for c in self.channels.values()}.values():
             await channel.close()
 
+    async def deliver(self, deliveries: list[Delivery]) -> None:
+        """Queue them all (waiting for room) and return once each is delivered or given up (dead-lettered)."""
+        loop = asyncio.get_running_loop()
+        for delivery in deliveries:
+            delivery.outcome = loop.create_future()
+            await self.queues[delivery.notification.channel.value].put(delivery)
+            self.in_flight.add(delivery.notification.notification_id)
+        await asyncio.gather(*(d.outcome for d in deliveries if d.outcome is not None))
+
     def submit(self, delivery: Delivery) -> bool:
-        """Queue without waiting; False when the channel's queue is full (the sweeper retries later)."""
+        """Queue without waiting; False when the channel's queue is full."""
         nid = delivery.notification.notification_id
         if nid in self.in_flight:
             return True
@@ -190,13 +208,14 @@ class Dispatcher:
             except Exception as exc:  # the sender must survive anything a hook raises
                 log.warning("delivery_hook_failed", notification_id=nid, error=type(exc).__name__)
                 self.in_flight.discard(nid)
+                delivery.settle()
 
     async def _attempt(self, name: str, channel: DeliveryChannel, delivery: Delivery) -> None:
         nid = delivery.notification.notification_id
         retrying = False
         try:
-            if not self.owned(delivery.partition) or not await self.claim(delivery):
-                return  # another worker has it now, or it is already done
+            if not await self.claim(delivery):
+                return  # another sender has it, or it is already done
             delivery.attempts += 1
             started = time.perf_counter()
             try:
@@ -217,11 +236,13 @@ class Dispatcher:
             NOTIFICATIONS.labels(name, "delivered").inc()
             await self.delivered(delivery, None)
         finally:
-            if not retrying:  # only once its outcome is recorded may the sweeper see it again
+            if not retrying:  # its outcome is recorded: the consumer may commit past it
                 self.in_flight.discard(nid)
+                delivery.settle()
 
     def _requeue(self, delivery: Delivery) -> None:
+        queue = self.queues[delivery.notification.channel.value]
         try:
-            self.queues[delivery.notification.channel.value].put_nowait(delivery)
-        except asyncio.QueueFull:
-            self.in_flight.discard(delivery.notification.notification_id)  # the sweeper picks it up
+            queue.put_nowait(delivery)
+        except asyncio.QueueFull:  # wait for room: the delivery consumer does not commit past it meanwhile
+            self.tasks.append(asyncio.create_task(queue.put(delivery)))

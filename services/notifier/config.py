@@ -35,7 +35,12 @@ class NotifierSettings(BaseSettings):
 
     port: int = Field(8002, validation_alias=AliasChoices("WENZHENG_PORT", "WENZHENG_NOTIFIER_PORT"))
     group_id: str = Field("wenzheng-notifier", description="consumer group of the notifier workers")
-    database: str = Field("wenzheng_notifier", description="the MongoDB database the notifier owns")
+    state_prefix: str | None = Field(
+        None, description="name prefix of the state's changelog topics (default: the group id)")
+    transactional_id: str | None = Field(
+        None, description="stable per replica (e.g. a StatefulSet pod name) so that a restart fences its "
+                          "predecessor at once; default group-host-pid, whose open transaction the broker "
+                          "aborts after the transaction timeout")
     source: str = "/wenzheng/notifier"
     scan_interval_seconds: float = Field(1.0, gt=0, description="how often the alert ladder is evaluated")
     scan_max_cases: int = Field(
@@ -55,12 +60,13 @@ class NotifierSettings(BaseSettings):
     smtp_sender: str = "noreply@wenzheng.gov.cn"
     force_channel: str | None = Field(None, description="send every notification on this channel (e.g. log)")
     http_timeout_seconds: float = Field(5.0, gt=0)
-    delivery_lease_seconds: float = Field(
-        60, gt=0, description="a delivery claimed by a worker that died is retried after this; > the HTTP timeout")
     max_attempts: int = Field(5, ge=1)
     backoff_base_seconds: float = Field(0.5, gt=0)
     backoff_max_seconds: float = Field(60.0, gt=0)
-    queue_size: int = Field(1000, ge=1, description="per channel; the rest waits in MongoDB for the sweeper")
+    queue_size: int = Field(1000, ge=1, description="per channel; the delivery consumer waits for room")
+    delivery_batch: int = Field(
+        50, ge=1, description="notifications per poll of the delivery consumer: its offsets are committed once "
+                              "they all have an outcome, so at most this many are sent again after a crash")
     senders_per_channel: int = Field(4, ge=1)
     pending_contact_max_age_hours: float = Field(
         72, gt=0, description="a notification still without a contact after this long is dropped")

@@ -1,18 +1,18 @@
-"""The notifier's use cases: apply case events and contacts, scan the ladder, release notifications.
+"""The notifier's use cases: apply case events and contacts, scan the ladder, release notifications, and
+the delivery outcomes.
 
 Independent of Kafka: the worker (agents.py) hands in parsed events and a :class:`Publisher`; tests and
 the benchmark use fakes of the publisher and, for pure tests, of the store.
 
 Exactly once, alerts: every case alert is published to the alerts partition with the number of the case's
 case-events partition (same key, same partition count). Whoever owns case-events partition p is the only
-writer of alerts partition p; on assignment it reads that partition to the end (``adopt``) and never
-publishes an id found there. An id enters ``published`` only after the broker acked it, so a crash repeats
-nothing that was acked, and a revoke waits (``lock``) until every publish in flight is acked.
+writer of alerts partition p. The worker runs every batch and every scan in a Kafka transaction that also
+writes the changed state (the alert ids published, in ``store.alert_published``) and the consumed offsets,
+so that after a crash the state restored on assignment (``adopt``) knows exactly what was published.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections import Counter as Tally
 from collections.abc import Iterable
@@ -39,7 +39,7 @@ from services.common.events import (
 )
 from services.common.logging import get_logger
 from services.common.workdays import WorkCalendar
-from services.notifier.channels import Delivery, Dispatcher
+from services.notifier.channels import Delivery
 from services.notifier.config import LadderSettings, NotifierSettings
 from services.notifier.domain import (
     CaseState,
@@ -67,10 +67,9 @@ from services.notifier.metrics import (
     OVERDUE_OPEN_CASES,
     PENDING_CONTACT,
 )
-from services.notifier.store import NotifierStore
+from services.notifier.store import HOTSPOT_PARTITION, NotifierState
 
 log = get_logger(__name__)
-HOTSPOT_PARTITION = 0  # hotspots are raised by the owner of partition 0 only, into alerts partition 0
 
 
 class Publisher(Protocol):
@@ -83,10 +82,10 @@ class Publisher(Protocol):
 
 
 class NotifierService:
-    def __init__(self, store: NotifierStore, publisher: Publisher, calendar: WorkCalendar, clock: Clock,
-                 ladder_settings: LadderSettings, settings: NotifierSettings, owner: str) -> None:
+    def __init__(self, store: NotifierState, publisher: Publisher, calendar: WorkCalendar, clock: Clock,
+                 ladder_settings: LadderSettings, settings: NotifierSettings) -> None:
         self.store, self.publisher, self.calendar, self.clock = store, publisher, calendar, clock
-        self.ladder_settings, self.settings, self.owner = ladder_settings, settings, owner
+        self.ladder_settings, self.settings = ladder_settings, settings
         self.states: dict[str, CaseState] = {}
         self.index = DueIndex()
         self.published_alerts: dict[int, set[str]] = {}
@@ -94,8 +93,6 @@ class NotifierService:
         self.hotspot_last: dict[str, datetime] = {}
         self.owned: set[int] = set()
         self.caught_up: set[int] = set()
-        self.lock = asyncio.Lock()  # one of: a batch, a scan, a rebalance step
-        self.dispatcher: Dispatcher | None = None
         self.backlog = False  # the last scan stopped at scan_max_cases: more may be due
         self.staff = StaffDirectory()  # who to remind, from the staff-contacts topic (see agents.follow_staff)
 
@@ -197,10 +194,10 @@ class NotifierService:
                 return
         await self._resolve(doc, contact)
 
-    async def apply_contact(self, contact: CaseContact) -> None:
+    async def apply_contact(self, contact: CaseContact, partition: int) -> None:
         """A contact (possibly after the case events): release what waited for it."""
         data = contact.model_dump(mode="json")
-        await self.store.save_contact(contact.case_id, data)
+        await self.store.save_contact(contact.case_id, data, partition)
         if not await self.store.has_waiting(contact.case_id):
             return  # the usual order: the contact came first, nothing waits (and no scan of the notifications)
         for doc in await self.store.waiting_for(contact.case_id):
@@ -218,15 +215,15 @@ class NotifierService:
         contact = CaseContact.model_validate(contact_data)
         route = choose_channel(contact, self.settings.force_channel)
         if route is None:
-            await self.store.set_status(doc["_id"], "no_contact")
+            await self.store.set_status(doc, "no_contact")
             return
         channel, to = route
         text = render(doc["kind"], doc["variables"])
-        await self.store.mark_ready(doc["_id"], channel.value, to, text)
+        await self.store.mark_ready(doc, channel.value, to, text)
         await self.release({**doc, "channel": channel.value, "to": to, "text": text, "status": "ready"})
 
     async def release(self, doc: dict[str, Any]) -> None:
-        """Publish a ready notification to the notifications topic (once) and hand it to its channel."""
+        """Publish a ready notification to the notifications topic (once), for the delivery consumer."""
         partition = doc["partition"]
         notification = Notification(
             notification_id=doc["_id"], case_id=doc["case_id"], tracking_number=doc["tracking_number"],
@@ -236,8 +233,7 @@ class NotifierService:
         if published is not None and notification.notification_id not in published:
             await self.publisher.notification(notification, partition)
             published.add(notification.notification_id)
-        if self.dispatcher is not None:
-            self.dispatcher.submit(Delivery(notification, partition, doc.get("attempts", 0)))
+            await self.store.set_status(doc, "published")
 
     # ------------------------------------------------------------------ the ladder
 
@@ -262,6 +258,7 @@ class NotifierService:
         for (alert, partition, _), ok in zip(batch, acked, strict=True):
             if ok:  # only an acked alert counts as published: the others stay due for the next scan
                 self.published_alerts[partition].add(alert.alert_id)
+                await self.store.alert_published(partition, alert)
                 ALERTS.labels(alert.kind.value).inc()
                 await self._remind_staff(alert, partition, now)
         for state in touched:
@@ -316,35 +313,13 @@ class NotifierService:
         for (key, alert), ok in zip(raised, acked, strict=True):
             if ok:
                 self.published_alerts[HOTSPOT_PARTITION].add(alert.alert_id)
+                await self.store.alert_published(HOTSPOT_PARTITION, alert)
                 self.hotspot_last[key.label()] = now
                 ALERTS.labels(AlertKind.HOTSPOT.value).inc()
         return sum(acked)
 
-    # ------------------------------------------------------------------ deliveries
-
-    async def claim(self, delivery: Delivery) -> bool:
-        lease = timedelta(seconds=self.settings.delivery_lease_seconds)
-        doc = await self.store.claim(delivery.notification.notification_id, self.owner, utcnow(), lease)
-        return doc is not None
-
-    async def delivered(self, delivery: Delivery, _error: Exception | None) -> None:
-        await self.store.set_status(delivery.notification.notification_id, "delivered", delivered_at=utcnow(),
-                                    lease_until=None)
-
-    async def failed(self, delivery: Delivery, error: Exception | None) -> None:
-        n = delivery.notification
-        masked = n.model_copy(update={"to": mask_address(n.to)}).model_dump_json()
-        letter = DeadLetter(original_topic="notifications.delivery", partition=delivery.partition, key=n.case_id,
-                            value=masked, reason=f"{n.channel.value} delivery failed after {delivery.attempts} "
-                                                 f"attempts: {str(error)[:300]}",
-                            error_type=type(error).__name__, service="notifier", failed_at=utcnow())
-        await self.publisher.dead_letter(letter)
-        DEAD_LETTERS.labels("delivery").inc()
-        await self.store.set_status(n.notification_id, "dead", lease_until=None)
-        log.warning("notification_dead_lettered", notification_id=n.notification_id, channel=n.channel.value)
-
     async def sweep(self) -> None:
-        """Expire notifications that never got a contact; re-queue ready ones that were left behind."""
+        """Expire notifications that never got a contact; release ready ones (held ones whose time has come)."""
         max_age = timedelta(hours=self.settings.pending_contact_max_age_hours)
         expired = await self.store.expire_waiting(utcnow() - max_age)
         if expired:
@@ -352,9 +327,8 @@ class NotifierService:
         if not self.owned:
             return
         await self.store.release_held(self.clock.now())  # staff reminders whose quiet hours are over
-        in_flight = self.dispatcher.in_flight if self.dispatcher else set()
         for doc in await self.store.ready(sorted(self.owned), limit=self.settings.queue_size):
-            if doc["_id"] not in in_flight and doc["partition"] in self.owned:
+            if doc["partition"] in self.owned:
                 await self.release(doc)
 
     # ------------------------------------------------------------------ metrics
@@ -367,3 +341,25 @@ class NotifierService:
         OVERDUE_OPEN_CASES.clear()
         for department, count in overdue.items():
             OVERDUE_OPEN_CASES.labels(department or "unknown").set(count)
+
+
+class DeliveryOutcomes:
+    """What the delivery consumer does with a delivery's outcome: a final failure is dead-lettered, with the
+    address masked."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self.publisher = publisher
+
+    async def delivered(self, delivery: Delivery, _error: Exception | None) -> None:
+        return None  # counted by the dispatcher; the gateway has it (deduped there by the notification id)
+
+    async def failed(self, delivery: Delivery, error: Exception | None) -> None:
+        n = delivery.notification
+        masked = n.model_copy(update={"to": mask_address(n.to)}).model_dump_json()
+        letter = DeadLetter(original_topic="notifications.delivery", partition=delivery.partition, key=n.case_id,
+                            value=masked, reason=f"{n.channel.value} delivery failed after {delivery.attempts} "
+                                                 f"attempts: {str(error)[:300]}",
+                            error_type=type(error).__name__, service="notifier", failed_at=utcnow())
+        await self.publisher.dead_letter(letter)
+        DEAD_LETTERS.labels("delivery").inc()
+        log.warning("notification_dead_lettered", notification_id=n.notification_id, channel=n.channel.value)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from services.common import events as ev
@@ -22,6 +22,7 @@ class FakeStore:
         self.notifications: dict[str, dict[str, Any]] = {}
         self.posts: dict[str, dict[str, Any]] = {}
         self.waiting_cases: set[str] = set()
+        self.published: dict[int, list[ev.Alert]] = {}
 
     async def save_cases(self, states) -> None:
         for s in states:
@@ -30,8 +31,16 @@ class FakeStore:
     async def load_open_cases(self, partitions) -> list[CaseState]:
         return [CaseState.from_doc(d) for d in self.cases.values() if d["partition"] in partitions and not d["closed"]]
 
-    async def save_contact(self, case_id: str, contact: dict[str, Any]) -> None:
+    async def save_contact(self, case_id: str, contact: dict[str, Any], partition: int = 0) -> None:
         self.contacts[case_id] = contact
+
+    async def alert_published(self, partition: int, alert: ev.Alert) -> None:
+        self.published.setdefault(partition, []).append(alert)
+
+    async def erase_contacts(self, case_ids: list[str]) -> int:
+        for case_id in case_ids:
+            self.contacts.pop(case_id, None)
+        return len(case_ids)
 
     async def contact(self, case_id: str) -> dict[str, Any] | None:
         return self.contacts.get(case_id)
@@ -57,11 +66,11 @@ class FakeStore:
     async def count_waiting(self, case_id: str) -> int:
         return len(await self.waiting_for(case_id))
 
-    async def mark_ready(self, nid: str, channel: str, to: str, text: str) -> None:
-        self.notifications[nid].update(status="ready", channel=channel, to=to, text=text)
+    async def mark_ready(self, doc: dict[str, Any], channel: str, to: str, text: str) -> None:
+        self.notifications[doc["_id"]].update(status="ready", channel=channel, to=to, text=text)
 
-    async def set_status(self, nid: str, status: str, **fields: Any) -> None:
-        self.notifications[nid].update(status=status, **fields)
+    async def set_status(self, doc: dict[str, Any], status: str) -> None:
+        self.notifications[doc["_id"]].update(status=status)
 
     async def release_held(self, now: datetime) -> int:
         held = [d for d in self.notifications.values() if d["status"] == "held" and d["not_before"] <= now]
@@ -71,10 +80,6 @@ class FakeStore:
 
     async def ready(self, partitions, limit: int = 10000) -> list[dict[str, Any]]:
         return [dict(d) for d in self.notifications.values() if d["status"] == "ready" and d["partition"] in partitions]
-
-    async def claim(self, nid: str, owner: str, now: datetime, lease: timedelta) -> dict[str, Any] | None:
-        doc = self.notifications.get(nid)
-        return doc if doc and doc["status"] == "ready" else None
 
     async def expire_waiting(self, older_than: datetime) -> int:
         return 0
@@ -123,7 +128,7 @@ def make_service(start: datetime, *, partitions=(0, 1, 2), ladder: LadderSetting
     clock = FixedClock(start)
     store, publisher = FakeStore(), FakePublisher()
     service = NotifierService(store, publisher, default_calendar(), clock,  # type: ignore[arg-type]
-                              ladder or LadderSettings(overdue_grace_seconds=0), NotifierSettings(), "test")
+                              ladder or LadderSettings(overdue_grace_seconds=0), NotifierSettings())
     for p in partitions:
         service.adopt(p, [], [], [])
         service.caught_up.add(p)

@@ -74,12 +74,12 @@ def worker_env(*, kafka: str, mongo: str, names: TopicSettings, run_id: str, por
     env.update({
         "WENZHENG_KAFKA_BOOTSTRAP": kafka, "WENZHENG_MONGO_URL": mongo, "WENZHENG_ENVIRONMENT": "test",
         "WENZHENG_PORT": str(port), "WENZHENG_CLOCK_OFFSET_FILE": str(clock_file),
-        "WENZHENG_NOTIFIER_GROUP_ID": f"notifier-{run_id}", "WENZHENG_NOTIFIER_DATABASE": f"wenzheng_notifier_{run_id}",
+        "WENZHENG_NOTIFIER_GROUP_ID": f"notifier-{run_id}",
         "WENZHENG_NOTIFIER_SMS_URL": sms_url, "WENZHENG_NOTIFIER_SCAN_INTERVAL_SECONDS": "0.2",
         "WENZHENG_NOTIFIER_HOTSPOT_SCAN_SECONDS": "1", "WENZHENG_NOTIFIER_SWEEP_INTERVAL_SECONDS": "1",
         "WENZHENG_NOTIFIER_SESSION_TIMEOUT_MS": "6000", "WENZHENG_NOTIFIER_BACKOFF_BASE_SECONDS": "0.05",
         "WENZHENG_NOTIFIER_OVERDUE_GRACE_SECONDS": "0",
-        "WENZHENG_NOTIFIER_DELIVERY_LEASE_SECONDS": "8", "WENZHENG_NOTIFIER_HTTP_TIMEOUT_SECONDS": "3",
+        "WENZHENG_NOTIFIER_HTTP_TIMEOUT_SECONDS": "3",
         "WENZHENG_LOG_LEVEL": "INFO",
     })
     env.update({f"WENZHENG_TOPIC_{key.upper()}": value for key, value in names.model_dump().items()})
@@ -128,8 +128,10 @@ class WorkerProcess:
 
 
 async def read_topic(bootstrap: str, topic: str, partitions: int = 3) -> list[tuple[int, dict[str, Any]]]:
-    """Every (partition, event) on a topic, from the beginning to its current end."""
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    """Every committed (partition, event) on a topic, from the beginning to its current end: read as the
+    notifier's outputs must be read, isolation_level=read_committed (an aborted transaction's records skipped)."""
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                              isolation_level="read_committed")
     await reader.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]

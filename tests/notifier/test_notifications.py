@@ -50,7 +50,7 @@ async def test_contact_after_the_case_events_releases_the_waiting_notifications(
     assert {d["status"] for d in store.notifications.values()} == {"waiting"}
     await service.apply_batch([(script.submitted(T0), 0)])  # a replay after a crash adds nothing
     assert len(store.notifications) == 2
-    await service.apply_contact(script.contact(T0))
+    await service.apply_contact(script.contact(T0), 0)
     sent = {n.notification_id: n for n in publisher.notifications_sent}
     assert set(sent) == {"received:c-late", "assigned:c-late:1"}
     assert sent["received:c-late"].to == "13800138000" and sent["received:c-late"].channel == "sms"
@@ -95,9 +95,6 @@ async def _run_dispatch(channel: FlakyChannel, attempts: int = 3) -> tuple[list[
     dead: list[str] = []
     finished = asyncio.Event()
 
-    async def claim(_d: Delivery) -> bool:
-        return True
-
     async def delivered(d: Delivery, _e: Exception | None) -> None:
         done.append(d.notification.notification_id)
         finished.set()
@@ -106,7 +103,7 @@ async def _run_dispatch(channel: FlakyChannel, attempts: int = 3) -> tuple[list[
         dead.append(d.notification.notification_id)
         finished.set()
 
-    dispatcher = Dispatcher({"sms": channel}, settings, claim=claim, delivered=delivered, failed=failed)
+    dispatcher = Dispatcher({"sms": channel}, settings, delivered=delivered, failed=failed)
     dispatcher.start()
     n = Notification(notification_id="n1", case_id="c", tracking_number="t", kind="received", channel="sms",
                      to="13800138000", template="received", text="x", created_at=T0)
@@ -123,6 +120,6 @@ async def test_dispatcher_retries_with_backoff_then_delivers_or_dead_letters():
     refused = FlakyChannel(failures=1, permanent=True)
     assert await _run_dispatch(refused) == ([], ["n1"]) and refused.calls == 1  # a 4xx is not retried
     settings = NotifierSettings(backoff_base_seconds=0.5, backoff_max_seconds=3)
-    dispatcher = Dispatcher({}, settings, claim=None, delivered=None, failed=None)  # type: ignore[arg-type]
+    dispatcher = Dispatcher({}, settings, delivered=None, failed=None)  # type: ignore[arg-type]
     assert [dispatcher.backoff(k) for k in (1, 2, 3, 4, 5)] == [0.5, 1, 2, 3, 3]
     assert timedelta(seconds=dispatcher.backoff(1)) > timedelta(0)
