@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from services.common import events as ev
@@ -13,6 +13,7 @@ from services.notifier.domain import CaseState, HotspotKey
 from services.notifier.handlers import NotifierService
 
 DEPT = "zhanggong_gov"
+STAFF_T0 = datetime(2026, 9, 7, 1, 0, tzinfo=UTC)  # Monday 09:00 in Shanghai
 
 
 class FakeStore:
@@ -181,3 +182,9 @@ class CaseScript:
 
     def contact(self, at: datetime, phone: str = "13800138000") -> ev.CaseContact:
         return ev.CaseContact(case_id=self.case_id, tracking_number=self.tracking, phone=phone, recorded_at=at)
+
+
+def staff_contact(person: str, roles: list[str], unit: str | None = DEPT, *, channels=("sms",), active: bool = True,
+                  quiet: ev.QuietHours | None = None, at: datetime = STAFF_T0) -> ev.StaffContact:
+    return ev.StaffContact(person_id=person, unit_id=unit, roles=roles, phone="13900000000", email="x@gz.gov.cn",
+                           channels=list(channels), quiet_hours=quiet, active=active, updated_at=at)

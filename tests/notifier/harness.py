@@ -68,11 +68,11 @@ class FakeGateway:
         self.server.server_close()
 
 
-def worker_env(*, kafka: str, mongo: str, names: TopicSettings, run_id: str, port: int, sms_url: str,
+def worker_env(*, kafka: str, names: TopicSettings, run_id: str, port: int, sms_url: str,
                clock_file: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WENZHENG_")}
     env.update({
-        "WENZHENG_KAFKA_BOOTSTRAP": kafka, "WENZHENG_MONGO_URL": mongo, "WENZHENG_ENVIRONMENT": "test",
+        "WENZHENG_KAFKA_BOOTSTRAP": kafka, "WENZHENG_ENVIRONMENT": "test",
         "WENZHENG_PORT": str(port), "WENZHENG_CLOCK_OFFSET_FILE": str(clock_file),
         "WENZHENG_NOTIFIER_GROUP_ID": f"notifier-{run_id}",
         "WENZHENG_NOTIFIER_SMS_URL": sms_url, "WENZHENG_NOTIFIER_SCAN_INTERVAL_SECONDS": "0.2",

@@ -12,7 +12,6 @@ import pytest
 from harness.ports import free_port
 from services.common.events import utcnow
 from services.common.kafka import EventPublisher, new_producer
-from services.common.mongo import new_client
 from services.common.workdays import default_calendar
 from tests.notifier.fakes import CaseScript
 from tests.notifier.harness import FakeGateway, WorkerProcess, read_topic, wait_for, worker_env
@@ -43,7 +42,7 @@ def alert_counts(events: list[tuple[int, dict]]) -> Counter[str]:
 
 
 async def test_alerts_and_notifications_once_across_kill9_restart_and_rebalance(
-        kafka_bootstrap, mongo_url, test_topics, run_id, tmp_path):
+        kafka_bootstrap, test_topics, run_id, tmp_path):
     clock_file = tmp_path / "clock_offset"
     clock_file.write_text("0")
     producer = new_producer(kafka_bootstrap)
@@ -52,7 +51,7 @@ async def test_alerts_and_notifications_once_across_kill9_restart_and_rebalance(
     workers: list[WorkerProcess] = []
     with FakeGateway() as gateway:
         def spawn(name: str) -> WorkerProcess:
-            env = worker_env(kafka=kafka_bootstrap, mongo=mongo_url, names=test_topics, run_id=run_id,
+            env = worker_env(kafka=kafka_bootstrap, names=test_topics, run_id=run_id,
                              port=free_port(), sms_url=gateway.url, clock_file=clock_file)
             worker = WorkerProcess(env, tmp_path / f"{name}.log").start()
             workers.append(worker)
@@ -100,9 +99,6 @@ async def test_alerts_and_notifications_once_across_kill9_restart_and_rebalance(
             for worker in workers:
                 worker.stop()
             await producer.stop()
-            client = new_client(mongo_url)
-            await client.drop_database(f"wenzheng_notifier_{run_id}")
-            await client.close()
 
         alerts = await read_topic(kafka_bootstrap, test_topics.alerts)
         counts = alert_counts(alerts)

@@ -13,7 +13,6 @@ import pytest
 from harness.ports import free_port
 from services.common.events import CaseContact, utcnow
 from services.common.kafka import EventPublisher, new_producer
-from services.common.mongo import new_client
 from services.common.workdays import default_calendar
 from tests.notifier.fakes import CaseScript
 from tests.notifier.harness import FakeGateway, WorkerProcess, read_topic, wait_for, worker_env
@@ -23,7 +22,7 @@ ATTEMPTS = 3
 
 
 async def test_failing_sms_gateway_is_retried_then_dead_lettered_while_the_rest_flows(
-        kafka_bootstrap, mongo_url, test_topics, run_id, tmp_path):
+        kafka_bootstrap, test_topics, run_id, tmp_path):
     clock_file = tmp_path / "clock_offset"
     clock_file.write_text("0")
     producer = new_producer(kafka_bootstrap)
@@ -34,7 +33,7 @@ async def test_failing_sms_gateway_is_retried_then_dead_lettered_while_the_rest_
     sms_cases = [CaseScript(f"sms-{i}", tracking=f"WZ-SMS-{i:04d}") for i in range(3)]
     wechat_cases = [CaseScript(f"wx-{i}", tracking=f"WZ-WX-{i:04d}") for i in range(3)]
     with FakeGateway(fail_with=500) as sms, FakeGateway() as wechat:
-        env = worker_env(kafka=kafka_bootstrap, mongo=mongo_url, names=test_topics, run_id=run_id, port=free_port(),
+        env = worker_env(kafka=kafka_bootstrap, names=test_topics, run_id=run_id, port=free_port(),
                          sms_url=sms.url, clock_file=clock_file, WENZHENG_NOTIFIER_WECHAT_URL=wechat.url,
                          WENZHENG_NOTIFIER_MAX_ATTEMPTS=str(ATTEMPTS))
         worker = WorkerProcess(env, tmp_path / "worker.log").start()
@@ -68,9 +67,6 @@ async def test_failing_sms_gateway_is_retried_then_dead_lettered_while_the_rest_
         finally:
             worker.stop()
             await producer.stop()
-            client = new_client(mongo_url)
-            await client.drop_database(f"wenzheng_notifier_{run_id}")
-            await client.close()
 
     sms_ids = {f"{k}:{s.case_id}" + (":1" if k == "assigned" else "")
                for s in sms_cases for k in ("received", "assigned")}

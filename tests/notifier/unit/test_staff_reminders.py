@@ -3,33 +3,16 @@ into one notification per person and channel, held through the person's quiet ho
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
-import pytest
-
-from harness.ports import free_port
 from services.common import events as ev
-from services.common.events import utcnow
-from services.common.kafka import EventPublisher, new_producer
-from services.common.mongo import new_client
 from services.common.workdays import default_calendar
 from services.notifier.domain import StaffDirectory, staff_notices, supervision_notices
 from tests.notifier.fakes import DEPT, CaseScript, make_service
-from tests.notifier.harness import FakeGateway, WorkerProcess, read_topic, wait_for, worker_env
+from tests.notifier.fakes import staff_contact as contact
 
 T0 = datetime(2026, 9, 7, 1, 0, tzinfo=UTC)  # Monday 09:00 in Shanghai
 QUIET = ev.QuietHours(start="22:00", end="07:30")
-
-
-def contact(person: str, roles: list[str], unit: str | None = DEPT, *, channels=("sms",), active: bool = True,
-            quiet: ev.QuietHours | None = None, at: datetime = T0) -> ev.StaffContact:
-    return ev.StaffContact(person_id=person, unit_id=unit, roles=roles, phone="13900000000", email="x@gz.gov.cn",
-                           channels=list(channels), quiet_hours=quiet, active=active, updated_at=at)
 
 
 def staff() -> list[ev.StaffContact]:
@@ -92,59 +75,6 @@ async def test_quiet_hours_hold_a_reminder_until_the_morning():
     assert len(ids) == len(set(ids))
 
 
-@asynccontextmanager
-async def worker_after(events: list, kafka_bootstrap: str, mongo_url: str, test_topics, run_id: str,
-                       tmp_path: Path) -> AsyncIterator[tuple[FakeGateway, Path]]:
-    """Publish ``events`` (staff contacts, case events), then run a real worker against an SMS gateway; yields
-    the gateway and the worker's clock-offset file once it is ready; drops its database afterwards."""
-    clock_file = tmp_path / "clock_offset"
-    clock_file.write_text("0")
-    producer = new_producer(kafka_bootstrap)
-    await producer.start()
-    publisher = EventPublisher(producer, source="/test/intake", names=test_topics)
-    for event in events:
-        await publisher.publish(event)
-    with FakeGateway() as gateway:
-        env = worker_env(kafka=kafka_bootstrap, mongo=mongo_url, names=test_topics, run_id=run_id, port=free_port(),
-                         sms_url=gateway.url, clock_file=clock_file)
-        worker = WorkerProcess(env, tmp_path / "worker.log").start()
-        try:
-            await wait_for(worker.readyz, "the worker ready")
-            yield gateway, clock_file
-        finally:
-            worker.stop()
-            await producer.stop()
-            client = new_client(mongo_url)
-            await client.drop_database(f"wenzheng_notifier_{run_id}")
-            await client.close()
-
-
-@pytest.mark.integration
-async def test_a_worker_sends_staff_reminders_on_the_notifications_topic(kafka_bootstrap, mongo_url, test_topics,
-                                                                         run_id, tmp_path):
-    now = utcnow()
-    script = CaseScript("c-staff", tracking="WZ2609-STAF-0001")
-    deadline = default_calendar().add_working_days(now, 1)
-    events = [contact("p-staff", ["unit_staff"], at=now),
-              contact("p-elsewhere", ["unit_staff"], unit="nankang_gov", at=now),
-              script.submitted(now), script.assigned(now, deadline)]
-    async with worker_after(events, kafka_bootstrap, mongo_url, test_topics, run_id, tmp_path) as (gateway, clock):
-        # noon of the day after the deadline in Shanghai: nobody's quiet hours, the unsigned alert is due
-        target = deadline + timedelta(hours=12)
-        clock.write_text(str((target - utcnow()).total_seconds()))
-
-        async def staff_notifications() -> list[dict]:
-            events = await read_topic(kafka_bootstrap, test_topics.notifications)
-            return [e["data"] for _, e in events if e["data"]["kind"] == "staff_alert"]
-        sent = await wait_for(staff_notifications, "a staff reminder on the notifications topic")
-        await wait_for(lambda: any(k.startswith("staff:") for k in gateway.accepted), "the gateway to get it")
-    assert {n["person_id"] for n in sent} == {"p-staff"}  # only the unit's own people
-    assert {n["channel"] for n in sent} == {"sms"} and all(n["to"] == "13900000000" for n in sent)
-    assert all(n["case_id"] == "c-staff" for n in sent)
-    public = await read_topic(kafka_bootstrap, test_topics.alerts)
-    assert "13900000000" not in str(public) and "p-staff" not in str(public)
-
-
 def test_a_supervision_notice_reads_in_chinese_and_goes_to_the_units_staff_and_lead():
     directory = StaffDirectory()
     for c in staff():
@@ -179,32 +109,3 @@ async def test_a_supervision_notice_is_stored_once_per_person_and_channel_even_w
         ("p-lead", "email"), ("p-lead", "sms"), ("p-night", "sms"), ("p-staff", "sms")]
     assert all(n.kind == "staff_alert" and n.case_id == "c-7" and "2026年9月10日" in n.text for n in sent)
     assert not any("13800138000" in n.text or "现场核实" in n.text for n in sent)  # never the note or the citizen
-
-
-@pytest.mark.integration
-async def test_a_worker_sends_a_supervision_notice_to_the_units_people_once(kafka_bootstrap, mongo_url, test_topics,
-                                                                            run_id, tmp_path):
-    now = utcnow()
-    script = CaseScript("c-notice", tracking="WZ2609-DUBN-0001")
-    deadline = default_calendar().add_working_days(now, 10)
-    people = [contact("p-staff", ["unit_staff"], at=now), contact("p-lead", ["unit_lead"], at=now),
-              contact("p-elsewhere", ["unit_staff"], unit="nankang_gov", at=now),
-              contact("p-office", ["supervisor"], unit=None, at=now)]
-    case = [script.submitted(now), script.assigned(now, deadline), script.contact(now)]
-    notice = script.notice_issued(now, "n-dubn", date(2026, 12, 5), method="meeting")
-    events = [*people, *case, notice, notice]  # the notice delivered twice
-    async with worker_after(events, kafka_bootstrap, mongo_url, test_topics, run_id, tmp_path) as (gateway, _):
-        async def notices() -> list[dict]:
-            events = await read_topic(kafka_bootstrap, test_topics.notifications)
-            found = [e["data"] for _, e in events if e["data"]["notification_id"].startswith("staff:notice:")]
-            return found if len(found) >= 2 else []
-        await wait_for(notices, "the notice on the notifications topic")
-        await wait_for(lambda: sum(k.startswith("staff:notice:") for k in gateway.accepted) >= 2,
-                       "the gateway to get both")
-        await asyncio.sleep(2)  # time for a duplicate, if there were one
-        sent = await notices()
-    assert sorted(n["person_id"] for n in sent) == ["p-lead", "p-staff"]  # once each, only the unit's people
-    assert {n["text"] for n in sent} == {
-        "【问政督办】章贡区人民政府：市督办办公室对工单WZ2609-DUBN-0001会议督办，请于2026年12月5日前答复。"}
-    assert all(n["to"] == "13900000000" and n["kind"] == "staff_alert" for n in sent)
-    assert "13800138000" not in json.dumps(sent)
