@@ -46,6 +46,7 @@ from services.notifier.channels import Delivery, Dispatcher, channels_from_setti
 from services.notifier.config import LadderSettings, NotifierSettings
 from services.notifier.handlers import DeliveryOutcomes, NotifierService
 from services.notifier.metrics import (
+    CONTACTS_HELD,
     DEAD_LETTERS,
     HEALTH,
     SCAN_SECONDS,
@@ -273,6 +274,7 @@ class NotifierWorker:
 
     async def gauges_once(self) -> None:
         self.service.refresh_gauges()
+        CONTACTS_HELD.set(len(self.state.contacts))
 
     async def follow_staff(self) -> None:
         """Every replica reads the whole compacted staff-contacts topic (a global table: any unit's alert may

@@ -23,6 +23,8 @@ PENDING_CONTACT = Counter(metric_name(SERVICE, "pending_contact"),
                           "Notifications that waited for the citizen's contact", ["outcome"])
 CONTACTS_ERASED = Counter(metric_name(SERVICE, "contacts_erased"),
                           "Contacts dropped on intake's erasure (a tombstone on the contacts topic)")
+CONTACTS_HELD = Gauge(metric_name(SERVICE, "contacts_held"),
+                      "Citizens' contacts held in this worker's partition state (from the contacts topic)")
 STATE_RESTORE_SECONDS = Gauge(metric_name(SERVICE, "state_restore", "seconds"),
                               "How long the last restore of partition state from the changelogs took")
 STATE_RESTORED_RECORDS = Gauge(metric_name(SERVICE, "state_restored", "records"),
