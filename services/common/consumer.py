@@ -393,20 +393,27 @@ class ConsumerLoop:
             for state in self.states:
                 state.drop(gone)
             self.owned = now_owned
-            if self.states and new:
-                started = time.perf_counter()
-                by_topic = {s.changelog: s for s in self.states}
-                for state in self.states:
-                    for p in new:
-                        state.partitions.setdefault(p, {})
-                self.restored_records = await read_to_end(
-                    self.bootstrap, [TopicPartition(s.changelog, p) for s in self.states for p in new],
-                    lambda tp, records: by_topic[tp.topic].load(tp.partition, records))
-                self.last_restore_seconds = time.perf_counter() - started
-                log.info("state_restored", service=self.service, partitions=new, records=self.restored_records,
-                         seconds=round(self.last_restore_seconds, 3))
-            if self.on_assigned:
-                await self.on_assigned(list(assigned))
+            try:
+                if self.states and new:
+                    await self._restore(new)
+                if self.on_assigned:
+                    await self.on_assigned(list(assigned))
+            except Exception as exc:  # a half-restored state must not be worked on: the next poll raises this
+                log.error("restore_failed", service=self.service, partitions=new, error=repr(exc)[:300])
+                self._broken = exc
+
+    async def _restore(self, partitions: list[int]) -> None:
+        started = time.perf_counter()
+        by_topic = {s.changelog: s for s in self.states}
+        for state in self.states:
+            for p in partitions:
+                state.partitions.setdefault(p, {})
+        self.restored_records = await read_to_end(
+            self.bootstrap, [TopicPartition(s.changelog, p) for s in self.states for p in partitions],
+            lambda tp, records: by_topic[tp.topic].load(tp.partition, records))
+        self.last_restore_seconds = time.perf_counter() - started
+        log.info("state_restored", service=self.service, partitions=partitions, records=self.restored_records,
+                 seconds=round(self.last_restore_seconds, 3))
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -123,3 +123,28 @@ async def test_dispatcher_retries_with_backoff_then_delivers_or_dead_letters():
     dispatcher = Dispatcher({}, settings, delivered=None, failed=None)  # type: ignore[arg-type]
     assert [dispatcher.backoff(k) for k in (1, 2, 3, 4, 5)] == [0.5, 1, 2, 3, 3]
     assert timedelta(seconds=dispatcher.backoff(1)) > timedelta(0)
+
+
+async def test_deliver_returns_once_every_delivery_has_an_outcome():
+    """The delivery consumer commits a poll after ``deliver``: by then each one was delivered or given up."""
+    settings = NotifierSettings(max_attempts=2, backoff_base_seconds=0.001, senders_per_channel=2)
+    outcomes: list[tuple[str, str]] = []
+
+    async def delivered(d: Delivery, _e: Exception | None) -> None:
+        outcomes.append((d.notification.notification_id, "delivered"))
+
+    async def failed(d: Delivery, _e: Exception | None) -> None:
+        outcomes.append((d.notification.notification_id, "dead"))
+
+    flaky = FlakyChannel(failures=10)
+    flaky.name = "wechat"
+    dispatcher = Dispatcher({"sms": FlakyChannel(failures=1), "wechat": flaky}, settings,
+                            delivered=delivered, failed=failed)
+    dispatcher.start()
+    notes = [Notification(notification_id=f"n{i}", case_id="c", tracking_number="t", kind="received",
+                          channel=channel, to="13800138000", template="received", text="x", created_at=T0)
+             for i, channel in enumerate(("sms", "wechat", "sms"))]
+    await asyncio.wait_for(dispatcher.deliver([Delivery(n, 0) for n in notes]), timeout=30)
+    await dispatcher.stop()
+    assert sorted(outcomes) == [("n0", "delivered"), ("n1", "dead"), ("n2", "delivered")]
+    assert dispatcher.in_flight == set()

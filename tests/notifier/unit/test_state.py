@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from aiokafka import ConsumerRecord
-
+from harness.records import consumer_record
 from services.common.consumer import KeyedState
 from services.common.events import Alert, AlertKind, Audience
 from services.notifier.domain import CaseState, HotspotKey
@@ -16,18 +15,12 @@ from services.notifier.store import HOTSPOT_PARTITION, NotifierState
 T0 = datetime(2026, 9, 7, 2, 0, 0, 123456, tzinfo=UTC)
 
 
-def record(topic: str, partition: int, offset: int, key: bytes, value: bytes | None) -> ConsumerRecord:
-    return ConsumerRecord(topic=topic, partition=partition, offset=offset, timestamp=0, timestamp_type=0, key=key,
-                          value=value, checksum=None, serialized_key_size=len(key),
-                          serialized_value_size=len(value or b""), headers=())
-
-
 def restored(state: KeyedState) -> KeyedState:
     """A fresh state loaded from the changelog records ``state`` owes: what a restarted worker would hold."""
     again = KeyedState(state.changelog, encode=state.encode, decode=state.decode)
     changes = state.changes()
     for partition in {p for p, _, _ in changes}:
-        again.load(partition, [record(state.changelog, p, i, key.encode(), value)
+        again.load(partition, [consumer_record(state.changelog, p, i, key.encode(), value)
                                for i, (p, key, value) in enumerate(changes) if p == partition])
     return again
 
@@ -132,10 +125,10 @@ async def test_hotspot_posts_go_to_partition_0_and_are_counted_by_place():
     assert {(topic, partition) for topic, _, _, partition in outputs.sent} == {(state.posts.changelog, 0)}
     since = T0 - timedelta(days=7)
     for i, (topic, value, key_bytes, partition) in enumerate(outputs.sent[:-1]):
-        state.apply_post(record(topic, partition, i, key_bytes, value))
+        state.apply_post(consumer_record(topic, partition, i, key_bytes, value))
     assert await state.busy_places(since, 5) == [key.label()]
     found_key, posts = await state.open_posts(key.label(), since)
     assert found_key == key and sorted(cid for cid, _ in posts) == [f"h{i}" for i in range(5)]
     topic, value, key_bytes, partition = outputs.sent[-1]
-    state.apply_post(record(topic, partition, 99, key_bytes, value))  # the tombstone of h0
+    state.apply_post(consumer_record(topic, partition, 99, key_bytes, value))  # the tombstone of h0
     assert await state.busy_places(since, 5) == []
