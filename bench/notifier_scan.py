@@ -25,6 +25,7 @@ from services.common.workdays import default_calendar
 from services.notifier.config import LadderSettings, NotifierSettings
 from services.notifier.domain import CaseState, due_alerts
 from services.notifier.handlers import NotifierService
+from services.notifier.store import NotifierState
 
 OUT = Path("var/bench/notifier_scan.json")
 START = datetime(2026, 9, 21, 1, tzinfo=UTC)  # a Monday morning in Shanghai, before National Day
@@ -60,7 +61,7 @@ def make_cases(n: int, rng: random.Random) -> list[CaseState]:
 
 
 def new_service(clock: FixedClock) -> NotifierService:
-    return NotifierService(None, NullPublisher(), default_calendar(), clock,  # type: ignore[arg-type]
+    return NotifierService(NotifierState("bench", "contacts"), NullPublisher(), default_calendar(), clock,
                            LadderSettings(), NotifierSettings())
 
 

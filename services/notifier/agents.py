@@ -15,7 +15,6 @@ directory follower and the HTTP pages (/healthz, /readyz, /metrics). The use cas
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable
@@ -106,7 +105,7 @@ class NotifierWorker:
              Source(self.state.posts.changelog, raw=True)],
             self.handle_batch, service=SERVICE, group_id=group, bootstrap=self.common.kafka_bootstrap,
             names=self.names, states=self.state.all, health=HEALTH, on_dead_letter=_count_dead_letter,
-            transactional_id=self.settings.transactional_id or f"{group}-{socket.gethostname()}-{os.getpid()}",
+            transactional_id=self.settings.transactional_id or f"{group}-{socket.gethostname()}-{self.settings.port}",
             on_assigned=self.adopt, on_revoked=self.revoke, source_name=self.settings.source, **session)
         self.state.send = self.loop.send
         self.service = NotifierService(self.state, LoopPublisher(self.loop, self.names, self.settings.source),

@@ -38,9 +38,9 @@ class NotifierSettings(BaseSettings):
     state_prefix: str | None = Field(
         None, description="name prefix of the state's changelog topics (default: the group id)")
     transactional_id: str | None = Field(
-        None, description="stable per replica (e.g. a StatefulSet pod name) so that a restart fences its "
-                          "predecessor at once; default group-host-pid, whose open transaction the broker "
-                          "aborts after the transaction timeout")
+        None, description="unique per running replica and the same after its restart, so that the restarted "
+                          "worker fences its killed predecessor and aborts its open transaction at once; "
+                          "default group-host-port")
     source: str = "/wenzheng/notifier"
     scan_interval_seconds: float = Field(1.0, gt=0, description="how often the alert ladder is evaluated")
     scan_max_cases: int = Field(
