@@ -137,26 +137,25 @@ class Delivery:
     attempts: int = 0
     outcome: asyncio.Future[None] | None = field(default=None, repr=False)  # set once delivered or given up
 
-    def settle(self) -> None:
+    def settle(self, error: BaseException | None = None) -> None:
+        """Its outcome is recorded (or, with ``error``, could not be: the poll is then not committed)."""
         if self.outcome is not None and not self.outcome.done():
-            self.outcome.set_result(None)
+            if error is None:
+                self.outcome.set_result(None)
+            else:
+                self.outcome.set_exception(error)
 
 
-async def _always(_delivery: Delivery) -> bool:
-    return True
-
-
-# Hooks the dispatcher calls: claim (lease) before sending, and the outcomes.
-Claim = Callable[[Delivery], Awaitable[bool]]
+# Hooks the dispatcher calls with the outcomes.
 Outcome = Callable[[Delivery, Exception | None], Awaitable[None]]
 
 
 class Dispatcher:
     def __init__(self, channels: dict[str, DeliveryChannel], settings: NotifierSettings, *, delivered: Outcome,
-                 failed: Outcome, claim: Claim = _always) -> None:
+                 failed: Outcome) -> None:
         self.channels = channels
         self.settings = settings
-        self.claim, self.delivered, self.failed = claim, delivered, failed
+        self.delivered, self.failed = delivered, failed
         self.queues: dict[str, asyncio.Queue[Delivery]] = {
             name: asyncio.Queue(settings.queue_size) for name in channels}
         self.in_flight: set[str] = set()
@@ -183,18 +182,6 @@ class Dispatcher:
             self.in_flight.add(delivery.notification.notification_id)
         await asyncio.gather(*(d.outcome for d in deliveries if d.outcome is not None))
 
-    def submit(self, delivery: Delivery) -> bool:
-        """Queue without waiting; False when the channel's queue is full."""
-        nid = delivery.notification.notification_id
-        if nid in self.in_flight:
-            return True
-        try:
-            self.queues[delivery.notification.channel.value].put_nowait(delivery)
-        except asyncio.QueueFull:
-            return False
-        self.in_flight.add(nid)
-        return True
-
     def backoff(self, attempts: int) -> float:
         return min(self.settings.backoff_max_seconds, self.settings.backoff_base_seconds * 2 ** (attempts - 1))
 
@@ -202,43 +189,40 @@ class Dispatcher:
         queue, channel = self.queues[name], self.channels[name]
         while True:
             delivery = await queue.get()
-            nid = delivery.notification.notification_id
             try:
                 await self._attempt(name, channel, delivery)
-            except Exception as exc:  # the sender must survive anything a hook raises
-                log.warning("delivery_hook_failed", notification_id=nid, error=type(exc).__name__)
-                self.in_flight.discard(nid)
-                delivery.settle()
+            except Exception as exc:  # the sender survives a failed hook; the delivery consumer replays the poll
+                log.warning("delivery_hook_failed", notification_id=delivery.notification.notification_id,
+                            error=type(exc).__name__)
+                self._settle(delivery, exc)
 
     async def _attempt(self, name: str, channel: DeliveryChannel, delivery: Delivery) -> None:
+        """One attempt: settled once its outcome is recorded, or scheduled again after a backoff."""
         nid = delivery.notification.notification_id
-        retrying = False
+        delivery.attempts += 1
+        started = time.perf_counter()
         try:
-            if not await self.claim(delivery):
-                return  # another sender has it, or it is already done
-            delivery.attempts += 1
-            started = time.perf_counter()
-            try:
-                await channel.send(delivery.notification)
-            except Exception as exc:
-                DELIVERY_SECONDS.labels(name).observe(time.perf_counter() - started)
-                if isinstance(exc, PermanentDeliveryError) or delivery.attempts >= self.settings.max_attempts:
-                    NOTIFICATIONS.labels(name, "dead_lettered").inc()
-                    await self.failed(delivery, exc)
-                    return
-                NOTIFICATIONS.labels(name, "retried").inc()
-                log.info("delivery_retry", notification_id=nid, channel=name, attempts=delivery.attempts,
-                         error=type(exc).__name__)
-                asyncio.get_running_loop().call_later(self.backoff(delivery.attempts), self._requeue, delivery)
-                retrying = True
-                return
+            await channel.send(delivery.notification)
+        except Exception as exc:
             DELIVERY_SECONDS.labels(name).observe(time.perf_counter() - started)
-            NOTIFICATIONS.labels(name, "delivered").inc()
-            await self.delivered(delivery, None)
-        finally:
-            if not retrying:  # its outcome is recorded: the consumer may commit past it
-                self.in_flight.discard(nid)
-                delivery.settle()
+            if isinstance(exc, PermanentDeliveryError) or delivery.attempts >= self.settings.max_attempts:
+                NOTIFICATIONS.labels(name, "dead_lettered").inc()
+                await self.failed(delivery, exc)
+                self._settle(delivery)
+                return
+            NOTIFICATIONS.labels(name, "retried").inc()
+            log.info("delivery_retry", notification_id=nid, channel=name, attempts=delivery.attempts,
+                     error=type(exc).__name__)
+            asyncio.get_running_loop().call_later(self.backoff(delivery.attempts), self._requeue, delivery)
+            return
+        DELIVERY_SECONDS.labels(name).observe(time.perf_counter() - started)
+        NOTIFICATIONS.labels(name, "delivered").inc()
+        await self.delivered(delivery, None)
+        self._settle(delivery)
+
+    def _settle(self, delivery: Delivery, error: BaseException | None = None) -> None:
+        self.in_flight.discard(delivery.notification.notification_id)
+        delivery.settle(error)
 
     def _requeue(self, delivery: Delivery) -> None:
         queue = self.queues[delivery.notification.channel.value]

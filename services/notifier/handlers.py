@@ -181,17 +181,12 @@ class NotifierService:
             return
         doc = {"_id": planned.notification_id, "case_id": planned.case_id, "tracking_number": planned.tracking_number,
                "kind": planned.kind.value, "partition": partition, "variables": planned.variables,
-               "status": "waiting", "created_at": now, "attempts": 0, "lease_until": None}
+               "status": "waiting", "created_at": now}
         if not await self.store.add_notification(doc):
             return
-        if contact is None:
-            # Marker first, then look again: apply_contact saves the contact first, then looks for the marker,
-            # so whichever comes second sees the other's write and the notification cannot be left waiting.
-            await self.store.mark_waiting(planned.case_id)
-            contact = await self.store.contact(planned.case_id)
-            if contact is None:
-                PENDING_CONTACT.labels("waiting").inc()
-                return
+        if contact is None:  # it waits under its case until the contact comes (apply_contact)
+            PENDING_CONTACT.labels("waiting").inc()
+            return
         await self._resolve(doc, contact)
 
     async def apply_contact(self, contact: CaseContact, partition: int) -> None:
@@ -203,7 +198,6 @@ class NotifierService:
         for doc in await self.store.waiting_for(contact.case_id):
             PENDING_CONTACT.labels("released").inc()
             await self._resolve(doc, data)
-        await self.store.clear_waiting(contact.case_id)
 
     async def erase_contacts(self, case_ids: list[str]) -> None:
         """Tombstones on the contacts topic: intake erased these contacts after their retention period."""
@@ -280,7 +274,7 @@ class NotifierService:
                    "kind": NotificationKind.STAFF_ALERT.value, "partition": partition, "variables": {},
                    "status": "held" if notice.not_before else "ready", "not_before": notice.not_before,
                    "channel": notice.channel.value, "to": notice.to, "text": notice.text, "created_at": now,
-                   "person_id": notice.person_id, "attempts": 0, "lease_until": None}
+                   "person_id": notice.person_id}
             if await self.store.add_notification(doc) and not notice.not_before:
                 await self.release(doc)
 

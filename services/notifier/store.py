@@ -153,14 +153,8 @@ class NotifierState:
         self._set_docs(doc["partition"], _case_key(doc), [*docs, dict(doc)])
         return True
 
-    async def mark_waiting(self, case_id: str) -> None:
-        return None  # the waiting notifications are kept under their case: they are the marker
-
     async def has_waiting(self, case_id: str) -> bool:
         return any(d["status"] == "waiting" for d in self._find(case_id))
-
-    async def clear_waiting(self, case_id: str) -> None:
-        return None
 
     async def waiting_for(self, case_id: str) -> list[dict[str, Any]]:
         return sorted((d for d in self._find(case_id) if d["status"] == "waiting"), key=lambda d: d["created_at"])

@@ -22,7 +22,6 @@ class FakeStore:
         self.contacts: dict[str, dict[str, Any]] = {}
         self.notifications: dict[str, dict[str, Any]] = {}
         self.posts: dict[str, dict[str, Any]] = {}
-        self.waiting_cases: set[str] = set()
         self.published: dict[int, list[ev.Alert]] = {}
 
     async def save_cases(self, states) -> None:
@@ -52,14 +51,8 @@ class FakeStore:
         self.notifications[doc["_id"]] = dict(doc)
         return True
 
-    async def mark_waiting(self, case_id: str) -> None:
-        self.waiting_cases.add(case_id)
-
     async def has_waiting(self, case_id: str) -> bool:
-        return case_id in self.waiting_cases
-
-    async def clear_waiting(self, case_id: str) -> None:
-        self.waiting_cases.discard(case_id)
+        return bool(await self.waiting_for(case_id))
 
     async def waiting_for(self, case_id: str) -> list[dict[str, Any]]:
         return [dict(d) for d in self.notifications.values() if d["case_id"] == case_id and d["status"] == "waiting"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from services.common.events import CaseContact, Notification
 from services.common.workdays import default_calendar
 from services.notifier.channels import Delivery, Dispatcher, LogChannel, PermanentDeliveryError, channels_from_settings
@@ -93,22 +95,18 @@ async def _run_dispatch(channel: FlakyChannel, attempts: int = 3) -> tuple[list[
     settings = NotifierSettings(max_attempts=attempts, backoff_base_seconds=0.001, senders_per_channel=1)
     done: list[str] = []
     dead: list[str] = []
-    finished = asyncio.Event()
 
     async def delivered(d: Delivery, _e: Exception | None) -> None:
         done.append(d.notification.notification_id)
-        finished.set()
 
     async def failed(d: Delivery, _e: Exception | None) -> None:
         dead.append(d.notification.notification_id)
-        finished.set()
 
     dispatcher = Dispatcher({"sms": channel}, settings, delivered=delivered, failed=failed)
     dispatcher.start()
     n = Notification(notification_id="n1", case_id="c", tracking_number="t", kind="received", channel="sms",
                      to="13800138000", template="received", text="x", created_at=T0)
-    assert dispatcher.submit(Delivery(n, 0))
-    await asyncio.wait_for(finished.wait(), timeout=30)
+    await asyncio.wait_for(dispatcher.deliver([Delivery(n, 0)]), timeout=30)
     await dispatcher.stop()
     return done, dead
 
@@ -148,3 +146,23 @@ async def test_deliver_returns_once_every_delivery_has_an_outcome():
     await dispatcher.stop()
     assert sorted(outcomes) == [("n0", "delivered"), ("n1", "dead"), ("n2", "delivered")]
     assert dispatcher.in_flight == set()
+
+
+async def test_deliver_raises_when_an_outcome_cannot_be_recorded_so_the_poll_is_not_committed():
+    settings = NotifierSettings(max_attempts=1, senders_per_channel=1)
+
+    async def delivered(_d: Delivery, _e: Exception | None) -> None:
+        return None
+
+    async def failed(_d: Delivery, _e: Exception | None) -> None:
+        raise ConnectionError("the dead-letter topic is unreachable")
+
+    dispatcher = Dispatcher({"sms": FlakyChannel(failures=5)}, settings, delivered=delivered, failed=failed)
+    dispatcher.start()
+    n = Notification(notification_id="n1", case_id="c", tracking_number="t", kind="received", channel="sms",
+                     to="13800138000", template="received", text="x", created_at=T0)
+    try:
+        with pytest.raises(ConnectionError):
+            await asyncio.wait_for(dispatcher.deliver([Delivery(n, 0)]), timeout=30)
+    finally:
+        await dispatcher.stop()
