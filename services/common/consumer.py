@@ -94,10 +94,11 @@ def _json_encode(value: Any) -> bytes:
 class KeyedState(Generic[V]):
     """Per-partition key → value state backed by the compacted topic ``changelog``.
 
-    Mutating a value in place is not seen: call ``put`` (again) after changing it."""
+    Mutating a value in place is not seen: call ``put`` (again) after changing it. ``decode`` may return None
+    for a record it refuses (it is then left out of the restored state)."""
 
     def __init__(self, changelog: str, *, encode: Callable[[V], bytes] = _json_encode,
-                 decode: Callable[[bytes], V] = json.loads) -> None:
+                 decode: Callable[[bytes], V | None] = json.loads) -> None:
         self.changelog = changelog
         self.encode, self.decode = encode, decode
         self.partitions: dict[int, dict[str, V]] = {}
@@ -144,10 +145,11 @@ class KeyedState(Generic[V]):
             if record.key is None:
                 continue
             key = record.key.decode()
-            if record.value is None:
+            value = None if record.value is None else self.decode(record.value)
+            if value is None:  # a delete, or a value its decoder refuses
                 entries.pop(key, None)
             else:
-                entries[key] = self.decode(record.value)
+                entries[key] = value
 
     def drop(self, partitions: Iterable[int]) -> None:
         gone = set(partitions)

@@ -23,7 +23,7 @@ from typing import Any
 from aiokafka import ConsumerRecord
 
 from services.common.consumer import KeyedState
-from services.common.events import Alert, AlertKind
+from services.common.events import Alert, AlertKind, EventValidationError, parse_event
 from services.notifier.domain import CaseState, HotspotKey
 
 HOTSPOT_PARTITION = 0  # hotspots are raised by the owner of partition 0 only, into alerts partition 0
@@ -42,6 +42,15 @@ def _decode_docs(raw: bytes) -> list[dict[str, Any]]:
             if isinstance(doc.get(name), str):
                 doc[name] = datetime.fromisoformat(doc[name])
     return docs
+
+
+def _contact_data(raw: bytes) -> dict[str, Any] | None:
+    """A record of the contacts topic (a CloudEvent) as the state holds it: its data; None if unreadable."""
+    try:
+        event = parse_event(raw, expected_topic="case_contacts")
+    except EventValidationError:
+        return None  # left out of the state (the live consumer dead-letters it when it reads it)
+    return event.data.model_dump(mode="json")
 
 
 def _case_key(doc: dict[str, Any]) -> str:
@@ -67,7 +76,7 @@ class NotifierState:
         self.published: KeyedState[list[dict[str, Any]]] = KeyedState(f"{prefix}.alerts-changelog")
         self.pending: KeyedState[list[dict[str, Any]]] = KeyedState(
             f"{prefix}.notifications-changelog", encode=_encode_docs, decode=_decode_docs)
-        self.contacts: KeyedState[dict[str, Any]] = KeyedState(contacts_topic)
+        self.contacts: KeyedState[dict[str, Any]] = KeyedState(contacts_topic, decode=_contact_data)
         self.posts: KeyedState[dict[str, Any]] = KeyedState(f"{prefix}.hotspot-posts")
         self.send = send  # the loop's send: hotspot posts are an output of the batch, like alerts
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from harness.records import consumer_record
 from services.common.consumer import KeyedState
-from services.common.events import Alert, AlertKind, Audience
+from services.common.events import Alert, AlertKind, Audience, CaseContact, make_event
 from services.notifier.domain import CaseState, HotspotKey
 from services.notifier.store import HOTSPOT_PARTITION, NotifierState
 
@@ -132,3 +132,14 @@ async def test_hotspot_posts_go_to_partition_0_and_are_counted_by_place():
     topic, value, key_bytes, partition = outputs.sent[-1]
     state.apply_post(consumer_record(topic, partition, 99, key_bytes, value))  # the tombstone of h0
     assert await state.busy_places(since, 5) == []
+
+
+def test_contacts_restored_from_the_contacts_topic_are_the_events_data_and_bad_records_are_left_out():
+    state, _ = new_state()
+    contact = CaseContact(case_id="c1", tracking_number="WZ1", phone="13800138000", recorded_at=T0)
+    raw = make_event(contact, source="/intake").to_json()
+    state.contacts.load(2, [consumer_record("contacts", 2, 0, b"c1", raw),
+                            consumer_record("contacts", 2, 1, b"c2", b"{not json"),
+                            consumer_record("contacts", 2, 2, b"c3", raw),
+                            consumer_record("contacts", 2, 3, b"c3", None)])
+    assert state.contacts.of(2) == {"c1": contact.model_dump(mode="json")}
