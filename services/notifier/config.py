@@ -47,7 +47,8 @@ class NotifierSettings(BaseSettings):
         5000, ge=1, description="cases evaluated per scan step: the consumer gets the lock between steps")
     hotspot_scan_seconds: float = Field(10.0, gt=0)
     sweep_interval_seconds: float = Field(
-        30.0, gt=0, description="re-queue deliveries left behind and expire old waits (scans the notifications)")
+        30.0, gt=0, description="release staff reminders held for quiet hours and expire old waits for a contact "
+                                 "(scans the pending notifications in memory)")
     metrics_refresh_seconds: float = Field(5.0, gt=0)
     session_timeout_ms: int = Field(10000, ge=6000)
 
