@@ -200,10 +200,10 @@ class NotifierService:
             await self._resolve(doc, data)
 
     async def erase_contacts(self, case_ids: list[str]) -> None:
-        """Tombstones on the contacts topic: intake erased these contacts after their retention period."""
+        """Tombstones on the contacts topic: intake erased these contacts after their retention period (counted
+        when we held them: a tombstone already applied by a restore is not counted again)."""
         if case_ids:
-            await self.store.erase_contacts(case_ids)
-            CONTACTS_ERASED.inc(len(case_ids))
+            CONTACTS_ERASED.inc(await self.store.erase_contacts(case_ids))
 
     async def _resolve(self, doc: dict[str, Any], contact_data: dict[str, Any]) -> None:
         contact = CaseContact.model_validate(contact_data)

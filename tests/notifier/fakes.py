@@ -38,9 +38,7 @@ class FakeStore:
         self.published.setdefault(partition, []).append(alert)
 
     async def erase_contacts(self, case_ids: list[str]) -> int:
-        for case_id in case_ids:
-            self.contacts.pop(case_id, None)
-        return len(case_ids)
+        return sum(self.contacts.pop(case_id, None) is not None for case_id in case_ids)
 
     async def contact(self, case_id: str) -> dict[str, Any] | None:
         return self.contacts.get(case_id)
