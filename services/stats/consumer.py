@@ -12,21 +12,20 @@ from services.common.config import TopicSettings
 from services.common.events import EventValidationError, parse_event
 from services.common.kafka import EventPublisher, end_offsets_lag, new_consumer
 from services.common.logging import get_logger
+from services.stats import metrics
 from services.stats.domain import fact_from_event
 from services.stats.handlers import Projector
-from services.stats.metrics import StatsMetrics
 
 log = get_logger(__name__)
 SERVICE = "stats"
 
 
 class StatsConsumer:
-    def __init__(self, projector: Projector, names: TopicSettings, publisher: EventPublisher,
-                 metrics: StatsMetrics, *, group_id: str, bootstrap: str, max_batch: int) -> None:
+    def __init__(self, projector: Projector, names: TopicSettings, publisher: EventPublisher, *, group_id: str,
+                 bootstrap: str, max_batch: int) -> None:
         self.projector = projector
         self.names = names
         self.publisher = publisher
-        self.metrics = metrics
         self.group_id = group_id
         self.bootstrap = bootstrap
         self.max_batch = max_batch
@@ -70,7 +69,7 @@ class StatsConsumer:
                         event = parse_event(record.value or b"")
                     except EventValidationError as exc:
                         await self.publisher.dead_letter(record, exc, service=SERVICE)
-                        self.metrics.dead_letters.inc()
+                        metrics.DEAD_LETTERS.inc()
                         continue
                     fact = fact_from_event(event)
                     if fact is not None:
@@ -83,11 +82,11 @@ class StatsConsumer:
                 # the ledger and the batch journal are written now; the rollups by a flush every
                 # flush_seconds, in the background (the journal makes the commit below safe before it)
                 result = await self.projector.apply(facts, flush=False)
-                self.metrics.events_applied.inc(result.facts - result.duplicates)
-                self.metrics.duplicates.inc(result.duplicates)
-                self.metrics.health.applied()
+                metrics.EVENTS_APPLIED.inc(result.facts - result.duplicates)
+                metrics.DUPLICATES.inc(result.duplicates)
+                metrics.CONSUMER.applied()
                 if newest_event_time is not None:
-                    self.metrics.apply_lag.set(max(0.0, time.time() - newest_event_time))
+                    metrics.APPLY_LAG.set(max(0.0, time.time() - newest_event_time))
             elif self.projector.pending():
                 await self.projector.flush(wait=False)  # idle: make the rates current now
             if offsets:
@@ -105,4 +104,4 @@ class StatsConsumer:
         for tp, n in lag.items():
             per_topic[tp.topic] = per_topic.get(tp.topic, 0) + n
         for topic, n in per_topic.items():
-            self.metrics.health.lag.labels(topic=topic).set(n)
+            metrics.CONSUMER.lag.labels(topic=topic).set(n)
