@@ -127,7 +127,8 @@ class Projector:
         for fact in facts:
             by_case[fact["case_id"]][fact["id"]] = fact
             count += 1
-        result = BatchResult(None, count, 0, 0)
+        # an event repeated inside the batch is a duplicate too (at-least-once delivery)
+        result = BatchResult(None, count, 0, 0, duplicates=count - sum(map(len, by_case.values())))
         for case_ids in id_chunks(list(by_case)):
             chunk = {cid: by_case[cid] for cid in case_ids}
             batch_id, changed, duplicates = await self._apply_cases(chunk)
