@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pymongo import AsyncMongoClient
@@ -23,7 +22,6 @@ from pymongo.errors import PyMongoError
 from services.common.clock import Clock, clock_from_environment
 from services.common.config import TopicSettings, common_settings, topics
 from services.common.errors import BodyLimits, document_errors, error_response, install_error_handlers
-from services.common.kafka import EventPublisher, new_producer
 from services.common.logging import get_logger
 from services.common.metrics import METRICS_CONTENT_TYPE, render_metrics
 from services.common.mongo import new_client, ping
@@ -64,7 +62,6 @@ class Runtime:
     projector: Projector | None = None
     queries: StatsQueries | None = None
     consumer: StatsConsumer | None = None
-    producer: AIOKafkaProducer | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task] = field(default_factory=list)
 
@@ -273,11 +270,9 @@ async def start_runtime(runtime: Runtime) -> None:
     runtime.tasks = [asyncio.create_task(_refresh_gauges(runtime, stop)),
                      asyncio.create_task(projector.view.follow(stop, settings.view_poll_seconds))]
     if settings.consumer_enabled:
-        runtime.producer = producer = new_producer(common.kafka_bootstrap)
-        await producer.start()
-        publisher = EventPublisher(producer, source=settings.source, names=runtime.names)
-        runtime.consumer = StatsConsumer(projector, runtime.names, publisher, group_id=settings.consumer_group,
-                                         bootstrap=common.kafka_bootstrap, max_batch=settings.max_batch)
+        runtime.consumer = StatsConsumer(projector, runtime.names, group_id=settings.consumer_group,
+                                         bootstrap=common.kafka_bootstrap, max_batch=settings.max_batch,
+                                         source=settings.source)
         runtime.tasks.append(asyncio.create_task(runtime.consumer.run(stop)))
 
 
@@ -288,8 +283,6 @@ async def stop_runtime(runtime: Runtime) -> None:
             await asyncio.wait_for(task, timeout=10)
         except (TimeoutError, asyncio.CancelledError, Exception):
             task.cancel()
-    if runtime.producer is not None:
-        await runtime.producer.stop()
     await runtime.store.clear_running(runtime.settings.instance_id)
     await runtime.client.close()
 
