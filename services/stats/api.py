@@ -260,12 +260,7 @@ async def start_runtime(runtime: Runtime) -> None:
     runtime.projector = projector = Projector(store, settings.instance_id, flush_seconds=settings.flush_seconds,
                                               fold_seconds=settings.fold_seconds)
     runtime.queries = StatsQueries(settings, store, projector.view, runtime.clock)
-    if await store.mark_running(settings.instance_id):
-        log.warning("unclean_shutdown_detected", instance=settings.instance_id)
-        report = await projector.reconcile(fix=True)
-        log.info("startup_reconcile", differences=report["differences"], cases=report["cases"])
-    else:
-        await projector.start()
+    await projector.resume(unclean=await store.mark_running(settings.instance_id))
     runtime.stop = stop = asyncio.Event()
     runtime.tasks = [asyncio.create_task(_refresh_gauges(runtime, stop)),
                      asyncio.create_task(projector.view.follow(stop, settings.view_poll_seconds))]

@@ -118,6 +118,16 @@ class Projector:
         self._started = True
         return await self.recover_all()
 
+    async def resume(self, *, unclean: bool) -> None:
+        """Start-up of a replica: after an unclean stop (its running marker was still set) rebuild and fix the
+        rollups from the ledger; otherwise load the view and finish interrupted work."""
+        if not unclean:
+            await self.start()
+            return
+        log.warning("unclean_shutdown_detected", instance=self.instance)
+        report = await self.reconcile(fix=True)
+        log.info("startup_reconcile", differences=report["differences"], cases=report["cases"])
+
     async def apply(self, facts: Iterable[Mapping[str, Any]], *, flush: bool = True) -> BatchResult:
         """Apply facts to the ledger; with ``flush`` (the default) the rollups too before returning."""
         if not self._started:
