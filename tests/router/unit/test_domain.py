@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from services.common.events import Location, PostKind, RoutingOutcome
 from services.common.workdays import default_calendar
-from services.router.policies import (
+from services.router.domain import (
     CaseRouting,
     Proposal,
     RecentPost,
