@@ -26,6 +26,7 @@ import os
 import re
 import socket
 import time
+from datetime import timedelta
 
 import faust
 
@@ -45,7 +46,14 @@ from services.router.handlers import (
     run_scheduled_retrain,
 )
 from services.router.live import LiveEngine
-from services.router.metrics import BATCH_EVENTS, BATCH_SECONDS, DEAD_LETTERS, HEALTH
+from services.router.metrics import (
+    BATCH_EVENTS,
+    BATCH_SECONDS,
+    DEAD_LETTERS,
+    HEALTH,
+    TABLE_RESTORE_SECONDS,
+    TABLE_ROWS,
+)
 from services.router.quality import TRIAGE, quality_report
 from services.router.registry import ModelRegistry
 from services.router.store import RouterStore
@@ -89,7 +97,10 @@ def create_app(settings: RouterSettings | None = None, names: TopicSettings | No
     decisions = app.topic(names.routing_decisions, **raw)
     dead_letters = app.topic(names.dead_letter, **raw)
     own = internal_topics(settings)
-    poster_messages = app.topic(own["posters"], internal=True, partitions=settings.partitions, **raw)
+    # a week, however the broker is set: long enough for a router that was down, and poster keys in transit
+    # do not outlive the duplicate window for long
+    poster_messages = app.topic(own["posters"], internal=True, partitions=settings.partitions,
+                                retention=timedelta(days=7), **raw)
     corrections = app.topic(own["corrections"], internal=True, partitions=settings.partitions, compacting=True,
                             **raw)
     # bytes keys (the UTF-8 id) are written raw; faust writes any other key as JSON ('"id"'), and the partitioner
@@ -97,6 +108,20 @@ def create_app(settings: RouterSettings | None = None, names: TopicSettings | No
     tables = {"default": None, "partitions": settings.partitions, "use_partitioner": True, "key_type": bytes}
     cases = app.Table("case-routing", **tables)
     posters = app.Table("poster-posts", **tables)
+    assigned_at = {"monotonic": time.monotonic()}
+
+    @app.on_partitions_assigned.connect
+    async def partitions_assigned(sender, assigned, **kwargs) -> None:
+        assigned_at["monotonic"] = time.monotonic()
+
+    def report_restore(table) -> None:
+        async def restored() -> None:
+            TABLE_RESTORE_SECONDS.labels(table.name).set(time.monotonic() - assigned_at["monotonic"])
+            TABLE_ROWS.labels(table.name).set(len(table))
+        table.on_recover(restored)
+
+    report_restore(cases)
+    report_restore(posters)
 
     mongo = new_client(common.mongo_url, service="router")
     store = RouterStore(mongo[settings.database])

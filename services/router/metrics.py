@@ -29,3 +29,8 @@ SHADOW_AGREEMENT = Gauge(metric_name("router", "shadow_agreement", "ratio"),
                          "Share of posts on which the shadow model chose the current model's category, "
                          "since this worker loaded the shadow")
 MODEL_SWAPS = Counter(metric_name("router", "model_swaps"), "Models loaded from the registry", ["role", "outcome"])
+TABLE_RESTORE_SECONDS = Gauge(metric_name("router", "table_restore", "seconds"),
+                              "Time from the last partition assignment to the table restored from its changelog",
+                              ["table"])
+TABLE_ROWS = Gauge(metric_name("router", "table_rows"), "Rows this worker held in the table after the last restore",
+                   ["table"])
