@@ -234,21 +234,39 @@ async def step(producer, decisions: Decisions, topic: str, posts: Posts, count: 
     return result
 
 
+def endpoints() -> tuple[str, str]:
+    """The local Kafka bootstrap and MongoDB URL."""
+    return (os.environ.get("WENZHENG_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+            os.environ.get("WENZHENG_MONGO_URL", "mongodb://127.0.0.1:27017/"))
+
+
+def private_names(prefix: str) -> TopicSettings:
+    return TopicSettings(**{key: prefix + default for key, default in TopicSettings().model_dump().items()})
+
+
+def worker_env(names: TopicSettings, *, app_id: str, database: str, port: int, workdir: Path,
+               partitions: int) -> dict[str, str]:
+    """The environment of a router worker on private topics, consumer group, database and data folder."""
+    bootstrap, mongo_url = endpoints()
+    env = {**os.environ, "WENZHENG_KAFKA_BOOTSTRAP": bootstrap, "WENZHENG_MONGO_URL": mongo_url,
+           "WENZHENG_TOPIC_PARTITIONS": str(partitions), "WENZHENG_ROUTER_APP_ID": app_id,
+           "WENZHENG_ROUTER_DATABASE": database, "WENZHENG_PORT": str(port),
+           "WENZHENG_ROUTER_DATA_DIR": str(workdir), "WENZHENG_LOG_LEVEL": "WARNING"}
+    env.update({f"WENZHENG_TOPIC_{k.upper()}": v for k, v in names.model_dump().items()})
+    return env
+
+
 async def run(args: argparse.Namespace) -> dict:
     run_id = uuid.uuid4().hex[:8]
-    bootstrap = os.environ.get("WENZHENG_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-    mongo_url = os.environ.get("WENZHENG_MONGO_URL", "mongodb://127.0.0.1:27017/")
+    bootstrap, mongo_url = endpoints()
     prefix = f"bench.router.{run_id}."
-    names = TopicSettings(**{key: prefix + default for key, default in TopicSettings().model_dump().items()})
+    names = private_names(prefix)
     await make_topics(bootstrap, names)
     workdir = ROOT / "var" / "bench" / f"router-{run_id}"
     workdir.mkdir(parents=True, exist_ok=True)
     app_id, database = f"bench-router-{run_id}", f"wenzheng_router_bench_{run_id}"
-    env = {**os.environ, "WENZHENG_KAFKA_BOOTSTRAP": bootstrap, "WENZHENG_MONGO_URL": mongo_url,
-           "WENZHENG_TOPIC_PARTITIONS": str(PARTITIONS), "WENZHENG_ROUTER_APP_ID": app_id,
-           "WENZHENG_ROUTER_DATABASE": database, "WENZHENG_PORT": str(args.port),
-           "WENZHENG_ROUTER_DATA_DIR": str(workdir), "WENZHENG_LOG_LEVEL": "WARNING"}
-    env.update({f"WENZHENG_TOPIC_{k.upper()}": v for k, v in names.model_dump().items()})
+    env = worker_env(names, app_id=app_id, database=database, port=args.port, workdir=workdir,
+                     partitions=PARTITIONS)
     log_path = workdir / "worker.log"
     process = start_worker(env, log_path)
     producer = new_producer(bootstrap)
@@ -297,17 +315,23 @@ async def run(args: argparse.Namespace) -> dict:
     }
 
 
+def run_bench(parser: argparse.ArgumentParser, argv: list[str] | None, run, out: Path) -> dict:
+    """Parse the arguments (plus ``--port``, a free one by default), run the worker bench, write its figures."""
+    parser.add_argument("--port", type=int, default=0, help="the worker's HTTP port (0: a free one)")
+    args = parser.parse_args(argv)
+    args.port = args.port or free_port()
+    result = asyncio.run(run(args))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.router_latency", description=__doc__.splitlines()[0])
     parser.add_argument("--rates", type=float, nargs="+", default=[50, 100, 200, 400, 800])
     parser.add_argument("--seconds", type=float, default=8.0, help="how long each rate is held")
     parser.add_argument("--burst", type=int, default=3000, help="events sent at once after the rates (0: none)")
-    parser.add_argument("--port", type=int, default=0, help="the worker's HTTP port (0: a free one)")
-    args = parser.parse_args(argv)
-    args.port = args.port or free_port()
-    result = asyncio.run(run(args))
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    result = run_bench(parser, argv, run, OUT)
     print(json.dumps({k: v for k, v in result.items() if k != "steps"}, ensure_ascii=False))
     return 0
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import shutil
 import time
@@ -30,8 +29,19 @@ from pathlib import Path
 import httpx
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.router_latency import Decisions, Posts, delete_topics, example_posts, produce, start_worker, stop_worker
-from harness.ports import free_port
+from bench.router_latency import (
+    Decisions,
+    Posts,
+    delete_topics,
+    endpoints,
+    example_posts,
+    private_names,
+    produce,
+    run_bench,
+    start_worker,
+    stop_worker,
+    worker_env,
+)
 from services.common.config import TopicSettings
 from services.common.events import CaseContact, CaseReturned, CaseSubmitted, make_event
 from services.common.kafka import new_producer
@@ -123,16 +133,6 @@ async def db_commands(port: int) -> float:
     return sum((await metric(port, "wenzheng_router_db_commands_total")).values())
 
 
-def worker_env(bootstrap: str, mongo_url: str, names: TopicSettings, app_id: str, database: str, port: int,
-               workdir: Path) -> dict[str, str]:
-    env = {**os.environ, "WENZHENG_KAFKA_BOOTSTRAP": bootstrap, "WENZHENG_MONGO_URL": mongo_url,
-           "WENZHENG_TOPIC_PARTITIONS": str(PARTITIONS), "WENZHENG_ROUTER_APP_ID": app_id,
-           "WENZHENG_ROUTER_DATABASE": database, "WENZHENG_PORT": str(port),
-           "WENZHENG_ROUTER_DATA_DIR": str(workdir), "WENZHENG_LOG_LEVEL": "WARNING"}
-    env.update({f"WENZHENG_TOPIC_{k.upper()}": v for k, v in names.model_dump().items()})
-    return env
-
-
 async def start_and_time(env: dict[str, str], port: int, workdir: Path, name: str):
     log_path = workdir / f"{name}.log"
     started = time.monotonic()
@@ -198,10 +198,9 @@ async def route_new_posts(bootstrap: str, names: TopicSettings, decisions: Decis
 
 async def run(args: argparse.Namespace) -> dict:
     run_id = uuid.uuid4().hex[:8]
-    bootstrap = os.environ.get("WENZHENG_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-    mongo_url = os.environ.get("WENZHENG_MONGO_URL", "mongodb://127.0.0.1:27017/")
+    bootstrap, mongo_url = endpoints()
     prefix = f"bench.restore.{run_id}."
-    names = TopicSettings(**{key: prefix + default for key, default in TopicSettings().model_dump().items()})
+    names = private_names(prefix)
     await create_topics(bootstrap, PARTITIONS, names)
     workdir = ROOT / "var" / "bench" / f"router-restore-{run_id}"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -212,14 +211,13 @@ async def run(args: argparse.Namespace) -> dict:
     decisions = Decisions(bootstrap, names.routing_decisions)
     process = None
     try:
-        process, empty_seconds = await start_and_time(
-            worker_env(bootstrap, mongo_url, names, empty_app, database, args.port, workdir), args.port, workdir,
-            "empty")
+        env = {"database": database, "port": args.port, "workdir": workdir, "partitions": PARTITIONS}
+        process, empty_seconds = await start_and_time(worker_env(names, app_id=empty_app, **env), args.port,
+                                                      workdir, "empty")
         stop_worker(process)
         write_seconds = await write_changelogs(bootstrap, full_app, rows, posters)
-        process, full_seconds = await start_and_time(
-            worker_env(bootstrap, mongo_url, names, full_app, database, args.port, workdir), args.port, workdir,
-            "restored")
+        process, full_seconds = await start_and_time(worker_env(names, app_id=full_app, **env), args.port,
+                                                     workdir, "restored")
         restored = {"seconds": await metric(args.port, "wenzheng_router_table_restore_seconds"),
                     "rows": await metric(args.port, "wenzheng_router_table_rows")}
         await decisions.start()
@@ -261,13 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=100_000)
     parser.add_argument("--posters", type=int, default=60_000, help="distinct poster keys among the cases")
     parser.add_argument("--posts", type=int, default=1000, help="new posts routed after the restore")
-    parser.add_argument("--port", type=int, default=0, help="the worker's HTTP port (0: a free one)")
-    args = parser.parse_args(argv)
-    args.port = args.port or free_port()
-    result = asyncio.run(run(args))
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(result, ensure_ascii=False))
+    print(json.dumps(run_bench(parser, argv, run, OUT), ensure_ascii=False))
     return 0
 
 

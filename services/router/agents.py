@@ -6,12 +6,12 @@
   ``poster-posts`` table and the decisions of first routings (duplicates linked).
 - ``store_corrections``: the corrections (an internal compacted topic) → MongoDB, one bulk write per batch.
 
-Both tables are written with ``use_partitioner=True`` (faust's public API, instead of pointing its private
-"current event" at each event of a batch): a row goes to the changelog partition the producer's partitioner
-picks for its key, which is the partition of the key's messages on the topic the table is fed from (the same
-raw key bytes, the same default murmur2 partitioner as intake's producer, the same partition count), so a
-restarted or rebalanced worker restores exactly the rows of its partitions (tests/router/integration checks
-it on the real broker).
+Both tables pick a row's changelog partition from its key (:class:`KeyPartitionedTable`, through faust's
+public ``partition_for_key``, instead of pointing faust's private "current event" at each event of a batch):
+the partition of the key's messages on the topic the table is fed from (the same raw key bytes, the same
+default murmur2 partitioner as intake's producer, the same partition count, checked when partitions are
+assigned), so a restarted or rebalanced worker restores exactly the rows of its partitions
+(tests/router/integration checks it on the real broker).
 
 At-least-once: a crash may replay messages since the last commit; the per-case ``last_version`` skips what was
 already applied, decisions carry a deterministic id (intake drops any that slip through twice), a replayed
@@ -29,6 +29,7 @@ import time
 from datetime import timedelta
 
 import faust
+from aiokafka.partitioner import DefaultPartitioner
 
 from services.common.config import CommonSettings, TopicSettings, common_settings, topics
 from services.common.errors import error_body
@@ -61,6 +62,17 @@ from services.router.store import RouterStore
 log = get_logger(__name__)
 SOURCE = "/wenzheng/router"
 _MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
+
+
+class KeyPartitionedTable(faust.Table):
+    """A table whose row for a key goes to the changelog partition the default partitioner (murmur2, as in
+    intake's producer and faust's) picks for that key among ``partitions``: the partition of the key's messages
+    on the topic that feeds the table, which has as many. Computed here rather than asked of the producer, as
+    faust's ``use_partitioner`` alone does: a producer that never wrote to a changelog may have no metadata for
+    it yet, and then faust's eager partitioning fails the write."""
+
+    def partition_for_key(self, key: bytes) -> int:
+        return DefaultPartitioner()(key, list(range(self.partitions)), [])
 
 
 def internal_topics(settings: RouterSettings) -> dict[str, str]:
@@ -103,16 +115,23 @@ def create_app(settings: RouterSettings | None = None, names: TopicSettings | No
                                 retention=timedelta(days=7), **raw)
     corrections = app.topic(own["corrections"], internal=True, partitions=settings.partitions, compacting=True,
                             **raw)
-    # bytes keys (the UTF-8 id) are written raw; faust writes any other key as JSON ('"id"'), and the partitioner
-    # must hash the same bytes as the key of the messages the table is fed from
+    # bytes keys (the UTF-8 id) are written raw; faust writes any other key as JSON ('"id"'), and the partition
+    # must be that of the same bytes as the key of the messages the table is fed from
     tables = {"default": None, "partitions": settings.partitions, "use_partitioner": True, "key_type": bytes}
-    cases = app.Table("case-routing", **tables)
-    posters = app.Table("poster-posts", **tables)
+    cases = app.tables.add(KeyPartitionedTable(app, name="case-routing", **tables))
+    posters = app.tables.add(KeyPartitionedTable(app, name="poster-posts", **tables))
+    worker_state = {"started": False, "partitions_mismatch": False}
     assigned_at = {"monotonic": time.monotonic()}
 
     @app.on_partitions_assigned.connect
     async def partitions_assigned(sender, assigned, **kwargs) -> None:
         assigned_at["monotonic"] = time.monotonic()
+        for topic in (names.case_events, names.case_contacts, own["posters"]):
+            found = app.consumer.topic_partitions(topic)
+            if found is not None and found != settings.partitions:
+                # rows would go to other partitions than their keys' messages: refuse to be ready
+                worker_state["partitions_mismatch"] = True
+                log.error("router_partitions_mismatch", topic=topic, partitions=found, expected=settings.partitions)
 
     def report_restore(table) -> None:
         async def restored() -> None:
@@ -131,7 +150,6 @@ def create_app(settings: RouterSettings | None = None, names: TopicSettings | No
     shipped = load_engine(settings.model_dir)
     engine = LiveEngine(shipped, shipped.assigner, registry)
     worker = RouterWorker(engine, policy)
-    worker_state = {"started": False}
     owner = f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}"
 
     async def send(topic: faust.TopicT, payload: Contract) -> None:
@@ -249,9 +267,10 @@ def create_app(settings: RouterSettings | None = None, names: TopicSettings | No
         routing does not use it (corrections and quality counts wait for it)."""
         mongo_ok = await ping(mongo)
         restored = app.tables.recovery.completed.is_set() and not app.in_recovery
-        ready = worker_state["started"] and restored and not app.rebalancing
+        ready = worker_state["started"] and restored and not app.rebalancing and not worker_state["partitions_mismatch"]
         body = {"status": "ready" if ready else "starting", "mongodb": mongo_ok, "model": worker_state["started"],
-                "rebalancing": bool(app.rebalancing), "tables_restored": restored}
+                "rebalancing": bool(app.rebalancing), "tables_restored": restored,
+                "partitions_mismatch": worker_state["partitions_mismatch"]}
         return web.json(body, status=200 if ready else 503)
 
     @app.page("/v1/router/shadow")
