@@ -159,9 +159,12 @@ class PosterPosts:
     posts: list[RecentPost] = field(default_factory=list)
 
     def remember(self, post: RecentPost, window: timedelta) -> None:
-        """Add (or, replayed, replace) a post and forget those too old to be its duplicates' targets."""
+        """Add (or, replayed, replace) a post and forget those too old to be its duplicates' targets. A replayed
+        post keeps what happened to it since (closed stays closed)."""
+        earlier = next((p for p in self.posts if p.case_id == post.case_id), None)
         kept = [p for p in self.posts if p.case_id != post.case_id]
-        kept.append(replace(post, text=post.text[:STORED_TEXT_CHARS]))
+        still_open = post.open and (earlier is None or earlier.open)
+        kept.append(replace(post, text=post.text[:STORED_TEXT_CHARS], open=still_open))
         newest = max(p.submitted_at for p in kept)
         self.posts = sorted((p for p in kept if newest - p.submitted_at <= window), key=lambda p: p.submitted_at)
 
