@@ -156,8 +156,10 @@ def create_app(settings: RouterSettings | None = None, names: TopicSettings | No
         event = make_event(payload, source=SOURCE)
         await topic.send(key=event.key, value=event.to_json())
 
-    async def dead_letter(message, exc: Exception, *, keep_value: bool = True) -> None:
-        letter = dead_letter_for(topic=message.topic, value=message.value if keep_value else None, key=message.key,
+    async def dead_letter(message, exc: Exception, *, private: bool = False) -> None:
+        """``private``: the message's key and bytes hold a poster's key, which operators must not see."""
+        letter = dead_letter_for(topic=message.topic, value=None if private else message.value,
+                                 key=None if private else message.key,
                                  partition=message.partition, offset=message.offset, reason=str(exc),
                                  error_type=type(exc).__name__, service="router")
         await send(dead_letters, letter)
@@ -234,8 +236,8 @@ def create_app(settings: RouterSettings | None = None, names: TopicSettings | No
             for record in records:
                 try:
                     messages.append(PosterMessage.from_json(record.message.value or b""))
-                except (ValueError, KeyError, TypeError) as exc:  # the bytes hold a poster's key: not kept
-                    await dead_letter(record.message, exc, keep_value=False)
+                except (ValueError, KeyError, TypeError) as exc:
+                    await dead_letter(record.message, exc, private=True)
             batch = worker.handle_posters(messages, lambda poster: posters.get(poster.encode()))
             for decision in batch.decisions:
                 await send(decisions, decision)
