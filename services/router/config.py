@@ -35,3 +35,5 @@ class RouterSettings(BaseSettings):
     quality_flush_seconds: float = Field(10, gt=0, description="how often a worker adds its quality counts")
     retrain_every_hours: float = Field(0, ge=0, description="scheduled retrain (0: off); promotes only if not worse")
     partitions: int = Field(6, validation_alias=AliasChoices("WENZHENG_TOPIC_PARTITIONS", "WENZHENG_ROUTER_PARTITIONS"))
+    corrections_batch_size: int = Field(500, ge=1, description="at most this many corrections per database write")
+    corrections_flush_seconds: float = Field(5, gt=0, description="how long corrections gather before a write")

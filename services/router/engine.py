@@ -14,7 +14,7 @@ from services.common.events import Location, PostKind
 from services.common.reference import load_reference
 from services.router.assignment import Assigner
 from services.router.classifier import Classification, KeywordClassifier, load_model
-from services.router.policies import Proposal
+from services.router.domain import Proposal
 
 
 class ModelRoutingEngine:

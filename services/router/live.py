@@ -15,24 +15,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import Counter, Gauge
-
 from services.common.events import utcnow
 from services.common.logging import get_logger
 from services.router.assignment import Assigner
 from services.router.classifier import TextClassifier
 from services.router.engine import ModelRoutingEngine, PreclassifiedEngine
+from services.router.metrics import MODEL_SWAPS, SHADOW_AGREEMENT, SHADOW_COMPARED
 from services.router.registry import ModelRegistry
 
 log = get_logger(__name__)
-
-SHADOW_COMPARED = Counter("wenzheng_router_shadow_compared_total",
-                          "Posts classified by both the current and the shadow model, by both categories",
-                          ["current_category", "shadow_category"])
-SHADOW_AGREEMENT = Gauge("wenzheng_router_shadow_agreement_ratio",
-                         "Share of posts on which the shadow model chose the current model's category, "
-                         "since this worker loaded the shadow")
-MODEL_SWAPS = Counter("wenzheng_router_model_swaps_total", "Models loaded from the registry", ["role", "outcome"])
 
 
 @dataclass

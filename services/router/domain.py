@@ -1,4 +1,5 @@
-"""Routing policies (pure): what the router decides for a submitted or a returned case.
+"""The router's domain (pure: no I/O, no clock): what it remembers of a case and of a poster, and what it
+decides for a submitted or a returned case.
 
 The text model and the unit registry sit behind :class:`RoutingEngine`; these functions add the
 platform's rules on top: low confidence → triage, a returned case goes to the best unit not yet tried,
@@ -7,17 +8,24 @@ after ``max_returns`` returns → triage, a near-duplicate of an open case of th
 Decisions are deterministic functions of the events (the decision id derives from the source event
 id and the deadline from the event's time), so a replayed event yields the same decision and intake
 can drop it as a duplicate.
+
+Per-case state (:class:`CaseRouting`) lives in a table keyed by case id, beside the case events' partition;
+per-poster state (:class:`PosterPosts`, the poster's recent posts for duplicate detection) in a table keyed
+by the poster's key, fed by :class:`PosterMessage` s that the case side sends to the poster's partition
+(see ``services.router.handlers``). Both are plain dicts on the wire (the tables' changelogs).
 """
 
 from __future__ import annotations
 
+import json
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
 
 from services.common.events import Location, PostKind, RoutingDecision, RoutingOutcome
-from services.common.workdays import WorkCalendar
+from services.common.workdays import WorkCalendar, local_date
 
 DECISION_NAMESPACE = uuid.UUID("6f1d2c1e-3b0a-4c7e-9a55-0c7a4f1e8b21")
 
@@ -108,6 +116,23 @@ class CaseRouting:
             submission_event_id=raw.get("submission_event_id"),
         )
 
+    def snapshot(self) -> CaseRouting:
+        return replace(self, tried=list(self.tried))
+
+
+@dataclass(frozen=True)
+class ContactErased:
+    """A tombstone on the private contacts topic: the case's contact (and so its poster key) is erased."""
+
+    case_id: str
+
+    @property
+    def subject(self) -> str:
+        return self.case_id
+
+
+STORED_TEXT_CHARS = 2000  # a post's text kept for duplicate detection
+
 
 @dataclass(frozen=True)
 class RecentPost:
@@ -115,6 +140,109 @@ class RecentPost:
     text: str
     submitted_at: datetime
     open: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"case_id": self.case_id, "text": self.text, "submitted_at": self.submitted_at.isoformat(),
+                "open": self.open}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RecentPost:
+        return cls(raw["case_id"], raw["text"], datetime.fromisoformat(raw["submitted_at"]), raw.get("open", True))
+
+
+@dataclass
+class PosterPosts:
+    """One poster's posts of the duplicate window (a table row keyed by the poster's key). A post is kept
+    until a newer post of the poster is more than the window after it; a closed case stays, marked not
+    open; an erased contact drops the whole row."""
+
+    posts: list[RecentPost] = field(default_factory=list)
+
+    def remember(self, post: RecentPost, window: timedelta) -> None:
+        """Add (or, replayed, replace) a post and forget those too old to be its duplicates' targets. A replayed
+        post keeps what happened to it since (closed stays closed)."""
+        earlier = next((p for p in self.posts if p.case_id == post.case_id), None)
+        kept = [p for p in self.posts if p.case_id != post.case_id]
+        still_open = post.open and (earlier is None or earlier.open)
+        kept.append(replace(post, text=post.text[:STORED_TEXT_CHARS], open=still_open))
+        newest = max(p.submitted_at for p in kept)
+        self.posts = sorted((p for p in kept if newest - p.submitted_at <= window), key=lambda p: p.submitted_at)
+
+    def close(self, case_id: str) -> bool:
+        """The case was replied, closed or linked: no longer a duplicate target. False if not held."""
+        found = False
+        for i, post in enumerate(self.posts):
+            if post.case_id == case_id and post.open:
+                self.posts[i], found = replace(post, open=False), True
+        return found
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"posts": [p.to_dict() for p in self.posts]}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> PosterPosts:
+        return cls([RecentPost.from_dict(p) for p in (raw or {}).get("posts", [])])
+
+
+class PosterChange(StrEnum):
+    ROUTE = "route"  # a first routing: look for a duplicate among the poster's posts, then remember it
+    CLOSED = "closed"
+    ERASED = "erased"
+
+
+@dataclass(frozen=True)
+class PosterMessage:
+    """What the case side tells the poster's partition (keyed by ``poster_ref``; private, internal topic)."""
+
+    change: PosterChange
+    poster_ref: str
+    case_id: str
+    case: CaseRouting | None = None  # ROUTE: the case as it stood, with what its decision answers
+    source_event_id: str | None = None
+    occurred_at: datetime | None = None
+
+    def to_json(self) -> bytes:
+        return json.dumps({
+            "change": self.change.value, "poster_ref": self.poster_ref, "case_id": self.case_id,
+            "case": self.case.to_dict() if self.case else None, "source_event_id": self.source_event_id,
+            "occurred_at": self.occurred_at.isoformat() if self.occurred_at else None,
+        }, ensure_ascii=False).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> PosterMessage:
+        data = json.loads(raw)
+        return cls(PosterChange(data["change"]), data["poster_ref"], data["case_id"],
+                   CaseRouting.from_dict(data["case"]) if data.get("case") else None, data.get("source_event_id"),
+                   datetime.fromisoformat(data["occurred_at"]) if data.get("occurred_at") else None)
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A labelled correction for retraining: a supervisor's reassignment (label = the right category) or a
+    return (the unit was wrong). Keyed by the event's id, so a replay stores nothing new."""
+
+    event_id: str
+    case_id: str
+    text: str
+    label: str | None
+    department_id: str
+    kind: str  # "reassigned" | "returned"
+    county: str | None
+    occurred_at: datetime
+
+    @classmethod
+    def of(cls, event_id: str, case: CaseRouting, label: str | None, department_id: str, kind: str,
+           occurred_at: datetime) -> Correction:
+        return cls(event_id, case.case_id, case.text, label, department_id, kind,
+                   case.location.county if case.location else None, occurred_at)
+
+    def to_json(self) -> bytes:
+        return json.dumps({**self.__dict__, "occurred_at": self.occurred_at.isoformat()}, ensure_ascii=False).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Correction:
+        data = json.loads(raw)
+        return cls(**{**data, "occurred_at": datetime.fromisoformat(data["occurred_at"])})
 
 
 def decision_id_for(source_event_id: str) -> str:
@@ -203,3 +331,25 @@ def route(case: CaseRouting, engine: RoutingEngine, calendar: WorkCalendar, poli
     deadline = calendar.add_working_days(occurred_at, proposal.working_days)
     return _decision(case, **common, outcome=RoutingOutcome.ASSIGNED, proposal=proposal,
                      reasons=list(proposal.reasons), deadline=deadline)
+
+
+class DeadlineCache:
+    """``add_working_days`` memoised by the start's Shanghai date: a deadline depends on nothing else, and the
+    holiday lookups cost more than classifying a post."""
+
+    def __init__(self, calendar: WorkCalendar, size: int = 4096) -> None:
+        self.calendar = calendar
+        self.size = size
+        self.deadlines: dict[tuple[date, int], datetime] = {}
+
+    def add_working_days(self, start: datetime, days: int) -> datetime:
+        key = (local_date(start), days)
+        deadline = self.deadlines.get(key)
+        if deadline is None:
+            if len(self.deadlines) >= self.size:
+                self.deadlines.clear()
+            deadline = self.deadlines[key] = self.calendar.add_working_days(start, days)
+        return deadline
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.calendar, name)

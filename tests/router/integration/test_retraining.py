@@ -16,9 +16,9 @@ from services.router.admin import retrain
 from services.router.classifier import TextClassifier, TrainingParams
 from services.router.cli import shipped_examples
 from services.router.config import DEFAULT_MODEL_DIR, DEFAULT_TRAINING_FILES
+from services.router.domain import CaseRouting, Correction
 from services.router.engine import load_engine
 from services.router.live import LiveEngine
-from services.router.policies import CaseRouting
 from services.router.registry import ModelRegistry, RegistryError
 from services.router.retraining import CityCase, held_out_scores, judge, split_holdout
 from services.router.store import RouterStore
@@ -68,16 +68,19 @@ def shipped():
 async def record_reassignments(store: RouterStore, posts: list[str], label: str) -> None:
     start = datetime(2026, 10, 1, tzinfo=UTC)
     await store.record_corrections([
-        (f"evt-{i}", CaseRouting(case_id=f"WZ-{i:05d}", text=text, submitted_at=start + timedelta(minutes=i)),
-         label, "county_public_security_xingguo", "reassigned") for i, text in enumerate(posts)])
+        Correction.of(f"evt-{i}", CaseRouting(case_id=f"WZ-{i:05d}", text=text,
+                                              submitted_at=start + timedelta(minutes=i)),
+                      label, "county_public_security_xingguo", "reassigned", start + timedelta(minutes=i))
+        for i, text in enumerate(posts)])
 
 
 async def test_a_retrain_from_a_few_hundred_reassignments_changes_decisions(db, reference, shipped):
     store, registry = RouterStore(db), ModelRegistry(db)
     await record_reassignments(store, square_dance_posts(300, seed=1), "public_security_law")
     # returns are recorded too, but say only which unit was wrong: they train nothing
-    await store.record_corrections([("evt-r", CaseRouting(case_id="WZ-R", text="路灯坏了"), "urban_management",
-                                     "county_urban_management_xingguo", "returned")])
+    await store.record_corrections([Correction.of("evt-r", CaseRouting(case_id="WZ-R", text="路灯坏了"),
+                                                  "urban_management", "county_urban_management_xingguo", "returned",
+                                                  datetime(2026, 10, 1, tzinfo=UTC))])
     fresh = square_dance_posts(40, seed=99)
     worker = LiveEngine(load_engine(DEFAULT_MODEL_DIR), load_engine(DEFAULT_MODEL_DIR).assigner, registry)
     await worker.refresh()

@@ -7,14 +7,14 @@ from __future__ import annotations
 import pytest
 
 from services.common.events import make_event
-from services.router.agents import flush_quality_counts
+from services.router.handlers import flush_quality_counts
 from services.router.quality import QualityTally, quality_report
-from tests.router_worker.test_batches import LAMP, WATER, Table, assigned, made, posted, returned
+from tests.router.unit.test_batches import LAMP, WATER, Table, assigned, made, posted, returned
 
 pytestmark = pytest.mark.integration
 
 
-async def test_corrected_share_per_category_and_unit(worker):
+async def test_corrected_share_per_category_and_unit(worker, store):
     table = Table()
     lamp, water = made(await table.run(worker, [*posted("Q1", LAMP, None), *posted("Q2", WATER, None)]))
     assert lamp.category == "urban_management" and lamp.department_id
@@ -26,11 +26,11 @@ async def test_corrected_share_per_category_and_unit(worker):
     reassignment = make_event(plain.data.model_copy(update={"reassigned": True, "actor": "supervisor"}),
                               source="/tests")
     await table.run(worker, [reassignment])
-    await flush_quality_counts(worker.quality, worker.store, "w1")
-    await flush_quality_counts(QualityTally(), worker.store, "w2")  # nothing to add: no write
+    await flush_quality_counts(worker.quality, store, "w1")
+    await flush_quality_counts(QualityTally(), store, "w2")  # nothing to add: no write
 
     names = worker.engine.assigner
-    report = quality_report(await worker.store.quality_documents({"2026-09"}), lambda c: names.categories[c].name,
+    report = quality_report(await store.quality_documents({"2026-09"}), lambda c: names.categories[c].name,
                             lambda u: names.units[u].name if u in names.units else u)
     [month] = report["months"]
     assert month["month"] == "2026-09"  # T0 is 2026-09-28 10:00 in Shanghai
@@ -45,4 +45,4 @@ async def test_corrected_share_per_category_and_unit(worker):
                                    "to": "urban_construction", "to_name": "城乡建设", "posts": 1}]
     units = {row["id"]: row for row in month["units"]}
     assert units[lamp.department_id]["returns"] == 1 and units[lamp.department_id]["name"] != lamp.department_id
-    assert await worker.store.quality_documents({"2026-10"}) == []
+    assert await store.quality_documents({"2026-10"}) == []

@@ -22,7 +22,7 @@ from services.router.classifier import (
     scores_for,
 )
 
-DEFAULT_MODEL = Path(__file__).parents[2] / "services" / "router" / "models" / "default"
+DEFAULT_MODEL = Path(__file__).parents[3] / "services" / "router" / "models" / "default"
 
 # Written for these tests (not taken from the training templates): two posts per category.
 REPRESENTATIVE = {

@@ -1,5 +1,6 @@
 """The router worker as a real process against the real broker: decisions for submitted and returned
-cases, duplicate events ignored, a malformed event dead-lettered while the worker goes on."""
+cases, duplicate events ignored, a malformed event dead-lettered while the worker goes on; no database
+command per routed post; the tables' changelogs on their keys' partitions; corrections stored in batches."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from services.common.events import (
     parse_event,
 )
 from services.common.kafka import new_consumer, new_producer
+from services.common.mongo import new_client
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 9, 28, 2, 0, tzinfo=UTC)
@@ -45,7 +47,9 @@ async def worker(kafka_bootstrap, mongo_url, test_topics, run_id, tmp_path):
     env = {**os.environ, "WENZHENG_KAFKA_BOOTSTRAP": kafka_bootstrap, "WENZHENG_MONGO_URL": mongo_url,
            "WENZHENG_TOPIC_PARTITIONS": "3", "WENZHENG_ROUTER_APP_ID": f"router-test-{run_id}",
            "WENZHENG_ROUTER_DATABASE": f"wenzheng_router_{run_id}", "WENZHENG_PORT": str(PORT),
-           "WENZHENG_ROUTER_DATA_DIR": str(tmp_path)}
+           "WENZHENG_ROUTER_DATA_DIR": str(tmp_path), "WENZHENG_ROUTER_CORRECTIONS_FLUSH_SECONDS": "0.2",
+           # no timer touches the database during the test: what it counts is the events' cost
+           "WENZHENG_ROUTER_MODEL_POLL_SECONDS": "3600", "WENZHENG_ROUTER_QUALITY_FLUSH_SECONDS": "3600"}
     env.update({f"WENZHENG_TOPIC_{k.upper()}": v for k, v in test_topics.model_dump().items()})
     process = start_worker(env, tmp_path / "log")
     async with httpx.AsyncClient() as client:
@@ -78,23 +82,63 @@ async def read_until(bootstrap: str, topic: str, count: int, timeout: float = 60
     return found
 
 
-async def test_worker_routes_reroutes_and_dead_letters(worker, kafka_bootstrap, test_topics):
+async def records_of_keys(bootstrap: str, topic: str, keys: set[bytes], *, until_erased: bool = False,
+                          timeout: float = 60) -> dict[bytes, list[tuple[int, bytes | None]]]:
+    """(partition, value) of every record of ``keys`` on ``topic``, read from the start until every key is seen
+    (``until_erased``: until every key's last record is a tombstone)."""
+    consumer = new_consumer(topic, group_id=None, bootstrap=bootstrap)  # every partition, from the start
+    await consumer.start()
+    found: dict[bytes, list[tuple[int, bytes | None]]] = {}
+
+    def done() -> bool:
+        return keys <= set(found) and (not until_erased or all(found[key][-1][1] is None for key in keys))
+
+    try:
+        async with asyncio.timeout(timeout):
+            while not done():
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for record in records:
+                        found.setdefault(record.key, []).append((record.partition, record.value))
+    finally:
+        await consumer.stop()
+    return found
+
+
+def partitions(records: dict[bytes, list[tuple[int, bytes | None]]], keys) -> dict[bytes, set[int]]:
+    return {key: {partition for partition, _ in records[key]} for key in keys}
+
+
+async def db_commands() -> dict[str, float]:
+    """The worker's ``wenzheng_router_db_commands_total`` by operation."""
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"http://127.0.0.1:{PORT}/metrics")).text
+    return {line.split('operation="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line.startswith("wenzheng_router_db_commands_total{")}
+
+
+async def test_worker_routes_reroutes_and_dead_letters(worker, kafka_bootstrap, mongo_url, test_topics, run_id):
     producer = new_producer(kafka_bootstrap)
     await producer.start()
     lamp = submitted("c-lamp", "我住在水西镇，村口的路灯坏了半个月，晚上出行很不安全，请尽快维修")
     water = submitted("c-water", "小区停水两天了没有通知，请水务公司尽快恢复供水", Location(county="瑞金市"))
+    partition_of: dict[bytes, int] = {}
+    commands_before = await db_commands()
     try:
         for payload in (lamp, water):
             event = make_event(payload, source="/tests")
             await producer.send_and_wait(test_topics.case_events, event.to_json(), key=event.key)
-            await producer.send_and_wait(test_topics.case_events, event.to_json(), key=event.key)  # redelivery
-            # the poster's key comes privately; an erased contact (a tombstone) is skipped
+            sent = await producer.send_and_wait(test_topics.case_events, event.to_json(), key=event.key)  # redelivery
+            partition_of[event.key] = sent.partition
+            # the poster's key comes privately
             contact = make_event(CaseContact(case_id=payload.case_id, tracking_number=payload.tracking_number,
                                              poster_ref=f"poster-{payload.case_id}", recorded_at=T0), source="/tests")
             await producer.send_and_wait(test_topics.case_contacts, contact.to_json(), key=contact.key)
-            await producer.send_and_wait(test_topics.case_contacts, None, key=contact.key)
         await producer.send_and_wait(test_topics.case_events, b"{not json", key=b"c-bad")
         decisions = await read_until(kafka_bootstrap, test_topics.routing_decisions, 2)
+        # routing two posts (duplicate detection included) sent no command to the database
+        assert await db_commands() == commands_before
+        for payload in (lamp, water):  # the contacts erased (tombstones): the posters' rows go too
+            await producer.send_and_wait(test_topics.case_contacts, None, key=payload.case_id.encode())
         by_case = {d.data.case_id: d.data for d in decisions}
         assert by_case["c-lamp"].department_id == "zhanggong_gov"  # the township alone names the county
         assert by_case["c-lamp"].outcome.value == "assigned" and by_case["c-lamp"].deadline is not None
@@ -125,3 +169,32 @@ async def test_worker_routes_reroutes_and_dead_letters(worker, kafka_bootstrap, 
     assert len(rerouted) == 1
     assert rerouted[0].department_id != "zhanggong_gov" and rerouted[0].tried_departments == ["zhanggong_gov"]
     assert len(decisions) == 3  # the redelivered submissions made no second decision
+
+    # every row of the case table went to its case's partition of the case events (a restarted worker restores
+    # the rows of the partitions it is given), and every poster row to its poster's partition of the internal
+    # poster topic that feeds the poster table
+    app_id = f"router-test-{run_id}"
+    rows = await records_of_keys(kafka_bootstrap, f"{app_id}-case-routing-changelog", set(partition_of))
+    assert partitions(rows, partition_of) == {key: {p} for key, p in partition_of.items()}
+    poster_keys = {b"poster-c-lamp", b"poster-c-water"}
+    fed = partitions(await records_of_keys(kafka_bootstrap, f"{app_id}-poster-posts", poster_keys), poster_keys)
+    posters = await records_of_keys(kafka_bootstrap, f"{app_id}-poster-posts-changelog", poster_keys,
+                                    until_erased=True)
+    assert all(len(fed[key]) == 1 for key in poster_keys)
+    assert partitions(posters, poster_keys) == fed
+    assert all(value is not None for key in poster_keys for _, value in posters[key][:-1])
+
+    # the return's correction reached the router's database (a batch written by the corrections agent)
+    client = new_client(mongo_url)
+    try:
+        collection = client[f"wenzheng_router_{run_id}"]["corrections"]
+        async with asyncio.timeout(60):
+            while True:
+                stored = [d async for d in collection.find({"case_id": "c-lamp"})]
+                if stored:
+                    break
+                await asyncio.sleep(0.2)
+    finally:
+        await client.close()
+    assert [(d["kind"], d["label"], d["department_id"]) for d in stored] == [
+        ("returned", first.category, first.department_id)]

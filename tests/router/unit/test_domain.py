@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 from services.common.events import Location, PostKind, RoutingOutcome
 from services.common.workdays import default_calendar
-from services.router.policies import (
+from services.router.domain import (
     CaseRouting,
+    PosterPosts,
     Proposal,
     RecentPost,
     RoutingPolicy,
@@ -111,3 +112,13 @@ def test_engine_refuses_a_model_whose_labels_are_not_taxonomy_categories():
 
     with pytest.raises(ValueError, match="not categories"):
         ModelRoutingEngine(ForeignModel(), Assigner.default())
+
+
+def test_a_poster_row_keeps_a_closed_post_closed_when_the_post_is_replayed():
+    posts = PosterPosts()
+    window = timedelta(days=7)
+    posts.remember(RecentPost("c0", "路灯坏了", T0), window)
+    assert posts.close("c0") and not posts.close("c0") and not posts.close("elsewhere")
+    posts.remember(RecentPost("c0", "路灯坏了", T0), window)  # at-least-once: the first routing again
+    assert [(p.case_id, p.open) for p in posts.posts] == [("c0", False)]
+    assert PosterPosts.from_dict(posts.to_dict()) == posts
