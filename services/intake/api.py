@@ -77,6 +77,7 @@ from services.intake.handlers import (
     UnsupportedMediaType,
 )
 from services.intake.open311 import open311_error, open311_router
+from services.intake.outbox import OutboxWriter, new_writer_id
 from services.intake.people import AccountsService, Unauthorized
 from services.intake.relay import OutboxRelay
 from services.intake.retention import ContactEraser
@@ -900,16 +901,18 @@ def load_credentials(settings: IntakeSettings, common: CommonSettings) -> Creden
 async def start_runtime(runtime: Runtime) -> None:
     settings, common = runtime.settings, runtime.common
     runtime.client = new_client(common.mongo_url, service="intake")
-    runtime.store = CaseStore(runtime.client[settings.database])
+    runtime.store = CaseStore(runtime.client[settings.database], OutboxWriter(runtime.client[settings.database],
+                                                                              new_writer_id()))
     await runtime.store.ensure_indexes()
     await load_list_index(runtime)
     runtime.relay = OutboxRelay(runtime.store, runtime.names, settings.relay_bootstrap or common.kafka_bootstrap,
-                                batch=settings.relay_batch, idle_seconds=settings.relay_idle_seconds,
+                                window=settings.relay_window, idle_seconds=settings.relay_idle_seconds,
                                 lease_seconds=settings.relay_lease_seconds,
+                                abandon_seconds=settings.relay_abandon_seconds,
                                 min_interval_seconds=settings.relay_min_interval_seconds)
     runtime.service = IntakeService(runtime.store, settings, runtime.clock, runtime.reference,
                                     topic_names=runtime.names, on_commit=runtime.relay.notify)
-    accounts_store = AccountsStore(runtime.client[settings.database])
+    accounts_store = AccountsStore(runtime.client[settings.database], runtime.store.outbox)
     await accounts_store.ensure_indexes()
     runtime.accounts = AccountsService(accounts_store, settings, runtime.clock, runtime.reference,
                                        production=common.environment == "production", on_commit=runtime.relay.notify)
@@ -952,6 +955,9 @@ async def stop_runtime(runtime: Runtime) -> None:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(task, 10)
     runtime.tasks.clear()
+    if runtime.store is not None:
+        with contextlib.suppress(Exception):
+            await runtime.store.outbox.close()
     if runtime.relay:
         await runtime.relay.stop()
     if runtime.follower:

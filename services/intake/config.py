@@ -32,11 +32,13 @@ class IntakeSettings(BaseSettings):
     auto_reopen_on_unsatisfied: bool = False
     reopen_working_days: int = Field(5, ge=1, le=30)
     return_window_working_days: int = Field(2, ge=0, le=10)
-    default_working_days: int = Field(5, ge=1, le=60)
 
     relay_enabled: bool = True
     relay_bootstrap: str | None = Field(None, description="Kafka for the outbox relay (default: the common one)")
-    relay_batch: int = Field(2000, ge=1)
+    relay_window: int = Field(64, ge=1, le=500, description="groups of each writer the relay reads in one pass")
+    relay_abandon_seconds: float = Field(
+        30, gt=0, description="a group without its done marker this long after its intent is settled from its "
+                              "documents (its writer died between the two)")
     relay_idle_seconds: float = Field(0.2, gt=0, description="poll interval when nothing is pending")
     relay_min_interval_seconds: float = Field(
         0.05, ge=0, description="at least this long between two drains under load, so each drain carries more")

@@ -195,9 +195,9 @@ class Accepted:
 
 
 def outbox_entry(event: Event, topic_key: str) -> dict[str, Any]:
-    """Plain strings only, so the relay can remove exactly this entry with $pullAll."""
+    """An event as the outbox stores it; ``v`` (the case's version) orders one case's events."""
     return {"id": event.id, "topic": topic_key, "key": event.subject, "value": event.to_json().decode(),
-            "at_ms": int(time.time() * 1000)}
+            "v": getattr(event.data, "version", None), "at_ms": int(time.time() * 1000)}
 
 
 class IntakeService:
@@ -227,9 +227,9 @@ class IntakeService:
         self._check_rate(post.contact_phone, client_ip)
         await self._check_attachments(post.attachment_ids)
         for _ in range(COMMIT_ATTEMPTS):
-            doc = self._new_case_document(post, idempotency_key, fingerprint)
+            doc, events = self._new_case_document(post, idempotency_key, fingerprint)
             try:
-                await self.store.insert(doc)
+                await self.store.insert(doc, events)
             except DuplicateKey:
                 if idempotency_key and (replay := await self._replay(idempotency_key, fingerprint)):
                     return replay
@@ -320,7 +320,8 @@ class IntakeService:
         if phone and (wait := self.phone_limiter.check(phone)) is not None:
             raise RateLimited("too many posts from this phone number", wait, "contact_phone")
 
-    def _new_case_document(self, post: NewPost, idempotency_key: str | None, fingerprint: str) -> dict[str, Any]:
+    def _new_case_document(self, post: NewPost, idempotency_key: str | None,
+                           fingerprint: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         now = self.clock.now()
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # what MongoDB keeps: replays match
         case_id = domain.new_case_id()
@@ -347,6 +348,7 @@ class IntakeService:
                                  poster_ref=poster_ref)
         submitted_event = make_event(submitted, source=self.settings.source, time=now)
         contact_event = make_event(contact, source=self.settings.source, time=now)
+        events = [outbox_entry(submitted_event, "case_events"), outbox_entry(contact_event, "case_contacts")]
         return {
             "_id": case_id,
             **case_to_fields(case),
@@ -370,9 +372,7 @@ class IntakeService:
             "phone_last4": post.contact_phone[-4:] if post.contact_phone else None,
             "replies": [],
             "timeline": [_timeline_entry(submitted)],
-            "outbox": [outbox_entry(submitted_event, "case_events"), outbox_entry(contact_event, "case_contacts")],
-            "outbox_count": 2,
-        }
+        }, events
 
     async def public_view(self, tracking_number: str) -> dict[str, Any]:
         doc = await self._by_tracking(tracking_number)
@@ -464,7 +464,7 @@ class IntakeService:
             tracking_number=doc["tracking_number"], kind=ev.NotificationKind.STATUS,
             channel=ev.NotificationChannel.SMS, to=sender.address, template=template, text=text, created_at=now)
         event = make_event(notification, source=self.settings.source, time=now)
-        await self.store.push_outbox(doc["_id"], [outbox_entry(event, "notifications")])
+        await self.store.push_outbox([outbox_entry(event, "notifications")])
         self.on_commit()
         return notification.notification_id
 
@@ -1002,7 +1002,6 @@ def internal_case_view(doc: dict[str, Any], now: datetime, principal: Principal 
         callbacks=[{**c, "recorded_at": _iso(c.get("recorded_at"))} for c in doc.get("callbacks") or []],
         pending_reply={**pending_reply, "submitted_at": _iso(pending_reply["submitted_at"])} if pending_reply else None,
         allowed_actions=allowed,
-        outbox_pending=doc.get("outbox_count", 0),
         updated_at=_iso(doc.get("updated_at")),
     )
     view["timeline"] = [{"type": t["type"], "at": _iso(t["at"]), "note": t.get("note"), "version": t.get("version"),

@@ -404,10 +404,8 @@ class AccountsService:
                "phone": phone, "email": email, "notify": notify or {"channels": ["sms"] if phone else [],
                                                                      "quiet_hours": None},
                "created_at": now, "last_sign_in_at": None}
-        doc["outbox"] = [self._contact_entry(doc, now)]
-        doc["outbox_count"] = 1
         try:
-            await self.store.insert_person(doc)
+            await self.store.insert_person(doc, [self._contact_entry(doc, now)])
         except DuplicateKeyError as exc:
             raise Conflict("this user name is taken", "username") from exc
         self.on_commit()
