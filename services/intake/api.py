@@ -338,7 +338,8 @@ citizen = APIRouter(prefix="/v1", tags=["citizens"])
 @citizen.post("/posts", status_code=201, response_model=PostAccepted,
               responses={404: {"description": "an attachment id names no upload"},
                          409: {"description": "Idempotency-Key reused, or an attachment of another post"}, 422: {},
-                         429: {"description": "rate"}})
+                         429: {"description": "rate"},
+                         503: {"description": "intake is overloaded: retry after Retry-After seconds"}})
 async def create_post(post: PostIn, request: Request, service: ServiceDep,
                       idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> Response:
     accepted = await service.submit(
@@ -390,7 +391,7 @@ async def _sms_gateway(request: Request,
     raise Unauthorized("wrong SMS gateway token", "X-Sms-Gateway-Token")
 
 
-@citizen.post("/sms/inbound", responses={401: {}, 422: {}, 429: {}}, openapi_extra=_SMS_BODY,
+@citizen.post("/sms/inbound", responses={401: {}, 422: {}, 429: {}, 503: {}}, openapi_extra=_SMS_BODY,
               dependencies=[Depends(_sms_gateway)])
 async def sms_inbound(request: Request, service: ServiceDep) -> dict[str, Any]:
     """The SMS gateway's webhook: `查询 <tracking number>` answers the status, other text becomes a post."""
@@ -912,6 +913,7 @@ async def start_runtime(runtime: Runtime) -> None:
                                 min_interval_seconds=settings.relay_min_interval_seconds)
     runtime.service = IntakeService(runtime.store, settings, runtime.clock, runtime.reference,
                                     topic_names=runtime.names, on_commit=runtime.relay.notify)
+    runtime.service.outbox_age = runtime.relay.falling_behind_seconds
     accounts_store = AccountsStore(runtime.client[settings.database], runtime.store.outbox)
     await accounts_store.ensure_indexes()
     runtime.accounts = AccountsService(accounts_store, settings, runtime.clock, runtime.reference,

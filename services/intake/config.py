@@ -44,6 +44,14 @@ class IntakeSettings(BaseSettings):
         0.05, ge=0, description="at least this long between two drains under load, so each drain carries more")
     relay_lease_seconds: float = Field(10, gt=0)
 
+    # Load shedding: past any of these bounds, new posts get 503 with Retry-After (staff commands never)
+    shed_enabled: bool = True
+    shed_max_in_flight_posts: int = Field(128, ge=0, description="posts handled at once by this process")
+    shed_max_queued_writes: int = Field(1000, ge=0, description="requests waiting for the outbox's next group")
+    shed_max_write_seconds: float = Field(1.0, gt=0, description="how long one group of writes may take")
+    shed_max_outbox_age_seconds: float = Field(10, gt=0, description="the oldest unpublished event's age")
+    shed_retry_after_seconds: int = Field(1, ge=1, le=60, description="the Retry-After of a shed post")
+
     contact_retention_days: float = Field(
         180, gt=0, description="a citizen's contact is erased this many days after the case is closed (PIPL)")
     retention_enabled: bool = True

@@ -41,6 +41,7 @@ from services.intake.case_index import CaseQuery, StateWindow, to_ms
 from services.intake.config import IntakeSettings
 from services.intake.domain import Case, Command, DecisionIgnored, DomainError, IllegalTransition
 from services.intake.ratelimit import SlidingWindowLimiter
+from services.intake.shedding import Load, ShedBounds, shed_reason
 from services.intake.store import PRIVATE_FIELDS, CaseStore, DuplicateKey, case_from_doc, case_to_fields
 
 log = get_logger(__name__)
@@ -106,6 +107,14 @@ class TooLarge(ServiceError):
 
 class UnsupportedMediaType(ServiceError):
     status, code = 415, "unsupported_media_type"
+
+
+class Overloaded(ServiceError):
+    status, code = 503, "overloaded"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("系统繁忙，您的诉求未能提交，请稍后重试")
+        self.retry_after = retry_after
 
 
 class RateLimited(ServiceError):
@@ -216,9 +225,34 @@ class IntakeService:
                                                   settings.rate_limit_phone_window_seconds)
         self.ip_limiter = SlidingWindowLimiter(settings.rate_limit_per_ip, settings.rate_limit_ip_window_seconds)
         self.accounts: Any = None  # the AccountsService (audit, unit settings, templates), wired by the app
+        self.in_flight_posts = 0
+        self.shed_bounds = ShedBounds(settings.shed_max_in_flight_posts, settings.shed_max_queued_writes,
+                                      settings.shed_max_write_seconds, settings.shed_max_outbox_age_seconds)
+        self.outbox_age: Callable[[], float] = lambda: 0.0  # the relay's reading, wired by the app
+
+    def load(self) -> Load:
+        return Load(in_flight_posts=self.in_flight_posts, queued_writes=self.store.outbox.queued,
+                    write_seconds=self.store.outbox.write_seconds(), outbox_age_seconds=self.outbox_age())
+
+    def _check_load(self) -> None:
+        """Refuse a new post at once while this process is past a bound (never staff commands)."""
+        if not self.settings.shed_enabled:
+            return
+        reason = shed_reason(self.load(), self.shed_bounds)
+        if reason is not None:
+            metrics.SHED.labels(reason).inc()
+            raise Overloaded(self.settings.shed_retry_after_seconds)
 
     # ------------------------------------------------------------------ citizens
     async def submit(self, post: NewPost, *, client_ip: str | None, idempotency_key: str | None) -> Accepted:
+        self.in_flight_posts += 1
+        try:
+            self._check_load()
+            return await self._submit(post, client_ip=client_ip, idempotency_key=idempotency_key)
+        finally:
+            self.in_flight_posts -= 1
+
+    async def _submit(self, post: NewPost, *, client_ip: str | None, idempotency_key: str | None) -> Accepted:
         fingerprint = post.fingerprint()
         if idempotency_key:
             replay = await self._replay(idempotency_key, fingerprint)

@@ -126,11 +126,16 @@ class OutboxWriter:
         self._registered = False
         self._queue: list[_Queued] = []
         self._flusher: asyncio.Task[None] | None = None
-        self.last_group_seconds = 0.0  # how long the last group took to store (load shedding reads it)
+        self.last_group_seconds = 0.0  # how long the last group took to store
+        self._group_started: float | None = None
 
     @property
     def queued(self) -> int:
         return len(self._queue)
+
+    def write_seconds(self) -> float:
+        """How long the group being stored has taken so far (0 when idle; load shedding reads it)."""
+        return 0.0 if self._group_started is None else time.monotonic() - self._group_started
 
     async def write(self, write: Write) -> bool:
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -183,7 +188,21 @@ class OutboxWriter:
         return group
 
     async def _store(self, group: list[_Queued]) -> None:
-        started = time.monotonic()
+        started = self._group_started = time.monotonic()
+        try:
+            outcomes = await self._store_group(group)
+        finally:
+            self.last_group_seconds, self._group_started = time.monotonic() - started, None
+        for queued, ok in zip(group, outcomes, strict=True):
+            if queued.done.done():  # the caller went away (client disconnected)
+                continue
+            if isinstance(ok, Exception):
+                queued.done.set_exception(ok)
+            else:
+                queued.done.set_result(ok)
+
+    async def _store_group(self, group: list[_Queued]) -> list[bool | Exception]:
+        """The three steps: intent, documents, done marker (with the pointers of what was stored)."""
         ref = await self._insert_intent(group)
         outcomes = await self._apply(group, ref)
         failed = [e["id"] for q, ok in zip(group, outcomes, strict=True) if ok is not True for e in q.write.events]
@@ -195,14 +214,7 @@ class OutboxWriter:
         # a pointer that already exists was written by a lookup's repair: same document, keep it
         await asyncio.gather(self.outbox.insert_one({"_id": done_ref(ref), "failed": failed}),
                              *(insert_each(self.db[name], docs) for name, docs in pointers.items()))
-        self.last_group_seconds = time.monotonic() - started
-        for queued, ok in zip(group, outcomes, strict=True):
-            if queued.done.done():  # the caller went away (client disconnected)
-                continue
-            if isinstance(ok, Exception):
-                queued.done.set_exception(ok)
-            else:
-                queued.done.set_result(ok)
+        return outcomes
 
     async def _insert_intent(self, group: list[_Queued]) -> str:
         if not self._registered:

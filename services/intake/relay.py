@@ -51,7 +51,13 @@ class OutboxRelay:
         self.published_total = 0
         self.last_error: str | None = None
         self.healthy = False
+        self.oldest_age_seconds = 0.0  # while this relay holds the lease
         self._lease_until = 0.0
+
+    def falling_behind_seconds(self) -> float:
+        """The oldest unpublished event's age while this relay publishes but cannot keep up (load shedding
+        reads it). 0 while Kafka is away: posts are stored safely then, and go out when it is back."""
+        return self.oldest_age_seconds if self.healthy else 0.0
 
     def notify(self) -> None:
         self.wakeup.set()
@@ -66,6 +72,7 @@ class OutboxRelay:
         while not self.stopping.is_set():
             try:
                 if not await self._hold_lease():
+                    self.oldest_age_seconds = 0.0  # another replica's relay publishes: its backlog, not ours
                     await self._idle(self.lease_seconds / 3)
                     continue
                 sent = await self.drain_once()
@@ -121,11 +128,11 @@ class OutboxRelay:
         self.published_total += len(events)
         return max(len(events), 1) if plan.ready else 0
 
-    @staticmethod
-    def _update_gauges(plan: Plan, now_ms: int) -> None:
+    def _update_gauges(self, plan: Plan, now_ms: int) -> None:
         metrics.OUTBOX_BACKLOG.set(plan.backlog + sum(len(g.events()) for g in plan.ready))
         oldest = min([plan.oldest_at_ms or now_ms, *(int(g.intent.get("at_ms", now_ms)) for g in plan.ready)])
-        metrics.OUTBOX_OLDEST_AGE.set(max(0.0, (now_ms - oldest) / 1000))
+        self.oldest_age_seconds = max(0.0, (now_ms - oldest) / 1000)
+        metrics.OUTBOX_OLDEST_AGE.set(self.oldest_age_seconds)
 
     async def _hold_lease(self) -> bool:
         if time.monotonic() < self._lease_until:
