@@ -109,5 +109,31 @@ class IntakeSettings(BaseSettings):
     oidc_redirect_uris: list[str] = Field(default_factory=list, description="allowed redirect_uri values (empty: any)")
 
 
+    # ------------------------------------------------------------------ production
+    def missing_wechat_secrets(self) -> list[str]:
+        """With the WeChat channel on, the credentials it cannot work without."""
+        if not self.wechat_enabled:
+            return []
+        return [f"WENZHENG_INTAKE_{name.upper()}" for name in ("wechat_app_id", "wechat_app_secret", "wechat_token")
+                if not getattr(self, name)]
+
+    def missing_production_secrets(self) -> list[str]:
+        """The secrets production must set (the local defaults are public)."""
+        missing = []
+        if self.secret in (DEFAULT_SECRET, ""):
+            missing.append("WENZHENG_INTAKE_SECRET")
+        if not self.sms_gateway_token:
+            missing.append("WENZHENG_INTAKE_SMS_GATEWAY_TOKEN")
+        return missing + self.missing_wechat_secrets()
+
+    def check_production(self, environment: str, missing: list[str] | None = None) -> None:
+        """In production, refuse to start while a secret is missing (``missing``: all of them by default)."""
+        if environment != "production":
+            return
+        missing = self.missing_production_secrets() if missing is None else missing
+        if missing:
+            raise SystemExit(f"intake: set {', '.join(missing)}; refusing to start in production without them")
+
+
 def http_port() -> int:
     return int(os.environ.get("WENZHENG_PORT", "8000"))

@@ -18,6 +18,7 @@ from typing import Any
 from services.common import events as ev
 from services.common.clock import Clock
 from services.common.config import TopicSettings
+from services.common.errors import ApiError
 from services.common.events import Actor, CaseStatus, Channel, Event, Rating, make_event
 from services.common.logging import get_logger, mask_personal_text
 from services.common.people import people_deadline
@@ -70,15 +71,15 @@ STATUS_TEXT = {
 # --------------------------------------------------------------------------------------------------
 
 
-class ServiceError(Exception):
+class ServiceError(ApiError):
+    """An error a use case raises; the shared handlers (services/common/errors.py) answer its envelope."""
+
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, field: str | None = None, **extra: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-        self.extra = extra
+    def __init__(self, message: str, field: str | None = None, *, headers: dict[str, str] | None = None,
+                 **extra: Any) -> None:
+        super().__init__(type(self).status, type(self).code, message, field, headers=headers, **extra)
 
 
 class NotFound(ServiceError):
@@ -113,7 +114,7 @@ class Overloaded(ServiceError):
     status, code = 503, "overloaded"
 
     def __init__(self, retry_after: int) -> None:
-        super().__init__("系统繁忙，您的诉求未能提交，请稍后重试")
+        super().__init__("系统繁忙，您的诉求未能提交，请稍后重试", headers={"Retry-After": str(retry_after)})
         self.retry_after = retry_after
 
 
@@ -121,8 +122,9 @@ class RateLimited(ServiceError):
     status, code = 429, "rate_limited"
 
     def __init__(self, message: str, retry_after: float, field: str | None = None) -> None:
-        super().__init__(message, field)
-        self.retry_after = max(1, int(retry_after + 0.999))
+        seconds = max(1, int(retry_after + 0.999))
+        super().__init__(message, field, headers={"Retry-After": str(seconds)})
+        self.retry_after = seconds
 
 
 # --------------------------------------------------------------------------------------------------
@@ -201,6 +203,15 @@ class Accepted:
     status_code: int
     body: dict[str, Any]
     replayed: bool = False
+
+
+def new_case_id() -> str:
+    return f"c-{secrets.token_hex(10)}"
+
+
+def new_tracking_number(now: datetime) -> str:
+    """A fresh tracking number: the domain's shape around 8 random readable characters."""
+    return domain.tracking_number(now, "".join(secrets.choice(domain.TRACKING_ALPHABET) for _ in range(8)))
 
 
 def outbox_entry(event: Event, topic_key: str) -> dict[str, Any]:
@@ -358,8 +369,8 @@ class IntakeService:
                            fingerprint: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         now = self.clock.now()
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # what MongoDB keeps: replays match
-        case_id = domain.new_case_id()
-        tracking = domain.new_tracking_number(now)
+        case_id = new_case_id()
+        tracking = new_tracking_number(now)
         names = (post.name,) if post.name else ()
         location = post.location
         if location and location.address:

@@ -74,8 +74,8 @@ class AccountLocked(ServiceError):
     status, code = 423, "account_locked"
 
     def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message, "username")
         self.retry_after = max(1, int(retry_after + 0.999))
+        super().__init__(message, "username", headers={"Retry-After": str(self.retry_after)})
 
 
 class MachineTokenKind:
