@@ -52,6 +52,7 @@ class OutboxRelay:
         self.last_error: str | None = None
         self.healthy = False
         self.oldest_age_seconds = 0.0  # while this relay holds the lease
+        self._migrated = False  # the outboxes a deployment from before the outbox collection left behind
         self._lease_until = 0.0
 
     def falling_behind_seconds(self) -> float:
@@ -75,6 +76,11 @@ class OutboxRelay:
                     self.oldest_age_seconds = 0.0  # another replica's relay publishes: its backlog, not ours
                     await self._idle(self.lease_seconds / 3)
                     continue
+                if not self._migrated:
+                    moved = await self.store.migrate_legacy_outboxes()
+                    if moved:
+                        log.info("legacy_outboxes_moved", events=moved)
+                    self._migrated = True
                 sent = await self.drain_once()
                 backoff = 0.2
                 self.healthy = True

@@ -276,6 +276,27 @@ class CaseStore:
         await self.outbox.write(Write(entries))
 
     # ------------------------------------------------------------------ outbox
+    async def migrate_legacy_outboxes(self, batch: int = 500) -> int:
+        """Events a deployment from before the outbox collection left inside case and person documents
+        (``outbox``, listed in ``outbox_pending``): moved into the outbox as messages, then emptied. Runs when
+        the relay takes the lease; a crash in between publishes them twice (consumers dedupe by event id)."""
+        moved = 0
+        pending = self.db["outbox_pending"]
+        while pointers := await pending.find({}).limit(batch).to_list():
+            ids = [p["_id"] for p in pointers]
+            for collection in (self.cases, self.db["people"]):
+                async with self.locks.holding(ids):
+                    docs = await collection.find({"_id": {"$in": ids}, "outbox_count": {"$gt": 0}},
+                                                 {"outbox": 1}).to_list()
+                    entries = [e for doc in docs for e in doc.get("outbox") or [] if isinstance(e, dict)]
+                    if entries:
+                        await self.outbox.write(Write(entries))  # one group of messages, stored before emptying
+                        moved += len(entries)
+                    for doc in docs:
+                        await collection.update_one({"_id": doc["_id"]}, {"$set": {"outbox": [], "outbox_count": 0}})
+            await pending.delete_many({"_id": {"$in": ids}})
+        return moved
+
     async def outbox_backlog(self) -> int:
         """Unpublished events of every writer (for tests and operators: reads the whole unpublished outbox)."""
         return await self.outbox_log.backlog()

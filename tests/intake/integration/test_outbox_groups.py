@@ -21,6 +21,7 @@ from services.intake.outbox import (
     plan_publication,
     window_ids,
 )
+from services.intake.store import CaseStore
 
 
 class Commands(monitoring.CommandListener):
@@ -87,6 +88,26 @@ async def test_concurrent_writes_cost_one_group_and_a_failed_guard_publishes_not
         await log.advance(plan, datetime.now(UTC))
         assert await log.marks() == [WriterMark("writer-a", 3)]
         assert await log.backlog() == 0 and await db["outbox"].count_documents({}) == 0
+    finally:
+        await client.drop_database(db.name)
+        await client.close()
+
+
+async def test_events_left_inside_documents_by_an_older_deployment_move_into_the_outbox(mongo_url: str,
+                                                                                        run_id: str) -> None:
+    client = new_client(mongo_url)
+    db = client[f"wenzheng_intake_legacy_{run_id}"]
+    try:
+        legacy = [entry("old-1", "c-old", 2), entry("old-2", "c-old", 3)]
+        await db["cases"].insert_one({"_id": "c-old", "version": 3, "outbox": legacy, "outbox_count": 2})
+        await db["people"].insert_one({"_id": "p-old", "outbox": [entry("old-3", "p-old", 1)], "outbox_count": 1})
+        await db["outbox_pending"].insert_many([{"_id": "c-old", "seq": 1}, {"_id": "p-old", "seq": 1}])
+        store = CaseStore(db, OutboxWriter(db, "writer-m"))
+        assert await store.migrate_legacy_outboxes() == 3
+        assert await store.outbox_backlog() == 3
+        assert (await db["cases"].find_one({"_id": "c-old"}))["outbox_count"] == 0
+        assert await db["outbox_pending"].count_documents({}) == 0
+        assert await store.migrate_legacy_outboxes() == 0  # once only
     finally:
         await client.drop_database(db.name)
         await client.close()
