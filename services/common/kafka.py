@@ -14,10 +14,8 @@ from services.common.events import (
     SPEC_BY_MODEL,
     Contract,
     Event,
-    EventValidationError,
     dead_letter_for,
     make_event,
-    parse_event,
 )
 from services.common.logging import get_logger
 
@@ -116,56 +114,25 @@ async def consume_events(
     stop: asyncio.Event | None = None,
     concurrent_keys: int = 1,
 ) -> None:
-    """Validate each record, hand it to ``handler``, commit after each batch.
-
-    A record that is not a valid event is dead-lettered with the reason and the loop goes on.
-    A handler error is not swallowed: the batch is not committed and the service restarts from
-    the last commit, which idempotent handlers make harmless.
+    """The one consumer loop (:class:`services.common.consumer.ConsumerLoop`) over a consumer the caller
+    started, with a per-record handler: a malformed record is dead-lettered with the reason, a handler error
+    is not swallowed (nothing of that poll is committed), offsets are committed after each poll.
 
     With ``concurrent_keys`` > 1, the records of a batch are handled in order within each key (one case)
-    while up to that many keys are handled at once; the batch is committed when all of them are done.
+    while up to that many keys are handled at once.
     """
-    limit = asyncio.Semaphore(max(1, concurrent_keys))
+    from services.common.consumer import ConsumerLoop, KeyedConcurrency, Source
 
-    async def handle_in_order(records: list[ConsumerRecord]) -> None:
-        async with limit:
-            for record in records:
-                try:
-                    event = parse_event(record.value or b"", expected_topic=expected_topic_key)
-                except EventValidationError as exc:
-                    await publisher.dead_letter(record, exc, service=service)
-                    if on_dead_letter:
-                        on_dead_letter(record, exc)
-                    continue
-                await handler(event, record)
-
-    while stop is None or not stop.is_set():
-        batches = await consumer.getmany(timeout_ms=500, max_records=500)
-        for tp, records in batches.items():
-            if concurrent_keys <= 1:
-                await handle_in_order(records)
-            else:
-                by_key: dict[bytes | None, list[ConsumerRecord]] = {}
-                for record in records:
-                    by_key.setdefault(record.key, []).append(record)
-                results = await asyncio.gather(*(handle_in_order(group) for group in by_key.values()),
-                                               return_exceptions=True)
-                if failure := next((r for r in results if isinstance(r, BaseException)), None):
-                    raise failure
-            await consumer.commit({tp: records[-1].offset + 1})
+    sources = [Source(topic, expected_topic_key) for topic in sorted(consumer.subscription())]
+    loop = ConsumerLoop(sources or [Source("", expected_topic_key)], KeyedConcurrency(handler, concurrent_keys),
+                        service=service, group_id=None, consumer=consumer, producer=publisher.producer,
+                        source_name=publisher.source, names=publisher.names, on_dead_letter=on_dead_letter)
+    loop.publisher = publisher
+    await loop.run(stop)
 
 
 async def end_offsets_lag(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
     """Messages not yet consumed, per assigned partition (for the lag gauge)."""
-    assigned = consumer.assignment()
-    if not assigned:
-        return {}
-    ends = await consumer.end_offsets(list(assigned))
-    lag = {}
-    for tp in assigned:
-        try:
-            position = await consumer.position(tp)
-        except Exception:
-            continue
-        lag[tp] = max(0, ends[tp] - position)
-    return lag
+    from services.common.consumer import end_offsets_lag as lag
+
+    return await lag(consumer)

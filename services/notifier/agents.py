@@ -27,6 +27,7 @@ from fastapi import FastAPI, Response
 
 from services.common.clock import Clock, clock_from_environment
 from services.common.config import CommonSettings, TopicSettings, common_settings, topics
+from services.common.consumer import read_to_end
 from services.common.events import (
     Alert,
     CaseContact,
@@ -81,25 +82,7 @@ class KafkaPublisher:
 async def read_partition_values(bootstrap: str, tps: list[TopicPartition]) -> dict[TopicPartition, list[bytes]]:
     """Every value in these partitions, from the beginning to the end as of now."""
     found: dict[TopicPartition, list[bytes]] = {tp: [] for tp in tps}
-    if not tps:
-        return found
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                              isolation_level="read_committed")
-    await reader.start()
-    try:
-        reader.assign(tps)
-        await reader.seek_to_beginning(*tps)
-        ends = await reader.end_offsets(tps)
-        pending = {tp for tp in tps if ends[tp] > 0}
-        while pending:
-            batches = await reader.getmany(*pending, timeout_ms=500)
-            for tp, records in batches.items():
-                found[tp].extend(r.value for r in records if r.value)
-            for tp in list(pending):
-                if await reader.position(tp) >= ends[tp]:
-                    pending.discard(tp)
-    finally:
-        await reader.stop()
+    await read_to_end(bootstrap, tps, lambda tp, records: found[tp].extend(r.value for r in records if r.value))
     return found
 
 

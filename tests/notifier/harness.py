@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -10,7 +9,6 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from harness.waiting import wait_until as wait_for  # noqa: F401 (the notifier tests' name for it)
 from services.common.config import TopicSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,20 +125,6 @@ class WorkerProcess:
                 return response.json() if response.status_code == 200 else None
         except httpx.HTTPError:
             return None
-
-
-async def wait_for(condition: Callable[[], Any], what: str, timeout: float = 90, every: float = 0.3) -> Any:
-    """Poll until ``condition`` (sync or async) is truthy; a generous bound, never a speed assertion."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(every)
 
 
 async def read_topic(bootstrap: str, topic: str, partitions: int = 3) -> list[tuple[int, dict[str, Any]]]:
