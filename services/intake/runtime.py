@@ -106,7 +106,8 @@ async def load_list_index(runtime: Runtime) -> None:
     """The lists' read model: where the case events end now, then every case's summary, then follow them."""
     assert runtime.store is not None
     if runtime.settings.follow_case_events:
-        runtime.follower = CaseFollower(runtime.store, runtime.names.case_events, runtime.common.kafka_bootstrap)
+        runtime.follower = CaseFollower(runtime.store, runtime.names.case_events, runtime.common.kafka_bootstrap,
+                                        runtime.names)
         await runtime.follower.start()
     started = time.monotonic()
     loaded = await runtime.store.load_index()
