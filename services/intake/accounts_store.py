@@ -20,6 +20,7 @@ from pymongo.errors import DuplicateKeyError
 from services.intake.outbox import OutboxWriter, Write, new_writer_id
 
 AUDIT_PAGE_MAX = 500
+PERSON_LIST_PROJECTION = {"write_refs": 0, "outbox": 0, "password_hash": 0}  # plumbing and the hash stay in
 
 
 class AccountsStore:
@@ -54,19 +55,19 @@ class AccountsStore:
             raise
 
     async def person(self, person_id: str) -> dict[str, Any] | None:
-        return await self.people.find_one({"_id": person_id}, {"write_refs": 0})
+        return await self.people.find_one({"_id": person_id}, {"write_refs": 0, "outbox": 0})
 
     async def person_by_username(self, username: str) -> dict[str, Any] | None:
         pointer = await self.usernames.find_one({"_id": username})
         return await self.person(pointer["person_id"]) if pointer else None
 
     async def list_people(self, query: dict[str, Any], skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-        cursor = self.people.find(query, {"write_refs": 0, "password_hash": 0}).sort([("username", 1)])
+        cursor = self.people.find(query, PERSON_LIST_PROJECTION).sort([("username", 1)])
         docs = await cursor.skip(skip).limit(limit).to_list()
         return docs, await self.people.count_documents(query)
 
     async def people_of_unit(self, unit_id: str) -> list[dict[str, Any]]:
-        return await self.people.find({"unit_id": unit_id}, {"write_refs": 0, "password_hash": 0}).to_list()
+        return await self.people.find({"unit_id": unit_id}, PERSON_LIST_PROJECTION).to_list()
 
     async def update_person(self, person_id: str, changes: dict[str, Any],
                             outbox: list[dict[str, Any]] | None = None) -> bool:

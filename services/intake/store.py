@@ -125,7 +125,7 @@ class CaseStore:
         self.locks = CaseLocks()
         self.outbox = outbox or OutboxWriter(db, new_writer_id())
         self.outbox_log = OutboxLog(db)
-        self.reads = GroupRead(self.cases, {"write_refs": 0})
+        self.reads = GroupRead(self.cases, {"write_refs": 0, "outbox": 0})
         # the lists' read model: loaded at start (load_index), then put after every write that succeeds
         self.index = CaseIndex()
 
@@ -152,7 +152,7 @@ class CaseStore:
         if pointer is not None:
             return await self.get(pointer["case_id"])
         # a crash between the case insert and its pointer leaves the pointer missing: find and repair it
-        doc = await self.cases.find_one({field: value}, {"write_refs": 0})
+        doc = await self.cases.find_one({field: value}, {"write_refs": 0, "outbox": 0})
         if doc is not None:
             await pointers.update_one({"_id": value}, {"$set": {"case_id": doc["_id"]}}, upsert=True)
         return doc
