@@ -128,7 +128,7 @@ async def stop_runtime(runtime: Runtime) -> None:
     runtime.tasks.clear()
     if runtime.store is not None:
         with contextlib.suppress(Exception):
-            await runtime.store.outbox.close()
+            await asyncio.wait_for(runtime.store.outbox.close(), 10)
     if runtime.relay:
         await runtime.relay.stop()
     if runtime.follower:
