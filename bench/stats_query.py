@@ -16,72 +16,18 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import resource
 import statistics
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-from prometheus_client import CollectorRegistry
 
-from harness.simulate import CATEGORIES
-from harness.simulate import COUNTIES as SIM_COUNTIES
+from harness.simulate import seed_stats_ledger
 from services.common.mongo import new_client
-from services.common.workdays import SHANGHAI, local_date
-from services.stats.domain import contributions, merge_counters, reply_tenths
-from services.stats.store import StatsStore
 
 OUT = Path(__file__).resolve().parents[1] / "var" / "bench" / "stats_query.json"
-START = datetime(2025, 1, 1, tzinfo=SHANGHAI)
-
-
-def synthetic_state(rng: random.Random, i: int, units: list[str]) -> dict:
-    received = (START + timedelta(minutes=rng.randrange(365 * 24 * 60))).astimezone(UTC)
-    deadline = received + timedelta(days=rng.choice((5, 7)))
-    deadline = datetime.combine(local_date(deadline), datetime.min.time(), tzinfo=SHANGHAI).astimezone(UTC)
-    replied = rng.random() < 0.92
-    reply_at = received + timedelta(hours=rng.randrange(1, 200)) if replied else None
-    rating = rng.choice(("satisfied", "basically_satisfied", "unsatisfied")) if replied and rng.random() < 0.1 \
-        else None
-    return {
-        "tracking_number": f"GZ{i:010d}", "received_at": received.isoformat(), "unit": rng.choice(units),
-        "category": rng.choice(CATEGORIES), "county": rng.choice(SIM_COUNTIES), "deadline": deadline.isoformat(),
-        "signed_at": None, "first_reply_at": reply_at.isoformat() if reply_at else None,
-        "on_time": bool(reply_at and reply_at <= deadline) if replied else None,
-        "reply_tenths": reply_tenths(rng.uniform(0.5, 60)) if replied else None, "rating": rating,
-        "rated_round": 1 if rating else None, "second_handling": 0, "returns": 0, "returned_by": {},
-        "closed_at": None, "flagged": False, "overdue_alerted": False, "escalated": False,
-        "awaiting_reply": not replied, "status": "replied" if replied else "assigned", "version": 3,
-        "received_day": local_date(received).isoformat(),
-    }
-
-
-async def build(db, cases: int, units: int) -> float:
-    """Seed the ledger (bulk inserts of ledger documents) and the rollups those cases add up to."""
-    rng = random.Random(7)
-    unit_ids = [f"unit_{i:03d}" for i in range(units)]
-    rollups: dict[str, dict[str, int]] = {}
-    store = StatsStore(db)
-    started = time.perf_counter()
-    chunk = []
-    for i in range(cases):
-        s = synthetic_state(rng, i, unit_ids)
-        merge_counters(rollups, contributions(s))
-        chunk.append({"_id": f"bench-{i:08d}", "rev": 1, "events": [], "s": s})
-        if len(chunk) == 1000:
-            await store.replace_cases(chunk, existing=set())
-            chunk = []
-        if i and i % 100_000 == 0:
-            print(f"seeded {i} cases in {time.perf_counter() - started:.0f} s", flush=True)
-    if chunk:
-        await store.replace_cases(chunk, existing=set())
-    await store.insert_rollups(rollups)
-    return time.perf_counter() - started
-
-
 async def live_change(svc) -> None:
     """One more flush by another instance, as under load: a log entry with a replied case for every unit."""
     seq = svc.view.heads.get("bench-live", 0) + 1
@@ -108,18 +54,19 @@ async def run(cases: int, units: int, queries: int, keep: str | None) -> dict:
     try:
         build_seconds = 0.0
         if await db["ledger"].estimated_document_count() < cases:
-            build_seconds = await build(db, cases, units)
+            started = time.perf_counter()
+            await seed_stats_ledger(db, cases, units)
+            build_seconds = time.perf_counter() - started
         os.environ["WENZHENG_STATS_DATABASE"] = name
         from services.stats.api import create_app
         from services.stats.config import StatsSettings
 
-        app = create_app(StatsSettings(database=name, consumer_enabled=False, instance_id="bench"),
-                         registry=CollectorRegistry())
+        app = create_app(StatsSettings(database=name, consumer_enabled=False, instance_id="bench"))
         results = {}
         started = time.perf_counter()
         async with app.router.lifespan_context(app):
             load_seconds = time.perf_counter() - started
-            svc = app.state.svc
+            svc = app.state.runtime
             view_size = len(svc.view.rollups())
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://b") as http:
                 for label, path, params in [

@@ -21,13 +21,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
-from prometheus_client import CollectorRegistry
 
-from bench.stats_query import pct, synthetic_state
+from bench.stats_query import pct
+from harness.simulate import seed_stats_ledger, synthetic_state
 from services.common.mongo import new_client
 from services.common.workdays import local_date
-from services.stats.domain import _dt, contributions, merge_counters
-from services.stats.store import StatsStore
+from services.stats.domain import _dt
 
 OUT = Path(__file__).resolve().parents[1] / "var" / "bench" / "stats_report.json"
 MONTH = "2025-06"
@@ -46,26 +45,6 @@ def flagged_state(rng: random.Random, i: int, units: list[str]) -> dict:
     return s
 
 
-async def build(db, cases: int, units: int) -> float:
-    rng = random.Random(7)
-    unit_ids = [f"unit_{i:03d}" for i in range(units)]
-    rollups: dict[str, dict[str, int]] = {}
-    store = StatsStore(db)
-    started = time.perf_counter()
-    chunk = []
-    for i in range(cases):
-        s = flagged_state(rng, i, unit_ids)
-        merge_counters(rollups, contributions(s))
-        chunk.append({"_id": f"bench-{i:08d}", "rev": 1, "events": [], "s": s})
-        if len(chunk) == 1000:
-            await store.replace_cases(chunk, existing=set())
-            chunk = []
-    if chunk:
-        await store.replace_cases(chunk, existing=set())
-    await store.insert_rollups(rollups)
-    return time.perf_counter() - started
-
-
 async def run(cases: int, queries: int, keep: str | None, ledger: bool) -> dict:
     client = new_client()
     name = keep or f"wenzheng_stats_benchr_{uuid.uuid4().hex[:8]}"
@@ -73,12 +52,13 @@ async def run(cases: int, queries: int, keep: str | None, ledger: bool) -> dict:
     try:
         build_seconds = 0.0
         if await db["ledger"].estimated_document_count() < cases:
-            build_seconds = await build(db, cases, 115)
+            started = time.perf_counter()
+            await seed_stats_ledger(db, cases, 115, state=flagged_state)
+            build_seconds = time.perf_counter() - started
         from services.stats.api import create_app
         from services.stats.config import StatsSettings
 
-        app = create_app(StatsSettings(database=name, consumer_enabled=False, instance_id="bench"),
-                         registry=CollectorRegistry())
+        app = create_app(StatsSettings(database=name, consumer_enabled=False, instance_id="bench"))
         results: dict = {}
         started = time.perf_counter()
         async with app.router.lifespan_context(app):

@@ -8,16 +8,25 @@ Used by the stats tests, the benchmarks and (by the lead) end-to-end chaos check
 
 Deadlines and replies lie in the past (2025), so "deadline passed" is the same for any ``today`` after 2025.
 The truth is computed from the generator's own case records, not through services.stats.domain.
+
+For the stats benchmarks that need a large ledger quickly, :func:`seed_stats_ledger` writes synthetic case
+states (a year of them) and the rollups they add up to straight into a stats database with bulk inserts::
+
+    await seed_stats_ledger(db, 1_000_000, units=115)
 """
 
 from __future__ import annotations
 
 import math
 import random
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
 
 from services.common.events import (
     Actor,
@@ -39,7 +48,9 @@ from services.common.events import (
     make_event,
 )
 from services.common.reference import reference
-from services.common.workdays import SHANGHAI, default_calendar
+from services.common.workdays import SHANGHAI, default_calendar, local_date
+from services.stats.domain import contributions, merge_counters, reply_tenths
+from services.stats.store import StatsStore
 
 CATEGORIES = tuple(reference().taxonomy.ids)
 COUNTIES = ("章贡区", "南康区", "赣县区", "信丰县", "大余县", "于都县")
@@ -280,3 +291,59 @@ def _interleave(per_case: list[list[tuple[str, Event]]], rng: random.Random,
         if cursors[idx] == len(per_case[idx]):
             live.pop(pick)
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# A large ledger in seconds: synthetic case states written directly (stats benchmarks)
+# --------------------------------------------------------------------------------------------------
+
+LEDGER_START = datetime(2025, 1, 1, tzinfo=SHANGHAI)
+
+
+def synthetic_state(rng: random.Random, i: int, units: list[str]) -> dict[str, Any]:
+    """The ledger state of one case received in 2025: 92% replied, 10% of the replied rated."""
+    received = (LEDGER_START + timedelta(minutes=rng.randrange(365 * 24 * 60))).astimezone(UTC)
+    deadline = received + timedelta(days=rng.choice((5, 7)))
+    deadline = datetime.combine(local_date(deadline), datetime.min.time(), tzinfo=SHANGHAI).astimezone(UTC)
+    replied = rng.random() < 0.92
+    reply_at = received + timedelta(hours=rng.randrange(1, 200)) if replied else None
+    rating = rng.choice(("satisfied", "basically_satisfied", "unsatisfied")) if replied and rng.random() < 0.1 \
+        else None
+    return {
+        "tracking_number": f"GZ{i:010d}", "received_at": received.isoformat(), "unit": rng.choice(units),
+        "category": rng.choice(CATEGORIES), "county": rng.choice(COUNTIES), "deadline": deadline.isoformat(),
+        "signed_at": None, "first_reply_at": reply_at.isoformat() if reply_at else None,
+        "on_time": bool(reply_at and reply_at <= deadline) if replied else None,
+        "reply_tenths": reply_tenths(rng.uniform(0.5, 60)) if replied else None, "rating": rating,
+        "rated_round": 1 if rating else None, "second_handling": 0, "returns": 0, "returned_by": {},
+        "closed_at": None, "flagged": False, "overdue_alerted": False, "escalated": False,
+        "awaiting_reply": not replied, "status": "replied" if replied else "assigned", "version": 3,
+        "received_day": local_date(received).isoformat(),
+    }
+
+
+StateMaker = Callable[[random.Random, int, list[str]], dict[str, Any]]
+
+
+async def seed_stats_ledger(db: AsyncDatabase, cases: int, units: int, state: StateMaker = synthetic_state,
+                            progress_every: int = 100_000) -> None:
+    """Seed a stats database: ``cases`` ledger documents made by ``state`` (bulk inserts of a thousand) and the
+    rollups they add up to, computed by the same domain code the projector uses."""
+    rng = random.Random(7)
+    unit_list = [f"unit_{i:03d}" for i in range(units)]
+    rollups: dict[str, dict[str, int]] = {}
+    store = StatsStore(db)
+    started = time.perf_counter()
+    chunk = []
+    for i in range(cases):
+        s = state(rng, i, unit_list)
+        merge_counters(rollups, contributions(s))
+        chunk.append({"_id": f"bench-{i:08d}", "rev": 1, "events": [], "s": s})
+        if len(chunk) == 1000:
+            await store.replace_cases(chunk, existing=set())
+            chunk = []
+        if i and i % progress_every == 0:
+            print(f"seeded {i} cases in {time.perf_counter() - started:.0f} s", flush=True)
+    if chunk:
+        await store.replace_cases(chunk, existing=set())
+    await store.insert_rollups(rollups)

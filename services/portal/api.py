@@ -12,16 +12,15 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
-from prometheus_client import REGISTRY, CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.common.config import common_settings
+from services.common.errors import error_response
 from services.common.logging import get_logger
 from services.common.metrics import METRICS_CONTENT_TYPE, render_metrics
-from services.portal import domain
+from services.portal import domain, metrics
 from services.portal.client import ApiError, IntakeClient, StatsClient
-from services.portal.config import DEFAULT_SECRET, PortalSettings
-from services.portal.metrics import PortalMetrics
+from services.portal.config import PortalSettings
 from services.portal.pages import admin, citizen, public, staff, supervisor
 from services.portal.security import COOKIE, SECURITY_HEADERS, SessionCodec
 from services.portal.web import CsrfRefused, NotAllowed, Portal, SignInNeeded, render
@@ -39,16 +38,12 @@ OWN_STATIC = {"portal.css", "print.css", "portal.js", "dashboard.js"}
 CACHEABLE = "public, max-age=3600"
 
 
-def create_app(settings: PortalSettings | None = None, *, registry: CollectorRegistry = REGISTRY,
-               intake_transport=None, stats_transport=None) -> FastAPI:
-    settings = settings or PortalSettings()
-    common = common_settings()
-    production = common.environment == "production"
-    if production and settings.secret == DEFAULT_SECRET:
-        raise RuntimeError("WENZHENG_PORTAL_SECRET must be set in production")
-    secure_cookie = production if settings.cookie_secure is None else settings.cookie_secure
+def create_app(settings: PortalSettings | None = None, *, intake_transport=None, stats_transport=None) -> FastAPI:
+    environment = common_settings().environment
+    settings = (settings or PortalSettings()).for_environment(environment)
+    production = environment == "production"
+    secure_cookie = bool(settings.cookie_secure)
     codec = SessionCodec(settings.secret, settings.session_minutes * 60)
-    metrics = PortalMetrics(registry)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -56,7 +51,7 @@ def create_app(settings: PortalSettings | None = None, *, registry: CollectorReg
                        max_connections=settings.max_connections)
         intake = IntakeClient(settings.intake_url, transport=intake_transport, **options)
         stats = StatsClient(settings.stats_url, transport=stats_transport, **options)
-        app.state.portal = Portal(settings, intake, stats, metrics, production)
+        app.state.portal = Portal(settings, intake, stats, production)
         log.info("portal started", intake=settings.intake_url, stats=settings.stats_url)
         try:
             yield
@@ -82,7 +77,7 @@ def create_app(settings: PortalSettings | None = None, *, registry: CollectorReg
         route = request.scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
         if not template.startswith("/static"):
-            metrics.pages.labels(template, request.method, str(response.status_code)).observe(
+            metrics.PAGES.labels(template, request.method, str(response.status_code)).observe(
                 time.perf_counter() - started)
         return response
 
@@ -107,7 +102,7 @@ def create_app(settings: PortalSettings | None = None, *, registry: CollectorReg
     async def api_error(request: Request, exc: ApiError):
         status = exc.status if 400 <= exc.status < 600 else 502
         if status >= 500:
-            metrics.backend_errors.labels("backend", str(status)).inc()
+            metrics.BACKEND_ERRORS.labels("backend", str(status)).inc()
             log.warning("backend call failed", code=exc.code, status=exc.status, path=request.url.path)
         title = {404: "没有找到", 403: "没有权限", 409: "操作未完成"}.get(status, "出错了")
         return render(request, "error.html", status, title=title, message=domain.error_words(exc.code, status))
@@ -115,8 +110,8 @@ def create_app(settings: PortalSettings | None = None, *, registry: CollectorReg
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         if request.url.path.startswith(("/healthz", "/readyz", "/metrics", "/static")):
-            return JSONResponse({"error": {"code": "not_found" if exc.status_code == 404 else "http_error",
-                                           "message": str(exc.detail), "field": None}}, status_code=exc.status_code)
+            return error_response(exc.status_code, "not_found" if exc.status_code == 404 else "http_error",
+                                  str(exc.detail))
         words = {404: ("页面不存在", "您要找的页面不存在，请检查网址，或从首页重新进入。"),
                  405: ("无法这样打开", "这个地址不能这样打开，请从页面上的链接或按钮进入。")}
         title, message = words.get(exc.status_code, ("出错了", "请求无法完成，请稍后再试。"))
@@ -142,7 +137,7 @@ def create_app(settings: PortalSettings | None = None, *, registry: CollectorReg
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:
-        return Response(render_metrics(registry), media_type=METRICS_CONTENT_TYPE)
+        return Response(render_metrics(), media_type=METRICS_CONTENT_TYPE)
 
     # ---------------------------------------------------------------- static files
     @app.get("/static/vendor/{name}", include_in_schema=False)
@@ -150,15 +145,13 @@ def create_app(settings: PortalSettings | None = None, *, registry: CollectorReg
         relative = VENDOR_FILES.get(name)
         path = settings.vendor_dir / relative if relative else None
         if path is None or not path.is_file():
-            return JSONResponse({"error": {"code": "not_found", "message": "no such file (run `make` to install "
-                                           "the npm packages)", "field": "name"}}, status_code=404)
+            return error_response(404, "not_found", "no such file (run `make` to install the npm packages)", "name")
         return FileResponse(path, media_type="text/javascript; charset=utf-8", headers={"cache-control": CACHEABLE})
 
     @app.get("/static/{name}", include_in_schema=False)
     async def own_static(name: str) -> Response:
         if name not in OWN_STATIC:
-            return JSONResponse({"error": {"code": "not_found", "message": "no such file", "field": "name"}},
-                                status_code=404)
+            return error_response(404, "not_found", "no such file", "name")
         media = "text/css; charset=utf-8" if name.endswith(".css") else "text/javascript; charset=utf-8"
         return FileResponse(STATIC / name, media_type=media, headers={"cache-control": CACHEABLE})
 

@@ -39,6 +39,16 @@ class PortalSettings(BaseSettings):
     site_name: str = Field("问政赣州", description="the name in every page's header and title")
     page_size: int = Field(20, ge=1, le=200)
 
+    def for_environment(self, environment: str) -> PortalSettings:
+        """These settings, checked for ``environment`` (the common ``WENZHENG_ENVIRONMENT``): production refuses
+        the development secret and defaults to Secure cookies."""
+        production = environment == "production"
+        if production and self.secret == DEFAULT_SECRET:
+            raise ValueError("WENZHENG_PORTAL_SECRET must be set in production")
+        if self.cookie_secure is None:
+            return self.model_copy(update={"cookie_secure": production})
+        return self
+
 
 def http_port() -> int:
     return int(os.environ.get("WENZHENG_PORT", os.environ.get("WENZHENG_PORTAL_PORT", "8080")))

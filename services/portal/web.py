@@ -16,10 +16,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from services.portal import domain
+from services.portal import domain, metrics
 from services.portal.client import ApiError, IntakeClient, StatsClient
 from services.portal.config import PortalSettings
-from services.portal.metrics import PortalMetrics
 from services.portal.security import CSRF_FIELD, Session, csrf_ok
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -85,9 +84,8 @@ class Reference:
 
 
 class Portal:
-    def __init__(self, settings: PortalSettings, intake: IntakeClient, stats: StatsClient,
-                 metrics: PortalMetrics, production: bool) -> None:
-        self.settings, self.intake, self.stats, self.metrics = settings, intake, stats, metrics
+    def __init__(self, settings: PortalSettings, intake: IntakeClient, stats: StatsClient, production: bool) -> None:
+        self.settings, self.intake, self.stats = settings, intake, stats
         self.production = production
         self.reference = Reference(intake, settings.reference_cache_seconds)
         self.bulletins = TtlCache(settings.bulletin_cache_seconds)
@@ -136,7 +134,7 @@ async def read_form(request: Request) -> dict[str, Any]:
         else:
             data[key] = value
     if not csrf_ok(session_of(request), data.get(CSRF_FIELD) if isinstance(data.get(CSRF_FIELD), str) else None):
-        portal(request).metrics.csrf_refused.inc()
+        metrics.CSRF_REFUSED.inc()
         request.state.form = data
         raise CsrfRefused()
     return data

@@ -1,4 +1,7 @@
-"""Stats settings (env prefix ``WENZHENG_STATS_``; the HTTP port is ``WENZHENG_PORT``, default 8003)."""
+"""Stats settings (env prefix ``WENZHENG_STATS_``; the HTTP port is ``WENZHENG_PORT``, default 8003).
+
+Stats holds no secret of its own (its API is public and read-only; the database and broker addresses are the
+common settings), so there is nothing here for production to refuse."""
 
 from __future__ import annotations
 

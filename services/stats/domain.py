@@ -9,6 +9,7 @@ a counter moves exactly once per transition and a rebuild from the ledger gives 
 from __future__ import annotations
 
 import math
+import re
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -532,3 +533,92 @@ def period_keys(start: date, end: date) -> tuple[list[str], list[str]]:
             days.append(day.isoformat())
             day += timedelta(days=1)
     return months, days
+
+
+# --------------------------------------------------------------------------------------------------
+# Queries: what a question asks for, checked and resolved without I/O
+# --------------------------------------------------------------------------------------------------
+
+MONTH_FORMAT = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+class InvalidQuery(ValueError):
+    """A question that cannot be answered as asked (the API answers it with the error envelope)."""
+
+    def __init__(self, code: str, message: str, field: str | None = None, *, status: int = 422) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+def check_month(month: str, field: str = "month") -> str:
+    if not MONTH_FORMAT.match(month):
+        raise InvalidQuery("invalid_month", "expected YYYY-MM", field)
+    return month
+
+
+def parse_day(value: str, field: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidQuery("invalid_date", "expected a date YYYY-MM-DD", field) from exc
+
+
+def check_sort(sort: str) -> str:
+    if sort not in RANKABLE:
+        raise InvalidQuery("invalid_sort", f"sort must be one of {sorted(RANKABLE)}", "sort")
+    return sort
+
+
+@dataclass(frozen=True)
+class Period:
+    months: list[str]  # whole months (rollup keys)
+    days: list[str]  # the remaining days
+    described: dict[str, Any]  # the period as the answer states it
+
+
+def resolve_period(month: str | None, start: str | None, end: str | None, months_with_data: list[str],
+                   today: date) -> Period:
+    """The rollup keys of a month, or of ``start``..``end`` (either may be open), or of all time."""
+    if month is not None:
+        first, last = month_bounds(check_month(month))
+        return Period([month], [], {"from": first.isoformat(), "to": last.isoformat(), "month": month})
+    if start is None and end is None:
+        return Period(months_with_data, [], {"from": None, "to": None, "all_time": True})
+    first = parse_day(start, "from") if start else (
+        month_bounds(months_with_data[0])[0] if months_with_data else today)
+    last = parse_day(end, "to") if end else today
+    asked = {"from": first.isoformat(), "to": last.isoformat()}
+    # nothing was counted before the first month with data or after today: the same rates, fewer keys
+    if months_with_data:
+        first = max(first, month_bounds(months_with_data[0])[0])
+    last = min(last, today)
+    if last < first:  # an empty period (or 'to' before 'from'): no cases, every rate empty
+        return Period([], [], {**asked, "empty": True})
+    months, days = period_keys(first, last)
+    return Period(months, days, asked)
+
+
+def daily_range(start: str | None, end: str | None, today: date) -> tuple[date, date, list[date]]:
+    """(first, last, the days) of a daily series: 30 days up to ``end`` (default today) unless ``start`` says
+    otherwise, never more than 366 days up to ``end``; no days when ``start`` is after ``end``."""
+    last = parse_day(end, "to") if end else today
+    first = parse_day(start, "from") if start else last - timedelta(days=30)
+    first = max(first, last - timedelta(days=366))
+    return first, last, [first + timedelta(days=i) for i in range(max(0, (last - first).days + 1))]
+
+
+@dataclass(frozen=True)
+class LedgerFilters:
+    """Filters of the ledger (台账): unit, category, county, status, received month, flagged, overdue."""
+
+    unit: str | None = None
+    category: str | None = None
+    county: str | None = None
+    status: str | None = None
+    month: str | None = None
+    flagged: bool | None = None
+    overdue: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.month is not None:
+            check_month(self.month)

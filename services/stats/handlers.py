@@ -1,4 +1,5 @@
-"""Use cases: apply a batch of facts exactly once, recover an interrupted batch, reconcile, answer queries.
+"""Use cases: apply a batch of facts exactly once, recover an interrupted batch, reconcile (:class:`Projector`);
+answer the queries and build the monthly bulletin (:class:`StatsQueries`).
 
 Crash safety without transactions (DESIGN.md §3). Applying a batch B of facts:
 
@@ -33,15 +34,37 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
+from services.common.clock import Clock
 from services.common.logging import get_logger
 from services.common.mongo import id_chunks
-from services.common.workdays import WorkCalendar, default_calendar
-from services.stats.domain import Counters, contributions, deltas, fold, merge_counters
+from services.common.people import chinese_date, people_date, people_month
+from services.common.workdays import WorkCalendar, default_calendar, local_date
+from services.stats.config import StatsSettings
+from services.stats.domain import (
+    UNASSIGNED,
+    Counters,
+    InvalidQuery,
+    LedgerFilters,
+    Period,
+    Summary,
+    check_sort,
+    contributions,
+    daily_range,
+    deltas,
+    fold,
+    merge_counters,
+    month_bounds,
+    praise_and_criticism,
+    rank,
+    resolve_period,
+)
 from services.stats.lists import Change, changes_of, list_change, merge_changes
-from services.stats.store import LogConflict, StatsStore
+from services.stats.naming import RATE_NAMES, key_name, named_row
+from services.stats.reports import bulletin_xlsx, invalid_reason_name, ledger_row
+from services.stats.store import LogConflict, StatsStore, ledger_query
 from services.stats.view import RollupView
 
 log = get_logger(__name__)
@@ -95,6 +118,16 @@ class Projector:
         self._started = True
         return await self.recover_all()
 
+    async def resume(self, *, unclean: bool) -> None:
+        """Start-up of a replica: after an unclean stop (its running marker was still set) rebuild and fix the
+        rollups from the ledger; otherwise load the view and finish interrupted work."""
+        if not unclean:
+            await self.start()
+            return
+        log.warning("unclean_shutdown_detected", instance=self.instance)
+        report = await self.reconcile(fix=True)
+        log.info("startup_reconcile", differences=report["differences"], cases=report["cases"])
+
     async def apply(self, facts: Iterable[Mapping[str, Any]], *, flush: bool = True) -> BatchResult:
         """Apply facts to the ledger; with ``flush`` (the default) the rollups too before returning."""
         if not self._started:
@@ -104,7 +137,8 @@ class Projector:
         for fact in facts:
             by_case[fact["case_id"]][fact["id"]] = fact
             count += 1
-        result = BatchResult(None, count, 0, 0)
+        # an event repeated inside the batch is a duplicate too (at-least-once delivery)
+        result = BatchResult(None, count, 0, 0, duplicates=count - sum(map(len, by_case.values())))
         for case_ids in id_chunks(list(by_case)):
             chunk = {cid: by_case[cid] for cid in case_ids}
             batch_id, changed, duplicates = await self._apply_cases(chunk)
@@ -370,4 +404,192 @@ class Projector:
         return touched
 
 
-__all__ = ["BatchResult", "Projector"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Queries: every rate comes from the in-memory rollups (view.py); only the ledger browser reads the database
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StatsQueries:
+    """The questions the API answers, over the rollup view and the store; ``settings`` is read at each call."""
+
+    settings: StatsSettings
+    store: StatsStore
+    view: RollupView
+    clock: Clock
+
+    def today(self) -> date:
+        return local_date(self.clock.now())
+
+    def period(self, month: str | None = None, start: str | None = None, end: str | None = None) -> Period:
+        return resolve_period(month, start, end, self.view.months(), self.today())
+
+    def overall(self, period: Period) -> dict[str, Any]:
+        """The rates of every case in the period (cached until the rollups change)."""
+        today = self.today()
+
+        def compute() -> dict[str, Any]:
+            return self.view.summaries("all", period.months, period.days).get("all", Summary()).rates(today)
+
+        return self.view.cached(("overall", tuple(period.months), tuple(period.days), today), compute)
+
+    def breakdown(self, dim: str, period: Period) -> list[dict[str, Any]]:
+        """The named rates of every key of ``dim`` in the period, reused until the rollups change (each row
+        is a copy: callers add a rank)."""
+        today = self.today()
+
+        def compute() -> list[dict[str, Any]]:
+            by_key = self.view.summaries(dim, period.months, period.days)
+            return [named_row(dim, key, summary.rates(today)) for key, summary in sorted(by_key.items())]
+
+        rows = self.view.cached(("breakdown", dim, tuple(period.months), tuple(period.days), today), compute)
+        return [dict(row) for row in rows]
+
+    def overview(self, month: str | None, start: str | None, end: str | None) -> dict[str, Any]:
+        period = self.period(month, start, end)
+        rates = self.overall(period)
+        return {"period": period.described, **rates, "invalid_reasons": invalid_reasons(rates)}
+
+    def departments(self, month: str | None, start: str | None, end: str | None, sort: str,
+                    min_sample: int | None) -> dict[str, Any]:
+        check_sort(sort)
+        period = self.period(month, start, end)
+        minimum = min_sample or self.settings.min_sample
+        ranked, small = rank(self.breakdown("unit", period), sort, minimum)
+        return {"period": period.described, "sort": sort, "min_sample": minimum, "method": "wilson_lower_bound_95",
+                "ranking": ranked, "below_min_sample": small}
+
+    def department(self, unit_id: str, month: str | None, start: str | None, end: str | None) -> dict[str, Any]:
+        period = self.period(month, start, end)
+        row = next((r for r in self.breakdown("unit", period) if r["id"] == unit_id), None)
+        if row is None:
+            raise InvalidQuery("not_found", "no cases for this unit in the period", "unit_id", status=404)
+        return {"period": period.described, **row}
+
+    def items(self, dim: str, month: str | None, start: str | None, end: str | None) -> dict[str, Any]:
+        period = self.period(month, start, end)
+        return {"period": period.described, "items": self.breakdown(dim, period)}
+
+    def timeseries(self, granularity: str, start: str | None, end: str | None) -> dict[str, Any]:
+        if granularity not in ("daily", "monthly"):
+            raise InvalidQuery("invalid_granularity", "granularity must be daily or monthly", "granularity")
+        today = self.today()
+        if granularity == "monthly":
+            period = self.period(None, start, end)
+            points = [{"period": m, "label": people_month(m), **rollup.rates(today)} for m in sorted(period.months)
+                      if (rollup := self.view.rollup("all", "all", m))]
+            return {"granularity": granularity, "period": period.described, "points": points}
+        first, last, days = daily_range(start, end, today)
+        points = [{"period": day.isoformat(), "label": chinese_date(day),
+                   **self.view.rollup("all", "all", day.isoformat()).rates(today)} for day in days]
+        return {"granularity": granularity, "period": {"from": first.isoformat(), "to": last.isoformat()},
+                "points": points}
+
+    def monthly_report(self, month: str, sort: str) -> dict[str, Any]:
+        """The monthly bulletin, reused until the rollups or the lists change."""
+        check_sort(sort)
+        period = self.period(month)
+        return self.view.cached(("monthly", month, sort, self.today()),
+                                lambda: self._build_monthly_report(month, period, sort))
+
+    def monthly_workbook(self, month: str, sort: str) -> bytes:
+        """The bulletin as ``.xlsx`` (~100 ms of openpyxl), reused like the report."""
+        report = self.monthly_report(month, sort)
+        return self.view.cached(("monthly", month, sort, self.today(), "xlsx"), lambda: bulletin_xlsx(report))
+
+    def _build_monthly_report(self, month: str, period: Period, sort: str) -> dict[str, Any]:
+        """The monthly bulletin (月报): totals, the ranking with names, praise and criticism, the typical cases
+        flagged in the month, the overdue and escalated cases, the issuing office and the period in Chinese."""
+        today = self.today()
+        totals = self.overall(period)
+        by_unit = self.view.summaries("unit", period.months, period.days)
+        rows = [named_row("unit", key, s.rates(today)) for key, s in sorted(by_unit.items())]
+        waiting = by_unit.get(UNASSIGNED)
+        ranked, small = rank(rows, sort, self.settings.min_sample)
+        lists = praise_and_criticism(ranked, sort, self.settings.list_size)
+        first, last = month_bounds(month)
+        # the month's short lists come from the view (lists.py), never from a filtered read of the ledger
+        late = [ledger_row({"_id": cid, "s": s}) for cid, s in self.view.lists.late(month)]
+        typical = [ledger_row({"_id": cid, "s": s}) for cid, s in self.view.lists.typical(month)]
+        label = people_month(month)
+        return {
+            "month": month, "period": period.described, "period_label": label,
+            "period_range_label": f"{chinese_date(first)}至{chinese_date(last)}",
+            "title": f"{self.settings.bulletin_title}（{label}）", "issuer": self.settings.bulletin_issuer,
+            "generated_for": today.isoformat(), "generated_for_label": chinese_date(today),
+            "sort": sort, "sort_name": RATE_NAMES[sort],
+            "min_sample": self.settings.min_sample, "totals": totals, "ranking": ranked, "below_min_sample": small,
+            # cases no unit is responsible for yet (routing, triage): in the totals, never ranked
+            "unassigned": {"name": key_name("unit", UNASSIGNED), **waiting.rates(today)} if waiting else None,
+            "praise": [_brief(r, sort) for r in lists["praise"]],
+            "criticise": [_brief(r, sort) for r in lists["criticise"]],
+            "invalid_reasons": invalid_reasons(totals),
+            "typical_cases": [_case_brief(c) for c in typical],
+            "overdue_and_escalated": [{**_case_brief(c), "escalated": c["escalated"],
+                                       "replied": c["first_reply_at"] is not None} for c in late],
+            "second_handling": {"cases": totals["second_handling"], "rated": totals["second_handling_rated"],
+                                "satisfied": totals["second_handling_satisfied"]},
+            "supervision": {  # 督办 notices and 回访 callbacks of the month's cases, per unit
+                "notices_issued": totals["notices_issued"], "notices_answered": totals["notices_answered"],
+                "callbacks": totals["callbacks"],
+                "by_unit": [{"id": r["id"], "name": r.get("name"),
+                             **{k: r[k] for k in ("notices_issued", "notices_answered", "callbacks")}}
+                            for r in rows if r["notices_issued"] or r["callbacks"]],
+            },
+        }
+
+    async def ledger_rows(self, filters: LedgerFilters, skip: int, limit: int) -> list[dict[str, Any]]:
+        """A filtered read of the ledger: a scan on the local server, so bounded in time
+        (``ledger_query_seconds``; past it the store raises pymongo's timeout error)."""
+        docs = await self.store.browse(ledger_query(filters, self.clock.now()), skip, limit,
+                                       self.settings.ledger_query_seconds)
+        return [ledger_row(d) for d in docs]
+
+    async def ledger_page(self, filters: LedgerFilters, page: int, page_size: int) -> dict[str, Any]:
+        size = min(page_size, self.settings.page_size_max)
+        return {"page": page, "page_size": size, "items": await self.ledger_rows(filters, (page - 1) * size, size)}
+
+    async def ledger_export(self, filters: LedgerFilters) -> list[dict[str, Any]]:
+        """Every matching row, up to ``ledger_export_max`` (a CSV or Excel download)."""
+        return await self.ledger_rows(filters, 0, self.settings.ledger_export_max)
+
+    def gauges(self) -> tuple[Summary, dict[str, Summary], date]:
+        """All-time rates overall and by unit, for the live gauges."""
+        months = self.view.months()
+        everything = self.view.summaries("all", months, []).get("all", Summary())
+        return everything, self.view.summaries("unit", months, []), self.today()
+
+
+def ledger_label(filters: LedgerFilters) -> str:
+    """The filters in words, for the title of an Excel ledger: the month (or 全部), then the unit, category
+    and county names."""
+    parts = [people_month(filters.month) if filters.month else "全部"]
+    parts += [n for n in (key_name("unit", filters.unit), key_name("category", filters.category), filters.county)
+              if n]
+    return "，".join(parts)
+
+
+def invalid_reasons(rates: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"code": code, "name": invalid_reason_name(code), "count": n}
+            for code, n in rates["invalid_by_reason"].items()]
+
+
+def _case_brief(row: dict[str, Any]) -> dict[str, Any]:
+    return {"tracking_number": row["tracking_number"], "unit": row["unit"], "unit_name": row["unit_name"],
+            "category": row["category"], "category_name": row["category_name"], "county": row["county"],
+            "status": row["status"], "status_name": row["status_name"], "received_at": row["received_at"],
+            "received_label": _label(row["received_at"]), "flagged_at": row["flagged_at"],
+            "flagged_label": _label(row["flagged_at"])}
+
+
+def _label(value: str | None) -> str:
+    return people_date(datetime.fromisoformat(value)) if value else ""
+
+
+def _brief(row: dict[str, Any], sort: str) -> dict[str, Any]:
+    return {"id": row["id"], "name": row["name"], "rank": row.get("rank"), sort: row[sort], "received": row["received"]}
+
+
+__all__ = ["BatchResult", "Projector", "StatsQueries", "ledger_label"]

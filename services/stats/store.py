@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import pymongo
 from bson import Binary
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.common.mongo import DUPLICATE_KEY, id_chunks
-from services.stats.domain import COUNTERS, HISTOGRAMS, Counters, flatten, parse_rollup_id
+from services.stats.domain import COUNTERS, HISTOGRAMS, Counters, LedgerFilters, flatten, month_bounds, parse_rollup_id
 from services.stats.lists import Change
 
 
@@ -137,6 +138,25 @@ def _unpack(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def ledger_query(filters: LedgerFilters, now: datetime) -> dict[str, Any]:
+    """The ledger filter of :class:`LedgerFilters` (on the case state ``s``); ``now`` decides what is overdue."""
+    flt: dict[str, Any] = {}
+    for name in ("unit", "category", "county", "status"):
+        if (value := getattr(filters, name)) is not None:
+            flt[f"s.{name}"] = value
+    if filters.month is not None:
+        first, last = month_bounds(filters.month)
+        flt["s.received_day"] = {"$gte": first.isoformat(), "$lte": last.isoformat()}
+    if filters.flagged is not None:
+        flt["s.flagged"] = True if filters.flagged else {"$ne": True}
+    if filters.overdue is not None:
+        late = {"s.awaiting_reply": True, "s.closed_at": None, "s.deadline": {"$lt": now.isoformat()}}
+        flt.update(late if filters.overdue else {"$or": [
+            {"s.awaiting_reply": False}, {"s.closed_at": {"$ne": None}}, {"s.deadline": {"$gte": now.isoformat()}},
+            {"s.deadline": None}]})
+    return flt
+
+
 async def _insert_or_replace(collection: Any, docs: list[dict[str, Any]]) -> None:
     """Insert documents just deleted by id; one that came back in between (another writer) is replaced."""
     try:
@@ -190,10 +210,13 @@ class StatsStore:
         async for doc in cursor:
             yield doc
 
-    async def browse(self, flt: dict[str, Any], skip: int, limit: int) -> list[dict[str, Any]]:
-        """A filtered page of the ledger: a scan of every case on the local server (it indexes ``_id`` only)."""
-        cursor = self.ledger.find(flt, {"s": 1}).skip(skip).limit(limit)
-        return await cursor.to_list()
+    async def browse(self, flt: dict[str, Any], skip: int, limit: int,
+                     seconds: float | None = None) -> list[dict[str, Any]]:
+        """A filtered page of the ledger: a scan of every case on the local server (it indexes ``_id`` only),
+        so bounded in time: past ``seconds`` pymongo raises a timeout error."""
+        with pymongo.timeout(seconds):
+            cursor = self.ledger.find(flt, {"s": 1}).skip(skip).limit(limit)
+            return await cursor.to_list()
 
     async def scan_revisions(self, batch_size: int = 5000):
         """Every ledger case's id, revision and state (rebuilding the bulletin lists)."""

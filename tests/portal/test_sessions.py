@@ -8,7 +8,6 @@ import re
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 
 from services.portal.api import create_app
 from services.portal.config import PortalSettings
@@ -65,7 +64,7 @@ def intake() -> ScriptedIntake:
 
 @pytest.fixture
 async def portal(intake):
-    app = create_app(PortalSettings(secret="test"), registry=CollectorRegistry(),
+    app = create_app(PortalSettings(secret="test"),
                      intake_transport=httpx.MockTransport(intake), stats_transport=httpx.MockTransport(down))
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://portal") as client:

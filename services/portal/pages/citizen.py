@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
-from services.portal import domain
+from services.portal import domain, metrics
 from services.portal.client import ApiError
 from services.portal.security import CSRF_FIELD, csrf_ok
 from services.portal.web import forwarded_for, portal, redirect, render, session_of
@@ -68,7 +68,7 @@ async def post_submit(request: Request) -> Response:
     idempotency_key = str(form.get("idempotency_key") or "")[:64] or secrets.token_urlsafe(16)
     context = {"idempotency_key": idempotency_key}
     if not csrf_ok(session_of(request), form.get(CSRF_FIELD) if isinstance(form.get(CSRF_FIELD), str) else None):
-        portal(request).metrics.csrf_refused.inc()
+        metrics.CSRF_REFUSED.inc()
         values = domain.check_post_form(data, {}).values
         return await _post_page(request, 403, values=values, errors={"_": domain.ERROR_WORDS["csrf"]}, **context)
     counties = domain.counties_of(await portal(request).reference.get())
@@ -165,7 +165,7 @@ async def rate(request: Request, tracking: str) -> Response:
     form = await request.form()
     values = {k: str(form.get(k) or "").strip() for k in ("rating", "reason", "phone_last4")}
     if not csrf_ok(session_of(request), form.get(CSRF_FIELD) if isinstance(form.get(CSRF_FIELD), str) else None):
-        portal(request).metrics.csrf_refused.inc()
+        metrics.CSRF_REFUSED.inc()
         return await _case_page(request, tracking, 403, values=values, errors={"_": domain.ERROR_WORDS["csrf"]})
     token = session_of(request).rating_tokens.get(tracking)
     errors = {}

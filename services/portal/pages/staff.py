@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from services.portal import domain
+from services.portal import domain, metrics
 from services.portal.client import ApiError
 from services.portal.security import safe_next as safe_next_path
 from services.portal.web import (
@@ -164,12 +164,11 @@ async def login(request: Request) -> Response:
         errors["username"] = "请输入用户名"
     if not password:
         errors["password"] = "请输入密码"
-    metrics = portal(request).metrics
     if not errors:
         try:
             answer = await portal(request).intake.login(username, password, forwarded_for(request))
         except ApiError as exc:
-            metrics.sign_ins.labels(exc.code if exc.status < 500 else "unavailable").inc()
+            metrics.SIGN_INS.labels(exc.code if exc.status < 500 else "unavailable").inc()
             if exc.status == 401:
                 errors["password"] = "用户名或密码不正确"
             elif exc.status in (423, 429):
@@ -183,11 +182,11 @@ async def login(request: Request) -> Response:
         person = answer["person"]
         session = session_of(request)
         session.sign_in(answer["token"], _person_summary(person), answer.get("expires_at"))
-        metrics.sign_ins.labels("ok").inc()
+        metrics.SIGN_INS.labels("ok").inc()
         if person.get("must_change_password"):
             return redirect("/staff/password?next=" + (next_path or home_for(session)))
         return redirect(next_path or home_for(session))
-    metrics.sign_ins.labels("incomplete").inc()
+    metrics.SIGN_INS.labels("incomplete").inc()
     return render(request, "staff/login.html", 422, title="工作人员登录", next_path=next_path,
                   values={"username": username}, errors=errors, providers=await _providers(request))
 
@@ -211,12 +210,12 @@ async def oidc_callback(request: Request, code: str = "", state: str = "") -> Re
     try:
         answer = await portal(request).intake.oidc_callback(code, state, str(request.url_for("oidc_callback")))
     except ApiError as exc:
-        portal(request).metrics.sign_ins.labels("oidc_" + exc.code).inc()
+        metrics.SIGN_INS.labels("oidc_" + exc.code).inc()
         return render(request, "staff/login.html", exc.status if exc.status < 500 else 503, title="工作人员登录",
                       errors={"_": "统一身份认证登录没有成功，请重试或使用用户名和密码登录"},
                       providers=await _providers(request), next_path="")
     session_of(request).sign_in(answer["token"], _person_summary(answer["person"]), answer.get("expires_at"))
-    portal(request).metrics.sign_ins.labels("ok").inc()
+    metrics.SIGN_INS.labels("ok").inc()
     return redirect(home_for(session_of(request)))
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from harness.simulate import simulate
 from services.stats.handlers import Projector
-from tests.stats.support import apply_in_batches, facts_of, serving_stats
+from tests.stats.integration.support import apply_in_batches, facts_of, serving_stats
 
 pytestmark = pytest.mark.integration
 

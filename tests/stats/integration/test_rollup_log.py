@@ -11,7 +11,7 @@ from services.stats.domain import fact_from_event
 from services.stats.handlers import Projector
 from services.stats.store import StatsStore, pack, rollup_location
 from services.stats.view import RollupView
-from tests.stats.support import TODAY, apply_in_batches, facts_of, measured
+from tests.stats.integration.support import TODAY, apply_in_batches, facts_of, measured
 
 pytestmark = pytest.mark.integration
 

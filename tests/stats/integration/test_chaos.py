@@ -26,7 +26,7 @@ from services.common.kafka import EventPublisher, new_producer
 from services.common.mongo import new_client
 from services.stats.handlers import Projector
 from services.stats.store import StatsStore
-from tests.stats.support import TODAY, facts_of, measured
+from tests.stats.integration.support import TODAY, facts_of, measured
 
 pytestmark = pytest.mark.integration
 CASES = int(os.environ.get("WENZHENG_STATS_CHAOS_CASES", "300"))

@@ -10,7 +10,6 @@ from datetime import date, datetime
 from typing import Any
 
 import httpx
-from prometheus_client import CollectorRegistry
 
 from harness.simulate import Simulation
 from services.common.clock import FixedClock
@@ -74,7 +73,7 @@ async def serving_stats(mongo_url: str, fill: Callable[[Projector], Awaitable[No
         await fill(Projector(StatsStore(client[name]), "fill", fold_seconds=0))
         settings = StatsSettings(database=name, consumer_enabled=False, min_sample=min_sample,
                                  instance_id=f"api-{run_id}")
-        app = create_app(settings, clock=FixedClock(now), registry=CollectorRegistry())
+        app = create_app(settings, clock=FixedClock(now))
         async with app.router.lifespan_context(app):
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://stats") as http:
                 yield http

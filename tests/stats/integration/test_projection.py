@@ -10,7 +10,7 @@ from harness.simulate import simulate
 from services.common.mongo import new_client
 from services.stats.handlers import Projector
 from services.stats.store import StatsStore, rollup_location
-from tests.stats.support import TODAY, apply_in_batches, facts_of, measured
+from tests.stats.integration.support import TODAY, apply_in_batches, facts_of, measured
 
 pytestmark = pytest.mark.integration
 
