@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+from datetime import datetime
 from typing import Any
 
-from services.intake.store import DuplicateKey
+from services.intake.domain import Case
+from services.intake.store import DuplicateKey, case_to_fields
 
 
 class FakeOutbox:
@@ -35,3 +38,20 @@ class FakeCaseStore:
 
     async def get_by_idempotency_key(self, key: str) -> dict[str, Any] | None:
         return next((doc for doc in self.cases.values() if doc["idempotency_key"] == key), None)
+
+    async def get(self, case_id: str) -> dict[str, Any] | None:
+        doc = self.cases.get(case_id)
+        return copy.deepcopy(doc) if doc is not None else None
+
+    async def commit(self, case: Case, expected_version: int, *, outbox: list[dict[str, Any]],
+                     timeline: list[dict[str, Any]], replies: list[dict[str, Any]], now: datetime,
+                     also_set: dict[str, Any] | None = None) -> bool:
+        """The real store's guard: only if the case is still at ``expected_version``."""
+        doc = self.cases.get(case.case_id)
+        if doc is None or doc["version"] != expected_version:
+            return False
+        doc.update(case_to_fields(case), updated_at=now, **(also_set or {}))
+        doc["timeline"] = [*doc.get("timeline", []), *timeline]
+        doc["replies"] = [*doc.get("replies", []), *replies]
+        self.events += outbox
+        return True
