@@ -370,36 +370,47 @@ def plan_publication(marks: Sequence[WriterMark], docs: dict[str, dict[str, Any]
         closed = closed_ref(group.writer) in docs
         return later or closed or now_ms - int(group.intent.get("at_ms", now_ms)) > abandon_ms
 
-    in_flight: dict[tuple[str, str], set[str]] = {}
     state: dict[str, list[tuple[Group, str]]] = {}
     for writer, run in groups.items():
-        state[writer] = []
-        for position, group in enumerate(run):
-            kind = "settled" if group.settled else (
-                "abandoned" if abandoned(group, position + 1 < len(run)) else "in_flight")
-            state[writer].append((group, kind))
-            if kind == "in_flight":
+        state[writer] = [(group, "settled" if group.settled else
+                          "abandoned" if abandoned(group, position + 1 < len(run)) else "in_flight")
+                         for position, group in enumerate(run)]
+
+    # Each writer publishes a prefix of its groups: up to its first group in flight, and up to its first group
+    # that changes a document which another writer's unpublished group also changes (that version may come
+    # first). Holding one group back can hold back another writer's, so repeat until nothing moves.
+    prefix = {writer: next((i for i, (_, kind) in enumerate(run) if kind == "in_flight"), len(run))
+              for writer, run in state.items()}
+    while True:
+        held: dict[tuple[str, str], set[str]] = {}
+        for writer, run in state.items():
+            for group, _ in run[prefix[writer]:]:
                 for holder in group.holders():
-                    in_flight.setdefault(holder, set()).add(writer)
+                    held.setdefault(holder, set()).add(writer)
+        moved = False
+        for writer, run in state.items():
+            waits = next((i for i, (group, _) in enumerate(run[:prefix[writer]])
+                          if any(held.get(h, set()) - {writer} for h in group.holders())), None)
+            if waits is not None:
+                prefix[writer], moved = waits, True
+        if not moved:
+            break
 
     plan = Plan(ready=[], to_check=[], watermarks={}, consumed=[], retired=[], backlog=0, oldest_at_ms=None)
     for mark in marks:
         writer = mark.writer
-        blocked = False
-        for group, kind in state[writer]:
-            waits = kind == "in_flight" or any(in_flight.get(h, set()) - {writer} for h in group.holders())
-            blocked = blocked or waits
-            if blocked:
-                plan.backlog += len(group.events())
-                at = int(group.intent.get("at_ms", now_ms))
-                plan.oldest_at_ms = at if plan.oldest_at_ms is None else min(plan.oldest_at_ms, at)
-                continue
+        run = state[writer]
+        for group, kind in run[:prefix[writer]]:
             plan.ready.append(group)
             if kind == "abandoned":
                 plan.to_check.append(group)
             plan.watermarks[writer] = group.seq
             plan.consumed += [group.ref, done_ref(group.ref)]
-        more_may_follow = blocked or len(state[writer]) == window
+        for group, _ in run[prefix[writer]:]:
+            plan.backlog += len(group.events())
+            at = int(group.intent.get("at_ms", now_ms))
+            plan.oldest_at_ms = at if plan.oldest_at_ms is None else min(plan.oldest_at_ms, at)
+        more_may_follow = prefix[writer] < len(run) or len(run) == window
         if closed_ref(writer) in docs and not more_may_follow:
             plan.retired.append(writer)
             plan.consumed.append(closed_ref(writer))
@@ -423,11 +434,10 @@ class OutboxLog:
         return [WriterMark(doc["_id"], int(doc.get("seq", 0))) for doc in await self.writers.find({}).to_list()]
 
     async def read(self, ids: list[str]) -> dict[str, dict[str, Any]]:
-        docs: dict[str, dict[str, Any]] = {}
-        for part in id_chunks(ids):
-            for doc in await self.outbox.find({"_id": {"$in": part}}).to_list():
-                docs[doc["_id"]] = doc
-        return docs
+        """One find for every writer, never chunks: a later writer's group must not be seen without the
+        earlier group of another writer that it follows (past IDS_PER_QUERY ids the local server scans the
+        outbox, which holds only what is not yet published)."""
+        return {doc["_id"]: doc for doc in await self.outbox.find({"_id": {"$in": ids}}).to_list()}
 
     async def reached(self, groups: list[Group]) -> dict[str, set[tuple[str, str]]]:
         """For each abandoned group, the documents its write reached."""

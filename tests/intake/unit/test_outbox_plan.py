@@ -103,3 +103,19 @@ def test_the_window_names_each_group_its_done_marker_and_the_closing_mark() -> N
     ids = window_ids([WriterMark("w", 5)], 2)
     assert ids == [group_ref("w", 6), done_ref(group_ref("w", 6)), group_ref("w", 7), done_ref(group_ref("w", 7)),
                    closed_ref("w")]
+
+
+def test_a_group_held_back_behind_its_own_writer_holds_back_another_writers_later_version() -> None:
+    # d:1 (c9 v4) is in flight, so a:1 (c9 v5) waits, and a:2 (c1 v2) behind it; b:1 (c1 v3) must wait too
+    docs = docs_of(intent("d", 1, event("e0", "c9", v=4)),
+                   intent("a", 1, event("e1", "c9", v=5)), done("a", 1), intent("a", 2, event("e2", "c1", v=2)),
+                   done("a", 2), intent("b", 1, event("e3", "c1", v=3)), done("b", 1),
+                   intent("c", 1, event("e4", "c7")), done("c", 1))
+    marks = [WriterMark(w, 0) for w in "abcd"]
+    result = plan(marks, docs)
+    assert [g.ref for g in result.ready] == [group_ref("c", 1)]
+    assert result.backlog == 4
+    docs[done_ref(group_ref("d", 1))] = done("d", 1)
+    events = publication_order([e for g in plan(marks, docs).ready for e in g.events()])
+    assert [e["id"] for e in events if e["doc"] == "c1"] == ["e2", "e3"]
+    assert [e["id"] for e in events if e["doc"] == "c9"] == ["e0", "e1"]
