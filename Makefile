@@ -77,6 +77,7 @@ stop:
 
 test: infra-up npm browser
 	@scripts/ops/monitor.sh install
+	@$(PY) -m harness.topics
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv

@@ -1,8 +1,11 @@
-"""Reading a topic back, as a subscriber would, for end-to-end checks."""
+"""Topics in tests and benchmarks: reading one back as a subscriber would, and pruning what earlier runs left."""
 
 from __future__ import annotations
 
+import asyncio
+
 from aiokafka import ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient
 
 from services.common.kafka import new_consumer
 
@@ -22,3 +25,28 @@ async def read_topic(bootstrap: str, topic: str, *, idle_polls: int = 3, poll_ms
         return records
     finally:
         await consumer.stop()
+
+
+KEPT_PREFIXES = ("wenzheng", "__", "_confluent", "_schemas")  # the platform's own topics, Kafka's internal ones
+
+
+async def prune_test_topics(bootstrap: str) -> int:
+    """Delete the throw-away topics earlier test and bench runs left on the local broker (each run makes its
+    own, under unique names): thousands of partitions hold a file handle each, and the broker stops
+    accepting connections when it runs out. The platform's own topics stay."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        doomed = [name for name in await admin.list_topics() if not name.startswith(KEPT_PREFIXES)]
+        for start in range(0, len(doomed), 200):
+            await admin.delete_topics(doomed[start:start + 200])
+        return len(doomed)
+    finally:
+        await admin.close()
+
+
+if __name__ == "__main__":  # `make test`, before the tests: python -m harness.topics
+    from services.common.config import common_settings
+
+    removed = asyncio.run(prune_test_topics(common_settings().kafka_bootstrap))
+    print(f"[test] removed {removed} topics left by earlier test runs")

@@ -5,7 +5,7 @@ Every command prints one JSON object on stdout (and, for people, a summary in Ch
 
     train --data CSV [--data CSV ...] --text-column text [--text-column title ...] --label-column label
           --out DIR [--weight FILE=W ...] [--corrections CSV] [--cv 5] [--neighbours 10]
-          [--head-weight 0.5] [--head-chars 30]
+          [--head-weight 0.5] [--head-chars 30] [--nb-smoothing 0.1]
     evaluate (--model DIR | --keywords-only) --data CSV --text-column text --label-column label
           [--label-map YAML] [--exclude-overlap CSV [--exclude-text-column text]]
 
@@ -174,7 +174,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     corrections = read_rows(args.corrections, ["text"], "label") if args.corrections else []
     texts, labels, weights = with_corrections(rows, corrections)
     params = TrainingParams(c=args.c, keyword_weight=args.keyword_weight, neighbours=args.neighbours,
-                            head_weight=args.head_weight, head_chars=args.head_chars, seed=args.seed)
+                            head_weight=args.head_weight, head_chars=args.head_chars, seed=args.seed,
+                            nb_smoothing=args.nb_smoothing)
     keywords = taxonomy.keywords_by_category()
     metrics: dict[str, Any] = {}
     if args.cv:
@@ -334,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="weight of the n-grams of a post's first --head-chars characters (its title)")
     trainer.add_argument("--head-chars", type=int, default=TrainingParams.head_chars)
     trainer.add_argument("--seed", type=int, default=TrainingParams.seed)
+    trainer.add_argument("--nb-smoothing", type=float, default=TrainingParams.nb_smoothing,
+                         help="> 0: scale each n-gram by its naive-Bayes ratio per category (NBSVM), this smoothing")
     evaluator = commands.choices["evaluate"]
     evaluator.add_argument("--data", type=Path, required=True)
     which = evaluator.add_mutually_exclusive_group(required=True)

@@ -224,3 +224,36 @@ def test_throughput(default_model: TextClassifier):
     default_model.classify_batch(texts)
     per_second = len(texts) / max(time.process_time() - started, 1e-9)
     assert per_second > 1000
+
+
+def test_naive_bayes_scaling_trains_explains_and_round_trips(tmp_path: Path, keywords):
+    texts, labels = small_corpus()
+    plain = TextClassifier.train(texts, labels, keywords, TrainingParams(neighbours=0))
+    scaled = TextClassifier.train(texts, labels, keywords, TrainingParams(neighbours=0, nb_smoothing=0.1))
+    assert scaled.predict(texts) == labels
+    assert scaled.weights.shape == plain.weights.shape and not np.allclose(scaled.weights, plain.weights)
+    assert all(result.top_features for result in scaled.classify_batch(texts))
+    scaled.save(tmp_path / "m")
+    assert load_model(tmp_path / "m").params.nb_smoothing == 0.1
+    assert load_model(tmp_path / "m").classify_batch(texts) == scaled.classify_batch(texts)
+
+
+def test_a_model_saved_before_naive_bayes_scaling_loads_as_the_plain_svm(tmp_path: Path, keywords):
+    texts, labels = small_corpus()
+    TextClassifier.train(texts, labels, keywords, TrainingParams(neighbours=0)).save(tmp_path / "m")
+    meta_file = tmp_path / "m" / "model.json"
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    del meta["params"]["nb_smoothing"]
+    meta_file.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    assert load_model(tmp_path / "m").params.nb_smoothing == 0.0
+
+
+def test_a_model_with_a_training_setting_this_code_does_not_know_still_loads(tmp_path: Path, keywords):
+    texts, labels = small_corpus()
+    model = TextClassifier.train(texts, labels, keywords, TrainingParams(neighbours=0))
+    model.save(tmp_path / "m")
+    meta_file = tmp_path / "m" / "model.json"
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    meta["params"]["a_later_setting"] = 1.5
+    meta_file.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    assert load_model(tmp_path / "m").classify_batch(texts) == model.classify_batch(texts)
