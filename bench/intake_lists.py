@@ -39,7 +39,7 @@ from services.intake.accounts import Role
 from services.intake.api import create_app
 from services.intake.auth import Credentials
 from services.intake.config import IntakeSettings
-from services.intake.handlers import BoardFilter, IntakeService, NewPost, board_query
+from services.intake.handlers import BoardFilter, IntakeService, NewPost, board_query, new_case_id, new_tracking_number
 from services.intake.store import CaseStore, case_from_doc, case_to_fields
 
 PLACES = [("章贡区", "水西镇"), ("南康区", "唐江镇"), ("赣县区", "梅林镇"), ("于都县", "贡江镇"), ("瑞金市", "象湖镇")]
@@ -79,7 +79,7 @@ def varied(template: dict[str, Any], rng: random.Random, now: datetime, units: l
     created = created.replace(microsecond=created.microsecond // 1000 * 1000)
     unit = rng.choice(units)
     case = dataclasses.replace(
-        case, case_id=domain.new_case_id(), tracking_number=domain.new_tracking_number(created), version=3,
+        case, case_id=new_case_id(), tracking_number=new_tracking_number(created), version=3,
         created_at=created, status=rng.choice(STATES), department_id=unit.id, department_name=unit.name,
         category="urban_management", category_name="城市管理",
         deadline=now + timedelta(hours=rng.randint(-240, 240)), flagged=rng.random() < 0.02)

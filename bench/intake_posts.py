@@ -1,7 +1,10 @@
 """Citizen posts per second through a real intake process (uvicorn, MongoDB-wire server, outbox relay to Kafka).
 
 N concurrent httpx clients post realistic posts for a fixed time after a warm-up; prints accepted posts/s,
-p50/p95/p99 latency, and how long the relay took to publish the backlog. Rate limits are switched off.
+p50/p95/p99 latency, how long the relay took to publish the backlog, and what an accepted post cost intake:
+database commands (``wenzheng_intake_db_commands_total``, relay included) and CPU milliseconds (psutil), from
+the start of the measured window until the relay has published everything. A shed post (503) waits for its
+``Retry-After`` before the client goes on. Rate limits are switched off.
 
     .venv/bin/python -m bench.intake_posts [--clients 32] [--seconds 15] [--workers 1]
 
@@ -26,12 +29,15 @@ import uuid
 from pathlib import Path
 
 import httpx
+import psutil
 
+from harness.costs import Reading, cost_per_post, cpu_seconds, db_commands, retry_after_seconds
 from harness.ports import free_port
 from services.common.config import TopicSettings, common_settings
 from services.common.mongo import new_client
 from services.common.topics import create_topics
 from services.intake.auth import ensure_credentials_file
+from services.intake.outbox import OutboxLog
 
 ROOT = Path(__file__).resolve().parents[1]
 PLACES = [("章贡区", "水西镇"), ("南康区", "唐江镇"), ("赣县区", "梅林镇"), ("于都县", "贡江镇"), ("瑞金市", "象湖镇")]
@@ -73,6 +79,14 @@ async def client_loop(url: str, stop_at: float, warm_until: float, latencies: li
                 codes[code] = codes.get(code, 0) + 1
                 if code == 201:
                     latencies.append(elapsed)
+            if code == 503:
+                await asyncio.sleep(retry_after_seconds(response))
+
+
+async def _reading_at(when: float, url: str, process: psutil.Process) -> Reading:
+    """Intake's CPU and database commands at the start of the measured window."""
+    await asyncio.sleep(max(0.0, when - time.perf_counter()))
+    return Reading(cpu_seconds(process), await db_commands(url))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -98,10 +112,7 @@ async def wait_ready(url: str, process: subprocess.Popen, log_path: Path) -> Non
 async def backlog(mongo_url: str, database: str) -> int:
     client = new_client(mongo_url)
     try:
-        rows = await (await client[database].cases.aggregate([
-            {"$match": {"outbox_count": {"$gt": 0}}}, {"$group": {"_id": None, "n": {"$sum": "$outbox_count"}}}
-        ])).to_list()
-        return int(rows[0]["n"]) if rows else 0
+        return await OutboxLog(client[database]).backlog()
     finally:
         await client.close()
 
@@ -138,8 +149,11 @@ async def run(clients: int, seconds: float, warmup: float, workers: int, drain_l
             codes: dict[int, int] = {}
             start = time.perf_counter()
             warm_until, stop_at = start + warmup, start + warmup + seconds
+            intake = psutil.Process(process.pid)
+            measuring = asyncio.create_task(_reading_at(warm_until, url, intake))
             await asyncio.gather(*(client_loop(url, stop_at, warm_until, latencies, codes, seed)
                                    for seed in range(clients)))
+            before = await measuring
             measured = time.perf_counter() - warm_until
             drain_started = time.perf_counter()
             left = await backlog(common.mongo_url, database)
@@ -147,6 +161,7 @@ async def run(clients: int, seconds: float, warmup: float, workers: int, drain_l
                 await asyncio.sleep(0.5)
                 left = await backlog(common.mongo_url, database)
             drain_seconds = time.perf_counter() - drain_started
+            after = Reading(cpu_seconds(intake), await db_commands(url))
         finally:
             os.killpg(process.pid, signal.SIGTERM)
             try:
@@ -166,6 +181,7 @@ async def run(clients: int, seconds: float, warmup: float, workers: int, drain_l
                        "max": round(max(latencies, default=float("nan")) * 1000, 1)},
         "relay_drain_after_load_seconds": round(drain_seconds, 2), "outbox_left": left,
         "relay_during_load": relay, "cpus": os.cpu_count(),
+        "intake_cost_per_accepted_post": cost_per_post(before, after, len(latencies)),
     }
 
 
@@ -178,10 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-relay", action="store_true", help="measure the API and database without the relay")
     args = parser.parse_args(argv)
     result = asyncio.run(run(args.clients, args.seconds, args.warmup, args.workers, relay=not args.no_relay))
+    cost = result["intake_cost_per_accepted_post"]
     print(f"[bench] intake posts: {result['posts_per_second']} accepted posts/s with {args.clients} clients, "
           f"{args.workers} worker(s); latency p50 {result['latency_ms']['p50']} ms, p95 {result['latency_ms']['p95']}"
           f" ms, p99 {result['latency_ms']['p99']} ms; status codes {result['status_codes']}; relay drained the "
-          f"backlog {result['relay_drain_after_load_seconds']} s after the load stopped")
+          f"backlog {result['relay_drain_after_load_seconds']} s after the load stopped; per accepted post intake "
+          f"sent {cost['db_commands_per_post']} database commands and used {cost['cpu_ms_per_post']} ms CPU")
     out = ROOT / "var" / "bench" / "intake_posts.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")

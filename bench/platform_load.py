@@ -6,7 +6,10 @@ private topics and databases), then, in the same run:
   2. an open-loop load of realistic posts at increasing rates through intake's public API;
   3. per post: submit → assigned (seen on the public case-events topic) and submit → counted in stats
      (stats' `received` counter polled; the k-th accepted post is counted once received ≥ k);
-  4. per-service CPU and memory (psutil), consumer lag at the end.
+  4. per process (the load generator, each service, the broker and the database server): CPU milliseconds
+     and database commands (``wenzheng_<service>_db_commands_total``) per accepted post, consumer lag at the end.
+A post that intake sheds (503, or 429) is tried again after its ``Retry-After``, as a well-behaved client would;
+shed answers are counted apart from errors.
 Prints a summary and writes var/bench/latest.json. No pass/fail: figures for people to read.
 
     .venv/bin/python -m bench.platform_load [--rates 25,50,100,200,400,800,1200] [--stage-seconds 10]
@@ -29,6 +32,7 @@ import psutil
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.kafka_reference import measure as kafka_reference
+from harness.costs import Reading, cost_per_post, cpu_seconds, db_commands, retry_after_seconds
 from harness.platform import Platform
 from harness.posts import realistic_post
 from services.common.events import parse_event
@@ -36,6 +40,7 @@ from services.common.kafka import new_consumer
 
 OUT = Path("var/bench/latest.json")
 MAX_IN_FLIGHT = 128
+RETRIES_AFTER_SHEDDING = 3  # a shed post is tried again after Retry-After, at most this many times
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -54,6 +59,7 @@ class Record:
     latencies_http: list[float] = field(default_factory=list)
     http_by_post: dict[str, float] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
+    shed: int = 0  # answers 503/429 with Retry-After (each attempt)
     counted_polls: list[tuple[float, int]] = field(default_factory=list)
 
 
@@ -94,23 +100,33 @@ async def submit_stage(client: httpx.AsyncClient, rate: float, seconds: float, r
     accepted_before = len(record.accepted_order)
     sent = 0
 
+    shed_before = record.shed
+
     async def one(post: dict) -> None:
-        t0 = time.monotonic()
-        try:
-            response = await client.post("/v1/posts", json=post)
-        except httpx.HTTPError as exc:
-            record.errors[type(exc).__name__] = record.errors.get(type(exc).__name__, 0) + 1
+        for attempt in range(RETRIES_AFTER_SHEDDING + 1):
+            t0 = time.monotonic()
+            try:
+                response = await client.post("/v1/posts", json=post)
+            except httpx.HTTPError as exc:
+                record.errors[type(exc).__name__] = record.errors.get(type(exc).__name__, 0) + 1
+                return
+            elapsed = time.monotonic() - t0
+            if response.status_code in (429, 503) and "Retry-After" in response.headers:
+                record.shed += 1
+                if attempt < RETRIES_AFTER_SHEDDING:
+                    await asyncio.sleep(retry_after_seconds(response))
+                continue
+            if response.status_code == 201:
+                tracking = response.json()["tracking_number"]
+                record.submitted[tracking] = t0
+                record.accepted_order.append(tracking)
+                record.latencies_http.append(elapsed)
+                record.http_by_post[tracking] = elapsed
+            else:
+                key = f"http_{response.status_code}"
+                record.errors[key] = record.errors.get(key, 0) + 1
             return
-        elapsed = time.monotonic() - t0
-        if response.status_code == 201:
-            tracking = response.json()["tracking_number"]
-            record.submitted[tracking] = t0
-            record.accepted_order.append(tracking)
-            record.latencies_http.append(elapsed)
-            record.http_by_post[tracking] = elapsed
-        else:
-            key = f"http_{response.status_code}"
-            record.errors[key] = record.errors.get(key, 0) + 1
+        record.errors["gave_up_after_shedding"] = record.errors.get("gave_up_after_shedding", 0) + 1
 
     in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
     skipped = 0
@@ -135,7 +151,8 @@ async def submit_stage(client: httpx.AsyncClient, rate: float, seconds: float, r
     elapsed = time.monotonic() - start
     accepted = len(record.accepted_order) - accepted_before
     return {"offered_per_second": rate, "sent": sent, "not_sent_backpressure": skipped, "accepted": accepted,
-            "accepted_per_second": round(accepted / elapsed, 1), "seconds": round(elapsed, 2)}
+            "accepted_per_second": round(accepted / elapsed, 1), "shed_answers": record.shed - shed_before,
+            "seconds": round(elapsed, 2)}
 
 
 def counted_latencies(record: Record) -> dict[str, float]:
@@ -188,17 +205,34 @@ INFRA_PID_FILES = {"infra:kafka": Path("var/kafka/kafka.pid"),
                    "infra:mongodb-wire (ferretdb)": Path("var/ferretdb/ferretdb.pid")}
 
 
+LOAD_GENERATOR = "bench:load generator"
+
+
 def process_usage(platform: Platform) -> dict[str, psutil.Process]:
     """The four services' processes, and the local broker and database server when `make infra-up` runs
-    them: their CPU is where the benchmark shows the platform's bottleneck."""
+    them: their CPU is where the benchmark shows the platform's bottleneck. The load generator too."""
     processes = {r.label: psutil.Process(r.process.pid) for group in platform.replicas.values() for r in group
                  if r.process and r.process.poll() is None}
+    processes[LOAD_GENERATOR] = psutil.Process()
     for label, pid_file in INFRA_PID_FILES.items():
         try:
             processes[label] = psutil.Process(int(pid_file.read_text().strip()))
         except (OSError, ValueError, psutil.Error):
             continue
     return processes
+
+
+async def readings(platform: Platform, processes: dict[str, psutil.Process]) -> dict[str, Reading]:
+    """Each process's CPU so far and, for a service, the database commands its /metrics counts."""
+    urls = {r.label: r.url for group in platform.replicas.values() for r in group}
+    commands = dict(zip(urls, await asyncio.gather(*(db_commands(url) for url in urls.values())), strict=True))
+    out = {}
+    for label, process in processes.items():
+        try:
+            out[label] = Reading(cpu_seconds(process), commands.get(label, 0 if label == LOAD_GENERATOR else None))
+        except psutil.Error:
+            continue
+    return out
 
 
 async def run(rates: list[float], stage_seconds: float, drain_seconds: float, reference_messages: int) -> dict:
@@ -213,6 +247,7 @@ async def run(rates: list[float], stage_seconds: float, drain_seconds: float, re
     for p in processes.values():
         p.cpu_percent(None)
     cpu_start = {label: sum(p.cpu_times()[:2]) for label, p in processes.items()}
+    cost_start = await readings(platform, processes)
     watchers = [asyncio.create_task(watch_assignments(platform, record, stop)),
                 asyncio.create_task(poll_stats(platform, record, stop))]
     await asyncio.sleep(1.0)
@@ -228,7 +263,7 @@ async def run(rates: list[float], stage_seconds: float, drain_seconds: float, re
                 stage = await submit_stage(client, rate, stage_seconds, record, rng)
                 stage_posts.append(record.accepted_order[before:])
                 print(f"stage {rate:>6.0f}/s offered: {stage['accepted_per_second']}/s accepted "
-                      f"({stage['accepted']}/{stage['sent']})")
+                      f"({stage['accepted']}/{stage['sent']}), {stage['shed_answers']} shed answers")
                 stages.append(stage)
         load_seconds = time.monotonic() - load_started
         drain_deadline = time.monotonic() + drain_seconds
@@ -241,6 +276,7 @@ async def run(rates: list[float], stage_seconds: float, drain_seconds: float, re
                          "cpu_percent_avg": round(100 * (sum(p.cpu_times()[:2]) - cpu_start[label]) / load_seconds, 1),
                          "rss_mib": round(p.memory_info().rss / 2**20, 1)}
                  for label, p in processes.items() if p.is_running()}
+        cost_end = await readings(platform, processes)
         lag = await consumer_lag(platform)
     finally:
         stop.set()
@@ -255,6 +291,8 @@ async def run(rates: list[float], stage_seconds: float, drain_seconds: float, re
     sustained = max((s["accepted_per_second"] for s in stages
                      if s["accepted"] >= 0.99 * (s["sent"] + s["not_sent_backpressure"])), default=0)
     end_to_end_rate = len(record.accepted_order) / max(load_seconds, 1e-9)
+    costs = {label: cost_per_post(cost_start[label], cost_end[label], len(record.accepted_order))
+             for label in cost_start if label in cost_end}
     result = {
         "run_id": platform.run_id,
         "stages": stages,
@@ -269,6 +307,10 @@ async def run(rates: list[float], stage_seconds: float, drain_seconds: float, re
         "submit_to_counted_seconds": {"n": len(counted), "p50": percentile(counted, 0.5),
                                       "p95": percentile(counted, 0.95), "p99": percentile(counted, 0.99)},
         "services": usage,
+        "shed_answers": record.shed,
+        "cost_per_accepted_post": costs,
+        "db_commands_per_accepted_post": round(sum(c["db_commands"] or 0 for c in costs.values())
+                                               / max(len(record.accepted_order), 1), 3),
         "busiest_process": max(usage, key=lambda label: usage[label]["cpu_percent_avg"], default=None),
         "consumer_lag_at_end": lag,
         "reference": reference,

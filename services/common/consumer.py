@@ -235,10 +235,12 @@ class ConsumerLoop:
         consumer: AIOKafkaConsumer | None = None,
         producer: AIOKafkaProducer | None = None,
         source_name: str | None = None,
+        commit_offsets: bool = True,
         **consumer_options: Any,
     ) -> None:
         """``consumer``/``producer`` given: started and owned by the caller (used as they are);
-        otherwise the loop makes, starts and stops its own."""
+        otherwise the loop makes, starts and stops its own. ``commit_offsets=False``: a reader without a
+        group that chose where it starts and never commits (a replica following a topic for itself)."""
         if transactional_id and (consumer is not None or producer is not None):
             raise ValueError("a transactional loop makes its own consumer and producer")
         if states and not group_id:
@@ -258,6 +260,7 @@ class ConsumerLoop:
         self.health, self.lag_seconds = health, lag_seconds
         self.on_dead_letter, self.on_assigned, self.on_revoked = on_dead_letter, on_assigned, on_revoked
         self.consumer_options = consumer_options
+        self.commit_offsets = commit_offsets
         self._own_clients = consumer is None
         self.consumer: AIOKafkaConsumer | None = consumer
         self.producer: AIOKafkaProducer | None = producer
@@ -314,7 +317,7 @@ class ConsumerLoop:
             await self.producer.commit_transaction()
             return
         await self.producer.flush()
-        if offsets and (self.group_id or not self._own_clients):
+        if offsets and self.commit_offsets and (self.group_id or not self._own_clients):
             try:
                 await self.consumer.commit(offsets)
             except (CommitFailedError, IllegalStateError) as exc:

@@ -87,18 +87,35 @@ def validation_message(errors: Sequence[dict[str, Any]]) -> str:
 
 
 Renderer = Callable[[Request, int, str, str, str | None, dict[str, str] | None, dict[str, Any]], Response]
+# A protocol's own error format for the paths that must not answer the envelope (Open311's GeoReport list):
+# (path, status, message, headers) -> response
+ForeignRenderer = Callable[[str, int, str, dict[str, str] | None], Response]
 
 
-def _default_renderer(_request: Request, status: int, code: str, message: str, field: str | None,
-                      headers: dict[str, str] | None, extra: dict[str, Any]) -> Response:
-    return error_response(status, code, message, field, headers=headers, **extra)
+def render_error(path: str, status: int, code: str, message: str, field: str | None = None, *,
+                 headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None,
+                 foreign: dict[str, ForeignRenderer] | None = None) -> Response:
+    """The one renderer of an error: the envelope, or the foreign format of a path under one of ``foreign``'s
+    prefixes. A 401 that names the Authorization header says which scheme to use."""
+    for prefix, render in (foreign or {}).items():
+        if path.startswith(prefix):
+            return render(path, status, message, headers)
+    headers = dict(headers or {})
+    if status == 401 and field == "Authorization":
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    return error_response(status, code, message, field, headers=headers or None, **(extra or {}))
 
 
 def install_error_handlers(app: FastAPI, render: Renderer | None = None,
-                           validation_code: str = "validation_error") -> None:
+                           validation_code: str = "validation_error", *,
+                           foreign: dict[str, ForeignRenderer] | None = None) -> None:
     """Validation errors, unknown routes and methods, and :class:`ApiError` all answer the envelope;
-    ``render`` may answer differently for some requests (Open311 has its own error shape)."""
-    render = render or _default_renderer
+    paths under a ``foreign`` prefix answer their protocol's own format (``render`` replaces both)."""
+    if render is None:
+        def render(request: Request, status: int, code: str, message: str, field: str | None,
+                   headers: dict[str, str] | None, extra: dict[str, Any]) -> Response:
+            return render_error(request.url.path, status, code, message, field, headers=headers, extra=extra,
+                                foreign=foreign)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
@@ -187,13 +204,14 @@ class BodyLimits:
                  media_types: Sequence[str] = ("application/json", "application/x-www-form-urlencoded",
                                                "text/xml", "application/xml", "text/plain"),
                  render: Callable[[Scope, int, str, str, str | None, dict[str, Any]],
-                                  Response] | None = None) -> None:
+                                  Response] | None = None, *,
+                 foreign: dict[str, ForeignRenderer] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_depth = max_depth
         self.media_types = tuple(media_types)
-        self.render = render or (lambda _scope, status, code, message, field, extra:
-                                 error_response(status, code, message, field, **extra))
+        self.render = render or (lambda scope, status, code, message, field, extra: render_error(
+            str(scope.get("path", "")), status, code, message, field, extra=extra, foreign=foreign))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):

@@ -3,8 +3,8 @@ settings and reply templates (all in ``wenzheng_intake``).
 
 Lookups on the hot path go by ``_id`` (the only index FerretDB's SQLite backend uses): a session by its
 token's hash, a machine token by its hash, a person by id, a user name through a pointer document keyed
-by the name. A person document carries its own ``outbox`` (the staff-contact record to publish), drained
-by the same relay as the cases' outboxes (see :class:`services.intake.store.CaseStore`).
+by the name. A person's staff-contact record leaves through the outbox (:mod:`services.intake.outbox`), in
+the same group commit as the write of the person.
 """
 
 from __future__ import annotations
@@ -17,14 +17,16 @@ from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from services.common.mongo import upsert_one
+from services.intake.outbox import OutboxWriter, Write, new_writer_id
 
 AUDIT_PAGE_MAX = 500
+PERSON_LIST_PROJECTION = {"write_refs": 0, "outbox": 0, "password_hash": 0}  # plumbing and the hash stay in
 
 
 class AccountsStore:
-    def __init__(self, db: AsyncDatabase) -> None:
+    def __init__(self, db: AsyncDatabase, outbox: OutboxWriter | None = None) -> None:
         self.db = db
+        self.outbox = outbox or OutboxWriter(db, new_writer_id())
         self.people = db["people"]
         self.usernames = db["usernames"]
         self.sessions = db["sessions"]
@@ -34,7 +36,6 @@ class AccountsStore:
         self.machine_tokens = db["machine_tokens"]
         self.unit_settings = db["unit_settings"]
         self.templates = db["reply_templates"]
-        self.pending = db["outbox_pending"]  # shared with the case store: the relay's to-do list
 
     async def ensure_indexes(self) -> None:
         await self.audit.create_index([("at", DESCENDING)])
@@ -44,45 +45,37 @@ class AccountsStore:
         await self.templates.create_index("unit_id")
 
     # ------------------------------------------------------------------ people
-    async def insert_person(self, doc: dict[str, Any]) -> None:
-        """Claims the user name first (the pointer's _id is unique), then stores the person."""
+    async def insert_person(self, doc: dict[str, Any], events: list[dict[str, Any]]) -> None:
+        """Claims the user name first (the pointer's _id is unique), then stores the person and its events."""
         await self.usernames.insert_one({"_id": doc["username"], "person_id": doc["_id"]})
         try:
-            await self.people.insert_one(doc)
+            await self.outbox.write(Write(events, holder="people", doc_id=doc["_id"], insert=doc))
         except Exception:
             await self.usernames.delete_one({"_id": doc["username"], "person_id": doc["_id"]})
             raise
-        if doc.get("outbox_count"):
-            await self.flag_pending(doc["_id"])
 
     async def person(self, person_id: str) -> dict[str, Any] | None:
-        return await self.people.find_one({"_id": person_id}, {"outbox": 0})
+        return await self.people.find_one({"_id": person_id}, {"write_refs": 0, "outbox": 0})
 
     async def person_by_username(self, username: str) -> dict[str, Any] | None:
         pointer = await self.usernames.find_one({"_id": username})
         return await self.person(pointer["person_id"]) if pointer else None
 
     async def list_people(self, query: dict[str, Any], skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-        cursor = self.people.find(query, {"outbox": 0, "password_hash": 0}).sort([("username", 1)])
+        cursor = self.people.find(query, PERSON_LIST_PROJECTION).sort([("username", 1)])
         docs = await cursor.skip(skip).limit(limit).to_list()
         return docs, await self.people.count_documents(query)
 
     async def people_of_unit(self, unit_id: str) -> list[dict[str, Any]]:
-        return await self.people.find({"unit_id": unit_id}, {"outbox": 0, "password_hash": 0}).to_list()
+        return await self.people.find({"unit_id": unit_id}, PERSON_LIST_PROJECTION).to_list()
 
     async def update_person(self, person_id: str, changes: dict[str, Any],
                             outbox: list[dict[str, Any]] | None = None) -> bool:
-        update: dict[str, Any] = {"$set": changes}
-        if outbox:
-            update["$push"] = {"outbox": {"$each": outbox}}
-            update["$inc"] = {"outbox_count": len(outbox)}
-        result = await self.people.update_one({"_id": person_id}, update)
-        if outbox and result.matched_count:
-            await self.flag_pending(person_id)
-        return result.matched_count == 1
-
-    async def flag_pending(self, holder_id: str) -> None:
-        await upsert_one(self.pending, {"_id": holder_id}, {"$inc": {"seq": 1}})
+        if not outbox:
+            result = await self.people.update_one({"_id": person_id}, {"$set": changes})
+            return result.matched_count == 1
+        return await self.outbox.write(Write(outbox, holder="people", doc_id=person_id, guard={"_id": person_id},
+                                             update={"$set": changes}))
 
     # ------------------------------------------------------------------ sign-in failures
     async def failures_of(self, username: str) -> list[datetime]:

@@ -6,10 +6,8 @@ import asyncio
 import contextlib
 import json
 import re
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Annotated, Any, ClassVar, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
@@ -27,11 +25,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pymongo import AsyncMongoClient
 
 from services.common.clock import Clock, clock_from_environment
 from services.common.config import CommonSettings, TopicSettings, common_settings, topics
-from services.common.errors import BodyLimits, document_errors, error_response, install_error_handlers
+from services.common.errors import BodyLimits, document_errors, error_body, install_error_handlers, render_error
 from services.common.events import (
     INVALID_REASON_NAMES,
     CaseStatus,
@@ -44,12 +41,11 @@ from services.common.events import (
 )
 from services.common.logging import get_logger
 from services.common.metrics import METRICS_CONTENT_TYPE, render_metrics
-from services.common.mongo import new_client, ping
+from services.common.mongo import ping
 from services.common.reference import ReferenceData, reference
 from services.common.secret_compare import same_secret
 from services.intake import domain
 from services.intake.accounts import Principal
-from services.intake.accounts_store import AccountsStore
 from services.intake.auth import Credentials
 from services.intake.auth_api import (
     SESSION_COOKIE,
@@ -62,9 +58,7 @@ from services.intake.auth_api import (
     signed_in,
     templates,
 )
-from services.intake.case_follower import CaseFollower
-from services.intake.config import DEFAULT_SECRET, IntakeSettings
-from services.intake.consumer import DecisionConsumer
+from services.intake.config import IntakeSettings
 from services.intake.domain import DomainError, IllegalTransition
 from services.intake.handlers import (
     BoardFilter,
@@ -77,11 +71,9 @@ from services.intake.handlers import (
     UnsupportedMediaType,
 )
 from services.intake.open311 import open311_error, open311_router
-from services.intake.people import AccountsService, Unauthorized
-from services.intake.relay import OutboxRelay
-from services.intake.retention import ContactEraser
-from services.intake.store import CaseStore
-from services.intake.wechat import check_wechat_settings, wechat_router
+from services.intake.people import Unauthorized
+from services.intake.runtime import Runtime, load_credentials, start_runtime, stop_runtime
+from services.intake.wechat import wechat_router
 
 log = get_logger(__name__)
 PHONE_PATTERN = r"^1[3-9]\d{9}$"
@@ -293,28 +285,6 @@ class SmsIn(BaseModel):
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Runtime:
-    settings: IntakeSettings
-    common: CommonSettings
-    names: TopicSettings
-    clock: Clock
-    reference: ReferenceData
-    credentials: Credentials
-    client: AsyncMongoClient | None = None
-    store: CaseStore | None = None
-    service: IntakeService | None = None
-    relay: OutboxRelay | None = None
-    consumer: DecisionConsumer | None = None
-    follower: CaseFollower | None = None
-    index_load_seconds: float | None = None  # how long the lists' index took to load at start
-    accounts: AccountsService | None = None
-    oidc_metadata: dict[str, Any] | None = None
-    oidc_jwks: dict[str, Any] | None = None
-    eraser: ContactEraser | None = None
-    tasks: list[asyncio.Task] = field(default_factory=list)
-
-
 def _service(request: Request) -> IntakeService:
     service = request.app.state.runtime.service
     if service is None:  # pragma: no cover - only before start-up finished
@@ -331,13 +301,18 @@ TrackingPath = Annotated[str, Path(pattern=TRACKING_PATTERN)]
 # Routes
 # --------------------------------------------------------------------------------------------------
 
-citizen = APIRouter(prefix="/v1", tags=["citizens"])
+# one router per resource; the tags group them for people reading the OpenAPI
+posts = APIRouter(prefix="/v1", tags=["citizens"])
+sms = APIRouter(prefix="/v1", tags=["citizens"])
+attachments = APIRouter(prefix="/v1", tags=["citizens"])
+reference_router = APIRouter(prefix="/v1", tags=["units and supervisors"])
 
 
-@citizen.post("/posts", status_code=201, response_model=PostAccepted,
+@posts.post("/posts", status_code=201, response_model=PostAccepted,
               responses={404: {"description": "an attachment id names no upload"},
                          409: {"description": "Idempotency-Key reused, or an attachment of another post"}, 422: {},
-                         429: {"description": "rate"}})
+                         429: {"description": "rate"},
+                         503: {"description": "intake is overloaded: retry after Retry-After seconds"}})
 async def create_post(post: PostIn, request: Request, service: ServiceDep,
                       idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> Response:
     accepted = await service.submit(
@@ -352,12 +327,12 @@ async def create_post(post: PostIn, request: Request, service: ServiceDep,
     return JSONResponse(accepted.body, status_code=accepted.status_code, headers=headers)
 
 
-@citizen.get("/posts/{tracking_number}", responses={404: {}})
+@posts.get("/posts/{tracking_number}", responses={404: {}})
 async def get_post(tracking_number: TrackingPath, service: ServiceDep) -> dict[str, Any]:
     return await service.public_view(tracking_number)
 
 
-@citizen.post("/posts/{tracking_number}/rating", responses={403: {}, 404: {}, 409: {}})
+@posts.post("/posts/{tracking_number}/rating", responses={403: {}, 404: {}, 409: {}})
 async def rate_post(tracking_number: TrackingPath, rating: RatingIn, service: ServiceDep) -> dict[str, Any]:
     return await service.rate(tracking_number, rating.rating, rating.reason, phone_last4=rating.phone_last4,
                               rating_token=rating.rating_token)
@@ -389,7 +364,7 @@ async def _sms_gateway(request: Request,
     raise Unauthorized("wrong SMS gateway token", "X-Sms-Gateway-Token")
 
 
-@citizen.post("/sms/inbound", responses={401: {}, 422: {}, 429: {}}, openapi_extra=_SMS_BODY,
+@sms.post("/sms/inbound", responses={401: {}, 422: {}, 429: {}, 503: {}}, openapi_extra=_SMS_BODY,
               dependencies=[Depends(_sms_gateway)])
 async def sms_inbound(request: Request, service: ServiceDep) -> dict[str, Any]:
     """The SMS gateway's webhook: `查询 <tracking number>` answers the status, other text becomes a post."""
@@ -561,7 +536,7 @@ async def close(case_id: CaseIdPath, body: CloseIn, principal: SupervisorDep, se
     return await _run(service, principal, case_id, "close", body)
 
 
-@cases.get("/reference")
+@reference_router.get("/reference")
 async def reference_data(request: Request) -> dict[str, Any]:
     """Units (with county, kind, categories and the places they serve), categories (with working days by kind),
     counties with their townships, and the invalid-reason codes: for pickers."""
@@ -650,14 +625,15 @@ async def bulk(body: BulkIn, principal: PrincipalDep, service: ServiceDep) -> di
                 raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from exc
         command = build(service, parsed)
         run = lambda case_id: service.command(case_id, command, principal)  # noqa: E731
-    results = []
-    for case_id in dict.fromkeys(body.case_ids):
+    async def one(case_id: str) -> dict[str, Any]:
         try:
             await run(case_id)
-            results.append({"case_id": case_id, "ok": True})
         except (ServiceError, DomainError) as exc:
-            results.append({"case_id": case_id, "ok": False,
-                            "error": {"code": exc.code, "message": exc.message, "field": exc.field}})
+            return {"case_id": case_id, "ok": False, **error_body(exc.code, exc.message, exc.field)}
+        return {"case_id": case_id, "ok": True}
+
+    # side by side: the cases' writes share the outbox's groups
+    results = list(await asyncio.gather(*(one(case_id) for case_id in dict.fromkeys(body.case_ids))))
     return {"results": results, "ok": sum(r["ok"] for r in results), "failed": sum(not r["ok"] for r in results)}
 
 
@@ -704,7 +680,7 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-da
 MULTIPART_OVERHEAD = 64 * 1024
 
 
-@citizen.post("/attachments", status_code=201, responses={413: {}, 415: {}, 422: {}}, openapi_extra=_UPLOAD_BODY)
+@attachments.post("/attachments", status_code=201, responses={413: {}, 415: {}, 422: {}}, openapi_extra=_UPLOAD_BODY)
 async def upload_attachment(request: Request, service: ServiceDep) -> dict[str, Any]:
     """A photo for a post: its type is told by its bytes; position and camera metadata are removed."""
     limit = service.settings.attachment_max_bytes
@@ -730,7 +706,7 @@ async def upload_attachment(request: Request, service: ServiceDep) -> dict[str, 
     return await service.upload_attachment(data, client_ip=request.client.host if request.client else None)
 
 
-@citizen.get("/attachments/{attachment_id}", responses={401: {}, 404: {}, 422: {}},
+@attachments.get("/attachments/{attachment_id}", responses={401: {}, 404: {}, 422: {}},
              response_class=Response)
 async def get_attachment(attachment_id: Annotated[str, Path(pattern=ATTACHMENT_ID_PATTERN)], service: ServiceDep,
                          principal: Annotated[Principal | None, Depends(_optional_principal)]) -> Response:
@@ -771,42 +747,19 @@ async def metrics_endpoint() -> Response:
 # --------------------------------------------------------------------------------------------------
 
 
-def _render_error(request: Request, http_status: int, code: str, message: str, field: str | None,
-                  headers: dict[str, str] | None, extra: dict[str, Any]) -> Response:
-    """The platform's envelope everywhere but Open311, whose clients expect GeoReport's error list."""
-    if request.url.path.startswith("/open311/"):
-        return open311_error(request.url.path, http_status, message, headers)
-    headers = dict(headers or {})
-    if http_status == 401 and field == "Authorization":
-        headers["WWW-Authenticate"] = "Bearer"
-    if "retry_after" in extra:
-        headers["Retry-After"] = str(extra.pop("retry_after"))
-    return error_response(http_status, code, message, field, headers=headers or None, **extra)
+FOREIGN_ERRORS = {"/open311/": open311_error}  # Open311 clients expect GeoReport's error list
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    install_error_handlers(app, _render_error)
-
-    @app.exception_handler(ServiceError)
-    async def _service_error(request: Request, exc: ServiceError) -> Response:
-        extra = dict(exc.extra)
-        if hasattr(exc, "retry_after"):
-            extra["retry_after"] = exc.retry_after
-        return _render_error(request, exc.status, exc.code, exc.message, exc.field, None, extra)
+    install_error_handlers(app, foreign=FOREIGN_ERRORS)  # our ServiceErrors are the shared ApiError
 
     @app.exception_handler(DomainError)
     async def _domain_error(request: Request, exc: DomainError) -> Response:
         extra: dict[str, Any] = {}
         if isinstance(exc, IllegalTransition):
             extra = {"status": exc.status.value, "allowed_actions": exc.allowed}
-        return _render_error(request, 409, exc.code, exc.message, exc.field, None, extra)
-
-
-def _render_limit_error(scope: Any, http_status: int, code: str, message: str, field: str | None,
-                        extra: dict[str, Any]) -> Response:
-    if str(scope.get("path", "")).startswith("/open311/"):
-        return open311_error(str(scope["path"]), http_status, message)
-    return error_response(http_status, code, message, field, **extra)
+        return render_error(request.url.path, 409, exc.code, exc.message, exc.field, extra=extra,
+                            foreign=FOREIGN_ERRORS)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -835,10 +788,11 @@ def create_app(settings: IntakeSettings | None = None, *, common: CommonSettings
                   description="The only door into the platform: posts, case commands, Open311.")
     app.state.runtime = runtime
     _install_error_handlers(app)
-    for router in (citizen, auth, cases, public, templates, admin_router, open311_router, wechat_router, ops):
+    for router in (posts, sms, attachments, auth, cases, reference_router, public, templates, admin_router,
+                   open311_router, wechat_router, ops):
         app.include_router(router)
     app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth,
-                       render=_render_limit_error)
+                       foreign=FOREIGN_ERRORS)
     document_errors(app, skip_prefixes=("/open311/",), text_paths={"/metrics": "text/plain"})
     _document_reference_values(app, runtime.reference)
     Instrumentator(excluded_handlers=["/metrics", "/healthz", "/readyz"]).instrument(app)
@@ -880,81 +834,3 @@ def _document_reference_values(app: FastAPI, data: ReferenceData) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-def load_credentials(settings: IntakeSettings, common: CommonSettings) -> Credentials:
-    try:
-        credentials = Credentials.from_file(settings.credentials_file)
-    except FileNotFoundError:
-        credentials = Credentials.empty()
-    except (OSError, ValueError, AttributeError) as exc:
-        raise SystemExit(f"intake: cannot read credentials {settings.credentials_file}: {exc}") from exc
-    if common.environment == "production" and settings.secret in (DEFAULT_SECRET, ""):
-        raise SystemExit("intake: set WENZHENG_INTAKE_SECRET; refusing to start in production with the default")
-    if common.environment == "production" and not settings.sms_gateway_token:
-        raise SystemExit("intake: set WENZHENG_INTAKE_SMS_GATEWAY_TOKEN; refusing to start in production without it")
-    check_wechat_settings(settings, common.environment)
-    return credentials
-
-
-async def start_runtime(runtime: Runtime) -> None:
-    settings, common = runtime.settings, runtime.common
-    runtime.client = new_client(common.mongo_url, service="intake")
-    runtime.store = CaseStore(runtime.client[settings.database])
-    await runtime.store.ensure_indexes()
-    await load_list_index(runtime)
-    runtime.relay = OutboxRelay(runtime.store, runtime.names, settings.relay_bootstrap or common.kafka_bootstrap,
-                                batch=settings.relay_batch, idle_seconds=settings.relay_idle_seconds,
-                                lease_seconds=settings.relay_lease_seconds,
-                                min_interval_seconds=settings.relay_min_interval_seconds)
-    runtime.service = IntakeService(runtime.store, settings, runtime.clock, runtime.reference,
-                                    topic_names=runtime.names, on_commit=runtime.relay.notify)
-    accounts_store = AccountsStore(runtime.client[settings.database])
-    await accounts_store.ensure_indexes()
-    runtime.accounts = AccountsService(accounts_store, settings, runtime.clock, runtime.reference,
-                                       production=common.environment == "production", on_commit=runtime.relay.notify)
-    runtime.service.accounts = runtime.accounts
-    if settings.relay_enabled:
-        runtime.tasks.append(asyncio.create_task(runtime.relay.run(), name="outbox-relay"))
-    runtime.eraser = ContactEraser(runtime.store, runtime.clock, settings.contact_retention_days,
-                                   on_commit=runtime.relay.notify)
-    if settings.retention_enabled:
-        runtime.tasks.append(asyncio.create_task(runtime.eraser.run(settings.retention_interval_seconds),
-                                                 name="contact-retention"))
-    if settings.consumer_enabled:
-        runtime.consumer = DecisionConsumer(runtime.service, runtime.names, common.kafka_bootstrap,
-                                            settings.consumer_group, settings.source)
-        runtime.tasks.append(asyncio.create_task(runtime.consumer.run(), name="decision-consumer"))
-    log.info("intake_started", database=settings.database, reference=runtime.reference.version,
-             started_at=datetime.now(UTC).isoformat())
-
-
-async def load_list_index(runtime: Runtime) -> None:
-    """The lists' read model: where the case events end now, then every case's summary, then follow them."""
-    assert runtime.store is not None
-    if runtime.settings.follow_case_events:
-        runtime.follower = CaseFollower(runtime.store, runtime.names.case_events, runtime.common.kafka_bootstrap)
-        await runtime.follower.start()
-    started = time.monotonic()
-    loaded = await runtime.store.load_index()
-    runtime.index_load_seconds = time.monotonic() - started
-    log.info("list_index_loaded", cases=loaded, seconds=round(runtime.index_load_seconds, 2))
-    if runtime.follower is not None:
-        runtime.tasks.append(asyncio.create_task(runtime.follower.run(), name="case-follower"))
-
-
-async def stop_runtime(runtime: Runtime) -> None:
-    if runtime.consumer:
-        await runtime.consumer.stop()
-    for task in runtime.tasks:
-        task.cancel()
-    for task in runtime.tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(task, 10)
-    runtime.tasks.clear()
-    if runtime.relay:
-        await runtime.relay.stop()
-    if runtime.follower:
-        await runtime.follower.stop()
-    if runtime.client is not None:
-        await runtime.client.close()

@@ -32,15 +32,25 @@ class IntakeSettings(BaseSettings):
     auto_reopen_on_unsatisfied: bool = False
     reopen_working_days: int = Field(5, ge=1, le=30)
     return_window_working_days: int = Field(2, ge=0, le=10)
-    default_working_days: int = Field(5, ge=1, le=60)
 
     relay_enabled: bool = True
     relay_bootstrap: str | None = Field(None, description="Kafka for the outbox relay (default: the common one)")
-    relay_batch: int = Field(2000, ge=1)
+    relay_window: int = Field(64, ge=1, le=500, description="groups of each writer the relay reads in one pass")
+    relay_abandon_seconds: float = Field(
+        30, gt=0, description="a group without its done marker this long after its intent is settled from its "
+                              "documents (its writer died between the two)")
     relay_idle_seconds: float = Field(0.2, gt=0, description="poll interval when nothing is pending")
     relay_min_interval_seconds: float = Field(
         0.05, ge=0, description="at least this long between two drains under load, so each drain carries more")
     relay_lease_seconds: float = Field(10, gt=0)
+
+    # Load shedding: past any of these bounds, new posts get 503 with Retry-After (staff commands never)
+    shed_enabled: bool = True
+    shed_max_in_flight_posts: int = Field(128, ge=0, description="posts handled at once by this process")
+    shed_max_queued_writes: int = Field(1000, ge=0, description="requests waiting for the outbox's next group")
+    shed_max_write_seconds: float = Field(1.0, gt=0, description="how long one group of writes may take")
+    shed_max_outbox_age_seconds: float = Field(10, gt=0, description="the oldest unpublished event's age")
+    shed_retry_after_seconds: int = Field(1, ge=1, le=60, description="the Retry-After of a shed post")
 
     contact_retention_days: float = Field(
         180, gt=0, description="a citizen's contact is erased this many days after the case is closed (PIPL)")
@@ -97,6 +107,32 @@ class IntakeSettings(BaseSettings):
     oidc_state_seconds: int = Field(default=600, ge=30, le=3600, description="how long a started sign-in stays valid")
     oidc_leeway_seconds: int = Field(default=60, ge=0, le=300, description="clock skew allowed on exp/iat")
     oidc_redirect_uris: list[str] = Field(default_factory=list, description="allowed redirect_uri values (empty: any)")
+
+
+    # ------------------------------------------------------------------ production
+    def missing_wechat_secrets(self) -> list[str]:
+        """With the WeChat channel on, the credentials it cannot work without."""
+        if not self.wechat_enabled:
+            return []
+        return [f"WENZHENG_INTAKE_{name.upper()}" for name in ("wechat_app_id", "wechat_app_secret", "wechat_token")
+                if not getattr(self, name)]
+
+    def missing_production_secrets(self) -> list[str]:
+        """The secrets production must set (the local defaults are public)."""
+        missing = []
+        if self.secret in (DEFAULT_SECRET, ""):
+            missing.append("WENZHENG_INTAKE_SECRET")
+        if not self.sms_gateway_token:
+            missing.append("WENZHENG_INTAKE_SMS_GATEWAY_TOKEN")
+        return missing + self.missing_wechat_secrets()
+
+    def check_production(self, environment: str, missing: list[str] | None = None) -> None:
+        """In production, refuse to start while a secret is missing (``missing``: all of them by default)."""
+        if environment != "production":
+            return
+        missing = self.missing_production_secrets() if missing is None else missing
+        if missing:
+            raise SystemExit(f"intake: set {', '.join(missing)}; refusing to start in production without them")
 
 
 def http_port() -> int:

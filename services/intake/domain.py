@@ -9,7 +9,6 @@ import dataclasses
 import hashlib
 import hmac
 import re
-import secrets
 import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -563,7 +562,9 @@ def decide(case: Case, command: Command, now: datetime, calendar: WorkCalendar |
             days = dict(command.working_days_by_kind).get(case.kind.value, command.working_days)
             command = dataclasses.replace(command, working_days=days)
             deadline = calendar.add_working_days(now, command.working_days)
-            b.add(ev.CaseAssigned, command.actor, decision_id=f"supervisor:{secrets.token_hex(8)}",
+            # a supervisor's decision is named by the case and the version it makes: unique, and no random draw
+            version = case.version + len(b.events) + 1
+            b.add(ev.CaseAssigned, command.actor, decision_id=f"supervisor:{case.case_id}:{version}",
                   category=command.category, category_name=command.category_name,
                   department_id=command.department_id, department_name=command.department_name,
                   county=case.county, township=case.township, kind=case.kind, deadline=deadline,
@@ -726,9 +727,11 @@ def _apply_decision(b: _Builder, d: RoutingDecision, target: CaseStatus, calenda
 TRACKING_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: easy to read out over the phone
 
 
-def new_tracking_number(now: datetime) -> str:
-    groups = ["".join(secrets.choice(TRACKING_ALPHABET) for _ in range(4)) for _ in range(2)]
-    return f"WZ{now:%y%m}-{groups[0]}-{groups[1]}"
+def tracking_number(now: datetime, code: str) -> str:
+    """``WZ`` + the month + ``code`` (8 characters of TRACKING_ALPHABET, drawn by the caller) in two groups."""
+    if len(code) != 8 or set(code) - set(TRACKING_ALPHABET):
+        raise ValueError("a tracking code is 8 characters of TRACKING_ALPHABET")
+    return f"WZ{now:%y%m}-{code[:4]}-{code[4:]}"
 
 
 def normalise_tracking_number(text: str) -> str:
@@ -737,10 +740,6 @@ def normalise_tracking_number(text: str) -> str:
     if re.fullmatch(r"WZ\d{4}[0-9A-Z]{8}", compact):
         return f"{compact[:6]}-{compact[6:10]}-{compact[10:]}"
     return unicodedata.normalize("NFKC", text).strip().upper().replace(" ", "")
-
-
-def new_case_id() -> str:
-    return f"c-{secrets.token_hex(10)}"
 
 
 def poster_ref(secret: str, phone: str) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from services.common import events as ev
 from services.common.clock import Clock
 from services.common.config import TopicSettings
+from services.common.errors import ApiError
 from services.common.events import Actor, CaseStatus, Channel, Event, Rating, make_event
 from services.common.logging import get_logger, mask_personal_text
 from services.common.people import people_deadline
@@ -41,6 +42,7 @@ from services.intake.case_index import CaseQuery, StateWindow, to_ms
 from services.intake.config import IntakeSettings
 from services.intake.domain import Case, Command, DecisionIgnored, DomainError, IllegalTransition
 from services.intake.ratelimit import SlidingWindowLimiter
+from services.intake.shedding import Load, ShedBounds, shed_reason
 from services.intake.store import PRIVATE_FIELDS, CaseStore, DuplicateKey, case_from_doc, case_to_fields
 
 log = get_logger(__name__)
@@ -69,15 +71,15 @@ STATUS_TEXT = {
 # --------------------------------------------------------------------------------------------------
 
 
-class ServiceError(Exception):
+class ServiceError(ApiError):
+    """An error a use case raises; the shared handlers (services/common/errors.py) answer its envelope."""
+
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, field: str | None = None, **extra: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-        self.extra = extra
+    def __init__(self, message: str, field: str | None = None, *, headers: dict[str, str] | None = None,
+                 **extra: Any) -> None:
+        super().__init__(type(self).status, type(self).code, message, field, headers=headers, **extra)
 
 
 class NotFound(ServiceError):
@@ -108,12 +110,21 @@ class UnsupportedMediaType(ServiceError):
     status, code = 415, "unsupported_media_type"
 
 
+class Overloaded(ServiceError):
+    status, code = 503, "overloaded"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("系统繁忙，您的诉求未能提交，请稍后重试", headers={"Retry-After": str(retry_after)})
+        self.retry_after = retry_after
+
+
 class RateLimited(ServiceError):
     status, code = 429, "rate_limited"
 
     def __init__(self, message: str, retry_after: float, field: str | None = None) -> None:
-        super().__init__(message, field)
-        self.retry_after = max(1, int(retry_after + 0.999))
+        seconds = max(1, int(retry_after + 0.999))
+        super().__init__(message, field, headers={"Retry-After": str(seconds)})
+        self.retry_after = seconds
 
 
 # --------------------------------------------------------------------------------------------------
@@ -194,10 +205,19 @@ class Accepted:
     replayed: bool = False
 
 
+def new_case_id() -> str:
+    return f"c-{secrets.token_hex(10)}"
+
+
+def new_tracking_number(now: datetime) -> str:
+    """A fresh tracking number: the domain's shape around 8 random readable characters."""
+    return domain.tracking_number(now, "".join(secrets.choice(domain.TRACKING_ALPHABET) for _ in range(8)))
+
+
 def outbox_entry(event: Event, topic_key: str) -> dict[str, Any]:
-    """Plain strings only, so the relay can remove exactly this entry with $pullAll."""
+    """An event as the outbox stores it; ``v`` (the case's version) orders one case's events."""
     return {"id": event.id, "topic": topic_key, "key": event.subject, "value": event.to_json().decode(),
-            "at_ms": int(time.time() * 1000)}
+            "v": getattr(event.data, "version", None), "at_ms": int(time.time() * 1000)}
 
 
 class IntakeService:
@@ -216,9 +236,34 @@ class IntakeService:
                                                   settings.rate_limit_phone_window_seconds)
         self.ip_limiter = SlidingWindowLimiter(settings.rate_limit_per_ip, settings.rate_limit_ip_window_seconds)
         self.accounts: Any = None  # the AccountsService (audit, unit settings, templates), wired by the app
+        self.in_flight_posts = 0
+        self.shed_bounds = ShedBounds(settings.shed_max_in_flight_posts, settings.shed_max_queued_writes,
+                                      settings.shed_max_write_seconds, settings.shed_max_outbox_age_seconds)
+        self.outbox_age: Callable[[], float] = lambda: 0.0  # the relay's reading, wired by the app
+
+    def load(self) -> Load:
+        return Load(in_flight_posts=self.in_flight_posts, queued_writes=self.store.outbox.queued,
+                    write_seconds=self.store.outbox.write_seconds(), outbox_age_seconds=self.outbox_age())
+
+    def _check_load(self) -> None:
+        """Refuse a new post at once while this process is past a bound (never staff commands)."""
+        if not self.settings.shed_enabled:
+            return
+        reason = shed_reason(self.load(), self.shed_bounds)
+        if reason is not None:
+            metrics.SHED.labels(reason).inc()
+            raise Overloaded(self.settings.shed_retry_after_seconds)
 
     # ------------------------------------------------------------------ citizens
     async def submit(self, post: NewPost, *, client_ip: str | None, idempotency_key: str | None) -> Accepted:
+        self.in_flight_posts += 1
+        try:
+            self._check_load()
+            return await self._submit(post, client_ip=client_ip, idempotency_key=idempotency_key)
+        finally:
+            self.in_flight_posts -= 1
+
+    async def _submit(self, post: NewPost, *, client_ip: str | None, idempotency_key: str | None) -> Accepted:
         fingerprint = post.fingerprint()
         if idempotency_key:
             replay = await self._replay(idempotency_key, fingerprint)
@@ -227,9 +272,9 @@ class IntakeService:
         self._check_rate(post.contact_phone, client_ip)
         await self._check_attachments(post.attachment_ids)
         for _ in range(COMMIT_ATTEMPTS):
-            doc = self._new_case_document(post, idempotency_key, fingerprint)
+            doc, events = self._new_case_document(post, idempotency_key, fingerprint)
             try:
-                await self.store.insert(doc)
+                await self.store.insert(doc, events)
             except DuplicateKey:
                 if idempotency_key and (replay := await self._replay(idempotency_key, fingerprint)):
                     return replay
@@ -320,11 +365,12 @@ class IntakeService:
         if phone and (wait := self.phone_limiter.check(phone)) is not None:
             raise RateLimited("too many posts from this phone number", wait, "contact_phone")
 
-    def _new_case_document(self, post: NewPost, idempotency_key: str | None, fingerprint: str) -> dict[str, Any]:
+    def _new_case_document(self, post: NewPost, idempotency_key: str | None,
+                           fingerprint: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         now = self.clock.now()
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # what MongoDB keeps: replays match
-        case_id = domain.new_case_id()
-        tracking = domain.new_tracking_number(now)
+        case_id = new_case_id()
+        tracking = new_tracking_number(now)
         names = (post.name,) if post.name else ()
         location = post.location
         if location and location.address:
@@ -347,6 +393,7 @@ class IntakeService:
                                  poster_ref=poster_ref)
         submitted_event = make_event(submitted, source=self.settings.source, time=now)
         contact_event = make_event(contact, source=self.settings.source, time=now)
+        events = [outbox_entry(submitted_event, "case_events"), outbox_entry(contact_event, "case_contacts")]
         return {
             "_id": case_id,
             **case_to_fields(case),
@@ -370,9 +417,7 @@ class IntakeService:
             "phone_last4": post.contact_phone[-4:] if post.contact_phone else None,
             "replies": [],
             "timeline": [_timeline_entry(submitted)],
-            "outbox": [outbox_entry(submitted_event, "case_events"), outbox_entry(contact_event, "case_contacts")],
-            "outbox_count": 2,
-        }
+        }, events
 
     async def public_view(self, tracking_number: str) -> dict[str, Any]:
         doc = await self._by_tracking(tracking_number)
@@ -464,7 +509,7 @@ class IntakeService:
             tracking_number=doc["tracking_number"], kind=ev.NotificationKind.STATUS,
             channel=ev.NotificationChannel.SMS, to=sender.address, template=template, text=text, created_at=now)
         event = make_event(notification, source=self.settings.source, time=now)
-        await self.store.push_outbox(doc["_id"], [outbox_entry(event, "notifications")])
+        await self.store.push_outbox([outbox_entry(event, "notifications")])
         self.on_commit()
         return notification.notification_id
 
@@ -1002,7 +1047,6 @@ def internal_case_view(doc: dict[str, Any], now: datetime, principal: Principal 
         callbacks=[{**c, "recorded_at": _iso(c.get("recorded_at"))} for c in doc.get("callbacks") or []],
         pending_reply={**pending_reply, "submitted_at": _iso(pending_reply["submitted_at"])} if pending_reply else None,
         allowed_actions=allowed,
-        outbox_pending=doc.get("outbox_count", 0),
         updated_at=_iso(doc.get("updated_at")),
     )
     view["timeline"] = [{"type": t["type"], "at": _iso(t["at"]), "note": t.get("note"), "version": t.get("version"),

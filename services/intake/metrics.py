@@ -13,6 +13,8 @@ OUTBOX_OLDEST_AGE = Gauge(metric_name("intake", "outbox_oldest_age", "seconds"),
                           "Age of the oldest unpublished event the relay has seen")
 PUBLISHED = Counter(metric_name("intake", "outbox_published"), "Events the relay published", ["topic"])
 RELAY_ERRORS = Counter(metric_name("intake", "relay_errors"), "Relay failures (producer recreated)")
+SHED = Counter(metric_name("intake", "shed_posts"), "Posts refused with 503 because intake was overloaded, by the "
+               "bound passed", ["reason"])
 DECISIONS = Counter(metric_name("intake", "routing_decisions"), "Routing decisions by outcome", ["outcome"])
 CONSUMER = ConsumerHealth("intake")
 CONTACTS_ERASED = Counter(metric_name("intake", "contacts_erased"),

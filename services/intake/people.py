@@ -74,8 +74,8 @@ class AccountLocked(ServiceError):
     status, code = 423, "account_locked"
 
     def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message, "username")
         self.retry_after = max(1, int(retry_after + 0.999))
+        super().__init__(message, "username", headers={"Retry-After": str(self.retry_after)})
 
 
 class MachineTokenKind:
@@ -404,10 +404,8 @@ class AccountsService:
                "phone": phone, "email": email, "notify": notify or {"channels": ["sms"] if phone else [],
                                                                      "quiet_hours": None},
                "created_at": now, "last_sign_in_at": None}
-        doc["outbox"] = [self._contact_entry(doc, now)]
-        doc["outbox_count"] = 1
         try:
-            await self.store.insert_person(doc)
+            await self.store.insert_person(doc, [self._contact_entry(doc, now)])
         except DuplicateKeyError as exc:
             raise Conflict("this user name is taken", "username") from exc
         self.on_commit()

@@ -15,12 +15,11 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import UpdateOne
-
 from services.common.clock import Clock
 from services.common.logging import get_logger
 from services.common.mongo import id_chunks
 from services.intake import metrics
+from services.intake.outbox import Write
 from services.intake.store import CaseStore
 
 log = get_logger(__name__)
@@ -59,14 +58,11 @@ class ContactEraser:
         erased = 0
         for ids in id_chunks(due):
             async with self.store.locks.holding(ids):
-                result = await self.store.cases.bulk_write([UpdateOne(
-                    {"_id": case_id, "contact_erased_at": None},
-                    {"$set": {**ERASED_FIELDS, "contact_erased_at": now},
-                     "$push": {"outbox": tombstone_entry(case_id)}, "$inc": {"outbox_count": 1}})
-                    for case_id in ids], ordered=False)
-                for case_id in ids:
-                    await self.store.flag_pending(case_id)
-            erased += result.modified_count
+                outcomes = await asyncio.gather(*(self.store.outbox.write(Write(
+                    [tombstone_entry(case_id)], holder="cases", doc_id=case_id,
+                    guard={"_id": case_id, "contact_erased_at": None},
+                    update={"$set": {**ERASED_FIELDS, "contact_erased_at": now}})) for case_id in ids))
+            erased += sum(outcomes)
         if erased:
             metrics.CONTACTS_ERASED.inc(erased)
             self.on_commit()

@@ -1,14 +1,14 @@
-"""MongoDB adapter: the case documents, their outbox, and the relay's lease.
+"""MongoDB adapter: the case documents, their lookup pointers, and the relay's lease.
 
 Writes to one case are also serialised inside the process (:class:`CaseLocks`): the local FerretDB
 (SQLite backend) applies ``update_one`` as an unlocked read-modify-write, so two concurrent updates of one
 document can lose one of them even with the version filter (measured: 400 concurrent ``$inc`` on one
 document left 15). MongoDB does not need the lock; FerretDB needs it, and one intake process.
 
-A case document holds the case (the domain fields), its public record (replies, timeline), the poster's
-contact (private, never served), and ``outbox``: events accepted but not yet published. Every command is
-ONE ``update_one`` filtered on ``{_id, version}``: the new fields, the new events pushed into the outbox
-and ``outbox_count`` incremented, all or nothing. FerretDB has no transactions; it does not need them here.
+A case document holds the case (the domain fields), its public record (replies, timeline) and the poster's
+contact (private, never served). Every command is one update filtered on ``{_id, version}``, and its events
+go with it through the outbox (:mod:`services.intake.outbox`): the commands of concurrent requests are
+stored together, as one bulk write, with one intent and one done marker for the whole group.
 """
 
 from __future__ import annotations
@@ -21,19 +21,20 @@ from collections.abc import AsyncIterator, Iterable
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, DeleteOne, UpdateOne
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from services.common.events import CaseStatus, NoticeMethod, PostKind, Rating
-from services.common.mongo import DUPLICATE_KEY, id_chunks, upsert_one
+from services.common.mongo import id_chunks
 from services.intake.case_index import SUMMARY_PROJECTION, CaseIndex, summary_from_doc
 from services.intake.domain import Callback, Case, Notice, PendingExtension, PendingReply
+from services.intake.outbox import GroupRead, OutboxLog, OutboxWriter, Write, insert_each, new_writer_id
 
 DuplicateKey = DuplicateKeyError
 _CASE_FIELDS = [f.name for f in dataclasses.fields(Case) if f.name != "case_id"]
-PRIVATE_FIELDS = ("contact", "outbox", "idempotency_key", "idempotency_fingerprint", "applied_decisions",
+PRIVATE_FIELDS = ("contact", "write_refs", "outbox", "idempotency_key", "idempotency_fingerprint", "applied_decisions",
                   "phone_last4", "original", "poster_ref")
 # Reading a case for a list or the public board: never the outbox, the contact or the timeline's bulk
 LIST_PROJECTION = {name: 0 for name in PRIVATE_FIELDS}
@@ -110,86 +111,27 @@ class CaseLocks:
             yield
 
 
-async def insert_each(collection: AsyncCollection, docs: list[dict[str, Any]]) -> dict[int, Exception]:
-    """``insert_many`` that does not stop at the first bad document: the errors by index in ``docs``
-    (a duplicate key as :class:`DuplicateKeyError`). Anything else, like a lost connection, raises."""
-    if not docs:
-        return {}
-    try:
-        await collection.insert_many(docs, ordered=False)
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors") or []
-        if exc.details.get("writeConcernErrors") or not errors:
-            raise
-        return {error["index"]: (DuplicateKeyError if error.get("code") == DUPLICATE_KEY else BulkWriteError)(
-                    error.get("errmsg", "write error"), error.get("code"), error) for error in errors}
-    return {}
-
-
-class GroupCommit:
-    """New cases that arrive together are written together: one ``insert_many`` for the cases and one for
-    each pointer collection, instead of four round trips per post. A batch is whatever queued while the
-    previous one was being written, so a lone post waits for nobody, and under load each write carries
-    many posts. Each caller still learns its own outcome (a duplicate tracking number or Idempotency-Key
-    fails only that post)."""
-
-    def __init__(self, store: CaseStore, max_batch: int = 256) -> None:
-        self.store = store
-        self.max_batch = max_batch
-        self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-
-    async def insert(self, doc: dict[str, Any]) -> None:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((doc, done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_all(), name="intake-group-commit")
-        await done
-
-    async def _flush_all(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
-            try:
-                errors = await self.store.insert_batch([doc for doc, _ in batch])
-            except Exception as exc:  # the database is unreachable: every post of the batch fails alike
-                errors = dict.fromkeys(range(len(batch)), exc)
-            except BaseException:  # shutting down: nobody may wait forever
-                for _, done in batch + self._queue:
-                    if not done.done():
-                        done.set_exception(RuntimeError("intake is shutting down"))
-                self._queue = []
-                raise
-            for index, (_, done) in enumerate(batch):
-                if done.done():  # the caller went away (client disconnected)
-                    continue
-                if index in errors:
-                    done.set_exception(errors[index])
-                else:
-                    done.set_result(None)
-
-
 class CaseStore:
-    def __init__(self, db: AsyncDatabase) -> None:
+    def __init__(self, db: AsyncDatabase, outbox: OutboxWriter | None = None) -> None:
         self.db = db
         self.cases = db["cases"]
         self.leases = db["leases"]
         # FerretDB's SQLite backend only uses an index for a lookup by _id; everything else scans the table.
         # So the hot paths read by _id: a tracking number and an Idempotency-Key each get a tiny pointer
-        # document keyed by themselves, and cases with unpublished events are listed in `outbox_pending`.
+        # document keyed by themselves.
         self.by_tracking = db["tracking_numbers"]
         self.by_idempotency_key = db["idempotency_keys"]
-        self.pending = db["outbox_pending"]
         self.attachments = db["attachments"]  # metadata; the bytes are in the AttachmentStore
-        self.people = db["people"]  # a person's outbox (its staff-contact record) is drained here too
         self.locks = CaseLocks()
-        self.group_commit = GroupCommit(self)
+        self.outbox = outbox or OutboxWriter(db, new_writer_id())
+        self.outbox_log = OutboxLog(db)
+        self.reads = GroupRead(self.cases, {"write_refs": 0, "outbox": 0})
         # the lists' read model: loaded at start (load_index), then put after every write that succeeds
         self.index = CaseIndex()
 
     async def ensure_indexes(self) -> None:
         await self.cases.create_index("tracking_number", unique=True)
         await self.cases.create_index("idempotency_key", unique=True)
-        await self.cases.create_index("outbox_count")
         await self.cases.create_index([("department_id", ASCENDING), ("status", ASCENDING)])
         await self.cases.create_index("status")
         # staff lists, the public board and open notices (MongoDB uses these; FerretDB's SQLite backend
@@ -202,14 +144,15 @@ class CaseStore:
 
     # ------------------------------------------------------------------ reads
     async def get(self, case_id: str) -> dict[str, Any] | None:
-        return await self.cases.find_one({"_id": case_id}, {"outbox": 0})
+        """A case by id; concurrent lookups share one ``$in`` read."""
+        return await self.reads.get(case_id)
 
     async def _via_pointer(self, pointers: AsyncCollection, field: str, value: str) -> dict[str, Any] | None:
         pointer = await pointers.find_one({"_id": value})
         if pointer is not None:
             return await self.get(pointer["case_id"])
         # a crash between the case insert and its pointer leaves the pointer missing: find and repair it
-        doc = await self.cases.find_one({field: value}, {"outbox": 0})
+        doc = await self.cases.find_one({field: value}, {"write_refs": 0, "outbox": 0})
         if doc is not None:
             await pointers.update_one({"_id": value}, {"$set": {"case_id": doc["_id"]}}, upsert=True)
         return doc
@@ -279,30 +222,28 @@ class CaseStore:
         return result.modified_count
 
     # ------------------------------------------------------------------ writes
-    async def insert(self, doc: dict[str, Any]) -> None:
-        """Store a new case (with its outbox) and its pointers; raises DuplicateKeyError like insert_one."""
-        await self.group_commit.insert(doc)
+    async def insert(self, doc: dict[str, Any], events: list[dict[str, Any]]) -> None:
+        """Store a new case, its events and its pointers; raises DuplicateKeyError like insert_one. Posts that
+        arrive together are stored together (one intent, one ``insert_many``, one done marker)."""
+        pointers = [("tracking_numbers", {"_id": doc["tracking_number"], "case_id": doc["_id"]})]
+        key = doc.get("idempotency_key")
+        if key and not key.startswith("auto:"):
+            pointers.append(("idempotency_keys", {"_id": key, "case_id": doc["_id"]}))
+        await self.outbox.write(Write(events, holder="cases", doc_id=doc["_id"], insert=doc, pointers=pointers))
+        self.index.put(summary_from_doc(doc))
 
     async def insert_batch(self, docs: list[dict[str, Any]]) -> dict[int, Exception]:
-        """New cases first, then the pointers of those that were stored. A crash in between leaves pointers
-        missing, which lookups repair and :meth:`sweep_unflagged` finds; never a pointer to nothing."""
+        """Cases that emit no events (a benchmark's or an import's past cases), then their pointers; the
+        errors by index in ``docs``."""
         errors = await insert_each(self.cases, docs)
         stored = [doc for index, doc in enumerate(docs) if index not in errors]
         for doc in stored:
             self.index.put(summary_from_doc(doc))
-        pointers = [
-            (self.by_tracking, [{"_id": d["tracking_number"], "case_id": d["_id"]} for d in stored]),
-            (self.by_idempotency_key, [{"_id": d["idempotency_key"], "case_id": d["_id"]} for d in stored
-                                       if d.get("idempotency_key") and not d["idempotency_key"].startswith("auto:")]),
-            (self.pending, [{"_id": d["_id"], "seq": 1} for d in stored if d.get("outbox_count")]),
-        ]
-        # a pointer that already exists was written by a lookup's repair or by the sweep: same case, keep it
-        await asyncio.gather(*(insert_each(collection, rows) for collection, rows in pointers))
+        await asyncio.gather(
+            insert_each(self.by_tracking, [{"_id": d["tracking_number"], "case_id": d["_id"]} for d in stored]),
+            insert_each(self.by_idempotency_key, [{"_id": d["idempotency_key"], "case_id": d["_id"]} for d in stored
+                                                  if not str(d.get("idempotency_key", "auto:")).startswith("auto:")]))
         return errors
-
-    async def flag_pending(self, case_id: str) -> None:
-        """Written after the case: the relay's list of cases to look at (``seq`` tells it of later events)."""
-        await upsert_one(self.pending, {"_id": case_id}, {"$inc": {"seq": 1}})
 
     async def commit(self, case: Case, expected_version: int, *, outbox: list[dict[str, Any]],
                      timeline: list[dict[str, Any]], replies: list[dict[str, Any]], now: datetime,
@@ -310,18 +251,17 @@ class CaseStore:
         """The one write of a command: fields + events, only if nobody changed the case meanwhile."""
         update: dict[str, Any] = {
             "$set": {**case_to_fields(case), "updated_at": now, **(also_set or {})},
-            "$push": {"outbox": {"$each": outbox}, "timeline": {"$each": timeline}},
-            "$inc": {"outbox_count": len(outbox)},
+            "$push": {"timeline": {"$each": timeline}},
         }
         if replies:
             update["$push"]["replies"] = {"$each": replies}
         async with self.locks.holding([case.case_id]):
-            result = await self.cases.update_one({"_id": case.case_id, "version": expected_version}, update)
-            if result.modified_count == 1 and outbox:
-                await self.flag_pending(case.case_id)
-            if result.modified_count == 1:
+            stored = await self.outbox.write(Write(outbox, holder="cases", doc_id=case.case_id,
+                                                   guard={"_id": case.case_id, "version": expected_version},
+                                                   update=update))
+            if stored:
                 await self._index_commit(case.case_id, update["$set"])
-        return result.modified_count == 1
+        return stored
 
     async def _index_commit(self, case_id: str, fields: dict[str, Any]) -> None:
         """A command's fields on top of the case's summary (its texts stay unless moderated)."""
@@ -331,90 +271,35 @@ class CaseStore:
         else:
             self.index.put(summary_from_doc({"_id": case_id, **fields}, previous))
 
-    async def push_outbox(self, case_id: str, entries: list[dict[str, Any]]) -> bool:
-        """A message that changes nothing in the case (an SMS status answer) but must not be lost."""
-        async with self.locks.holding([case_id]):
-            result = await self.cases.update_one(
-                {"_id": case_id}, {"$push": {"outbox": {"$each": entries}}, "$inc": {"outbox_count": len(entries)}})
-            if result.modified_count == 1:
-                await self.flag_pending(case_id)
-        return result.modified_count == 1
+    async def push_outbox(self, entries: list[dict[str, Any]]) -> None:
+        """Messages that change no document (an SMS status answer) but must not be lost."""
+        await self.outbox.write(Write(entries))
 
     # ------------------------------------------------------------------ outbox
-    def _holder(self, holder_id: str) -> AsyncCollection:
-        """Where an outbox lives: a person's (``p-…``) in people, everything else in cases."""
-        return self.people if holder_id.startswith("p-") else self.cases
-
-    def _by_holder(self, ids: Iterable[str]) -> list[tuple[AsyncCollection, list[str]]]:
-        people = [i for i in ids if i.startswith("p-")]
-        cases = [i for i in ids if not i.startswith("p-")]
-        return [(c, chunk) for c, group in ((self.cases, cases), (self.people, people)) for chunk in id_chunks(group)]
-
-    async def pending_outbox(self, limit: int) -> list[dict[str, Any]]:
-        """Cases with unpublished events, from the pointer list (read in batches by _id)."""
-        pointers = await self.pending.find({}).limit(limit).to_list()
-        seq_by_id = {pointer["_id"]: pointer["seq"] for pointer in pointers}
-        docs: list[dict[str, Any]] = []
-        for collection, ids in self._by_holder(seq_by_id):
-            docs += await collection.find({"_id": {"$in": ids}}, {"outbox": 1, "outbox_count": 1}).to_list()
-        with_events = [{**doc, "pending_seq": seq_by_id[doc["_id"]]} for doc in docs if doc.get("outbox_count")]
-        still_pending = {doc["_id"] for doc in with_events}
-        stale = {case_id: seq for case_id, seq in seq_by_id.items() if case_id not in still_pending}
-        if stale:
-            async with self.locks.holding(stale):
-                await self._drop_pointers(stale)
-        return with_events
-
-    async def _drop_pointers(self, seq_by_id: dict[str, int]) -> None:
-        """Remove pointers, each only if no new event flagged it since it was read (its ``seq`` moved)."""
-        for ids in id_chunks(list(seq_by_id)):
-            await self.pending.bulk_write([DeleteOne({"_id": i, "seq": seq_by_id[i]}) for i in ids], ordered=False)
-
-    async def sweep_unflagged(self) -> int:
-        """The safety net: flag every case whose outbox is not empty (a full scan; at start and now and then).
-        Catches a crash between a case write and its pointer."""
-        flagged = 0
-        for collection in (self.cases, self.people):
-            async for doc in collection.find({"outbox_count": {"$gt": 0}}, {"_id": 1}):
-                await upsert_one(self.pending, {"_id": doc["_id"]}, {"$setOnInsert": {"seq": 0}})
-                flagged += 1
-        return flagged
-
-    async def mark_published(self, published: dict[str, list[dict[str, Any]]],
-                             seen_seq: dict[str, int] | None = None) -> None:
-        """Remove exactly the published entries, then the pointers unless new events arrived meanwhile.
-
-        The usual case, nothing added since the relay read the outbox, is one bulk write that empties each
-        outbox on condition that it still holds as many entries as were sent. Cases that changed meanwhile
-        are read back and lose only the entries that were sent."""
-        if not published:
-            return
-        seen_seq = seen_seq or {}
-        async with self.locks.holding(published):
-            ids = list(published)
-            modified = 0
-            for collection, part in self._by_holder(ids):
-                emptied = [UpdateOne({"_id": i, "outbox_count": len(published[i])},
-                                     {"$set": {"outbox": [], "outbox_count": 0}}) for i in part]
-                result = await collection.bulk_write(emptied, ordered=False)
-                modified += result.modified_count
-            if modified < len(ids):
-                await self._remove_sent_entries(published)
-            await self._drop_pointers({i: seen_seq[i] for i in ids if i in seen_seq})
-
-    async def _remove_sent_entries(self, published: dict[str, list[dict[str, Any]]]) -> None:
-        for collection, ids in self._by_holder(published):
-            for doc in await collection.find({"_id": {"$in": ids}}, {"outbox": 1}).to_list():
-                sent = {entry["id"] for entry in published[doc["_id"]]}
-                still_there = [e for e in doc.get("outbox") or [] if e["id"] in sent]
-                if still_there:
-                    await collection.update_one({"_id": doc["_id"]}, {"$pullAll": {"outbox": still_there},
-                                                                      "$inc": {"outbox_count": -len(still_there)}})
+    async def migrate_legacy_outboxes(self, batch: int = 500) -> int:
+        """Events a deployment from before the outbox collection left inside case and person documents
+        (``outbox``, listed in ``outbox_pending``): moved into the outbox as messages, then emptied. Runs when
+        the relay takes the lease; a crash in between publishes them twice (consumers dedupe by event id)."""
+        moved = 0
+        pending = self.db["outbox_pending"]
+        while pointers := await pending.find({}).limit(batch).to_list():
+            ids = [p["_id"] for p in pointers]
+            for collection in (self.cases, self.db["people"]):
+                async with self.locks.holding(ids):
+                    docs = await collection.find({"_id": {"$in": ids}, "outbox_count": {"$gt": 0}},
+                                                 {"outbox": 1}).to_list()
+                    entries = [e for doc in docs for e in doc.get("outbox") or [] if isinstance(e, dict)]
+                    if entries:
+                        await self.outbox.write(Write(entries))  # one group of messages, stored before emptying
+                        moved += len(entries)
+                    for doc in docs:
+                        await collection.update_one({"_id": doc["_id"]}, {"$set": {"outbox": [], "outbox_count": 0}})
+            await pending.delete_many({"_id": {"$in": ids}})
+        return moved
 
     async def outbox_backlog(self) -> int:
-        """Unpublished events, summed over the cases on the pointer list (each read by _id)."""
-        docs = await self.pending_outbox(limit=0)
-        return sum(int(doc.get("outbox_count", 0)) for doc in docs)
+        """Unpublished events of every writer (for tests and operators: reads the whole unpublished outbox)."""
+        return await self.outbox_log.backlog()
 
     async def acquire_lease(self, name: str, owner: str, now: datetime, seconds: float) -> bool:
         """One relay per deployment publishes (keeps per-case order across replicas)."""

@@ -10,7 +10,7 @@
   the post's idempotency key, so a retry never posts twice.
 
 AppID, AppSecret, token (and the EncodingAESKey for safe mode) come from settings; production refuses to
-start with the channel on and any of them missing (:func:`check_wechat_settings`).
+start with the channel on and any of them missing (``IntakeSettings.check_production``).
 """
 
 from __future__ import annotations
@@ -44,17 +44,6 @@ _XML = "application/xml"
 
 class InvalidSignature(ServiceError):
     status, code = 403, "invalid_signature"
-
-
-def check_wechat_settings(settings: IntakeSettings, environment: str) -> None:
-    """Production with the channel on needs every credential."""
-    if environment != "production" or not settings.wechat_enabled:
-        return
-    missing = [name for name in ("wechat_app_id", "wechat_app_secret", "wechat_token")
-               if not getattr(settings, name)]
-    if missing:
-        names = ", ".join(f"WENZHENG_INTAKE_{m.upper()}" for m in missing)
-        raise SystemExit(f"intake: the WeChat channel is on; set {names}; refusing to start in production")
 
 
 def _settings(request: Request) -> IntakeSettings:

@@ -26,7 +26,7 @@ from services.intake.ratelimit import SlidingWindowLimiter
 from tests.intake.conftest import Intake, random_phone, read_topic
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 UNIT, OTHER = "city_ecology", "city_education"
 
 

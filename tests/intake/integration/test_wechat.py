@@ -14,7 +14,7 @@ import xmltodict
 from wechatpy.crypto import WeChatCrypto
 
 from services.intake.config import IntakeSettings
-from services.intake.wechat import STILL_WORKING, answer_message, check_wechat_settings
+from services.intake.wechat import STILL_WORKING, answer_message
 from tests.intake.conftest import Intake, open_intake
 
 TOKEN, APP_ID = "wz-test-token", "wx0123456789abcdef"
@@ -120,6 +120,10 @@ async def test_events_and_other_messages(wechat_intake: Intake) -> None:
 async def test_the_channel_is_off_unless_configured(wechat_intake: Intake, intake: Intake) -> None:
     r = await intake.client.get("/v1/wechat/callback", params={**signed(), "echostr": "x"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+def check_wechat_settings(settings: IntakeSettings, environment: str) -> None:
+    settings.check_production(environment, settings.missing_wechat_secrets())
 
 
 def test_production_refuses_to_start_without_the_credentials() -> None:

@@ -14,7 +14,7 @@ from services.common.config import TopicSettings
 from tests.intake.conftest import Intake, a_post, open_intake, random_phone
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 async def test_open311_services_and_requests(intake: Intake) -> None:

@@ -16,7 +16,7 @@ from aiokafka.structs import TopicPartition
 
 from services.intake import domain
 from tests.intake.conftest import Intake, open_intake, random_phone, read_topic
-from tests.intake.test_wechat import APP_ID, TOKEN, signed, text_message
+from tests.intake.integration.test_wechat import APP_ID, TOKEN, signed, text_message
 
 pytestmark = pytest.mark.integration
 TEXT = ("红旗大道路灯坏了。电话 138 0000 5678、138-0000-5678、8613800005678、+86 139 0000 1234、"

@@ -12,7 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from services.common import events as ev
 from services.common.events import CaseStatus as S
 from services.common.events import Rating, RoutingDecision
-from services.intake import domain
+from services.intake import domain, handlers
 from services.intake.domain import Action, Case, DecisionIgnored, IllegalTransition, RuleViolation, decide
 from services.intake.ratelimit import SlidingWindowLimiter
 
@@ -92,7 +92,7 @@ def test_extension_moves_the_deadline_by_working_days() -> None:
 
 
 def test_tracking_numbers_are_readable_and_distinct() -> None:
-    numbers = {domain.new_tracking_number(T0) for _ in range(2000)}
+    numbers = {handlers.new_tracking_number(T0) for _ in range(2000)}
     assert len(numbers) == 2000
     assert all(n.startswith("WZ2611-") and not set(n[7:].replace("-", "")) - set(domain.TRACKING_ALPHABET)
                for n in numbers)
