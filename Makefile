@@ -90,7 +90,7 @@ bench: infra-up npm
 
 chaos: infra-up
 	$(PY) -m bench.chaos
-	WENZHENG_FUZZ_EXAMPLES=100 $(PY) -m pytest -q -p no:cacheprovider tests/intake/integration/test_api_fuzz.py tests/stats/test_api_fuzz.py
+	WENZHENG_FUZZ_EXAMPLES=100 $(PY) -m pytest -q -p no:cacheprovider tests/intake/integration/test_api_fuzz.py tests/stats/integration/test_api_fuzz.py
 
 lint: venv
 	$(VENV)/bin/ruff check services tests scripts bench

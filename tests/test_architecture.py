@@ -64,3 +64,36 @@ def test_benchmarks_and_the_harness_never_import_the_tests() -> None:
     found = [f"{path} imports tests" for folder in (ROOT / "bench", ROOT / "harness")
              for path, tops in _top_level_imports(folder).items() if "tests" in tops]
     assert not found, found
+
+
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+ROOMS = {"domain.py", "handlers.py", "store.py", "config.py", "metrics.py", "__main__.py"}
+# the portal owns no data: its adapter is the HTTP client of intake and stats, its use cases are the pages
+PORTAL_ROOMS = {"domain.py", "client.py", "pages", "api.py", "config.py", "metrics.py", "__main__.py"}
+
+
+def _named_paths() -> list[str]:
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    return [p.rstrip("/") for p in re.findall(r"`((?:services|tests|harness|bench|docs)/[^`\s]*)`", text)]
+
+
+def test_every_path_the_architecture_page_names_exists() -> None:
+    named = _named_paths()
+    assert len(named) > 40  # the page names each room of each service
+    missing = [path for path in named if "<" not in path and not (ROOT / path).exists()]
+    assert not missing, missing
+
+
+def test_every_service_has_the_rooms_the_page_promises() -> None:
+    services = [p for p in SERVICES.iterdir() if p.is_dir() and p.name not in ("common", "__pycache__")]
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    problems = []
+    for service in services:
+        present = {p.name for p in service.iterdir()}
+        wanted = PORTAL_ROOMS if service.name == "portal" else ROOMS
+        problems += [f"{service.name} has no {room}" for room in sorted(wanted - present)]
+        if not present & {"api.py", "agents.py"}:
+            problems.append(f"{service.name} has no entrypoint (api.py or agents.py)")
+        if f"## {service.name} " not in text:
+            problems.append(f"docs/architecture.md has no section for {service.name}")
+    assert not problems, problems
