@@ -1,7 +1,8 @@
 """`make chaos`: the platform under a steady load while its parts die, then a check against the generator's
 own record of what it did.
 
-Faults, in order: kill -9 intake, both router replicas, notifier, stats (each restarted); restart the
+Faults, in order: kill -9 intake, both router replicas, notifier, then a router and a notifier killed again while
+they restore their Kafka-held state, stats (each restarted); restart the
 Kafka broker once; pause the MongoDB-wire server (SIGSTOP/SIGCONT). Malformed messages are injected into
 every consumed topic. After the load, the platform drains and the script checks:
   lost              accepted posts that intake cannot show, or that never reached the public topic or stats
@@ -160,6 +161,27 @@ async def inject_malformed(platform: Platform) -> set[tuple[str, int, int]]:
     return injected
 
 
+def kill_while_restoring(platform: Platform, name: str) -> str:
+    """kill -9 a replica, start it, and kill it again as soon as it is alive but not yet ready (restoring its
+    Kafka-held state); then start it once more and wait until everything is ready. Says which moment it hit."""
+    platform.kill(name, 0)
+    replica = platform.start(name, 0)
+    deadline, moment = time.monotonic() + 60, "before it answered at all"
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(replica.url + "/readyz", timeout=1).status_code == 200:
+                moment = "after its restore had finished (it was faster than the poll)"
+                break
+            moment = "while it was restoring (alive, not ready)"
+            break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    platform.kill(name, 0)
+    platform.start(name, 0)
+    platform.wait_ready()
+    return f"  {name}: second kill -9 {moment}"
+
+
 def infra(command: str) -> None:
     subprocess.run([str(ROOT / "deploy" / "local" / "infra.sh"), command], check=True, cwd=ROOT)
 
@@ -181,6 +203,10 @@ async def faults(platform: Platform, log: list[str], spacing: float, malformed: 
                                                           platform.start("router", 0), platform.start("router", 1),
                                                           platform.wait_ready()))
     await step("kill -9 notifier", lambda: platform.restart("notifier"))
+    await step("kill -9 router while it restores its tables",
+               lambda: log.append(kill_while_restoring(platform, "router")))
+    await step("kill -9 notifier while it restores its state",
+               lambda: log.append(kill_while_restoring(platform, "notifier")))
     await step("kill -9 stats", lambda: platform.restart("stats"))
     await step("restart the Kafka broker", lambda: infra("kafka-restart"))
 
@@ -265,7 +291,7 @@ async def run(seconds: float, rate: float, drain: float) -> dict:
     try:
         load = asyncio.create_task(citizen_load(platform, truth, seconds, rate, rng))
         units = asyncio.create_task(departments(platform, truth, stop, random.Random(8)))
-        await faults(platform, log, spacing=seconds / 8, malformed=malformed)
+        await faults(platform, log, spacing=seconds / 10, malformed=malformed)
         await load
         print(f"[chaos] load done: {len(truth.accepted)} accepted; draining up to {drain:.0f}s")
         deadline = time.monotonic() + drain
