@@ -199,7 +199,11 @@ async def open_intake(kafka_bootstrap: str, mongo_url: str, names: TopicSettings
         "database": f"wenzheng_intake_{run}", "consumer_group": f"intake-test-{run}", "secret": "test-secret",
         "rate_limit_per_phone": 10_000, "rate_limit_per_ip": 100_000, "relay_idle_seconds": 0.05,
         "relay_min_interval_seconds": 0,
-        "credentials_file": "/nonexistent", "attachments_dir": tempfile.mkdtemp(prefix="wz-attachments-"),
+        "credentials_file": "/nonexistent",
+        # shedding is driven deterministically where it is tested; elsewhere a loaded CI machine (a relay
+        # stalled for 10 s behind expiring Kafka heartbeats) must not turn a test's post into a 503
+        "shed_max_write_seconds": 60, "shed_max_outbox_age_seconds": 300,
+        "attachments_dir": tempfile.mkdtemp(prefix="wz-attachments-"),
     }
     options.update(settings_overrides)
     settings = IntakeSettings(**options)
