@@ -17,6 +17,7 @@ from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from services.common.mongo import upsert_one
 from services.intake.outbox import OutboxWriter, Write, new_writer_id
 
 AUDIT_PAGE_MAX = 500
@@ -83,7 +84,7 @@ class AccountsStore:
         return list(doc.get("at", [])) if doc else []
 
     async def record_failure(self, username: str, at: datetime, keep: list[datetime]) -> None:
-        await self.failures.update_one({"_id": username}, {"$set": {"at": [*keep, at]}}, upsert=True)
+        await upsert_one(self.failures, {"_id": username}, {"$set": {"at": [*keep, at]}})
 
     async def clear_failures(self, username: str) -> None:
         await self.failures.delete_one({"_id": username})
@@ -141,7 +142,7 @@ class AccountsStore:
         return {"reply_approval_required": bool(doc and doc.get("reply_approval_required"))}
 
     async def put_unit_settings(self, unit_id: str, settings: dict[str, Any]) -> None:
-        await self.unit_settings.update_one({"_id": unit_id}, {"$set": settings}, upsert=True)
+        await upsert_one(self.unit_settings, {"_id": unit_id}, {"$set": settings})
 
     async def insert_template(self, doc: dict[str, Any]) -> None:
         await self.templates.insert_one(doc)

@@ -12,8 +12,8 @@ pytestmark = pytest.mark.integration
 
 
 async def test_racing_upserts_of_a_missing_document_all_apply(mongo_url, run_id) -> None:
-    """The outbox pointer is upserted by a command and by the relay's sweep at the same moment; the loser of
-    the insert must not fail the command (it once failed a person's creation with a duplicate key)."""
+    """Two writers upsert a missing document at the same moment (e.g. a name's first failed sign-ins); the loser
+    of the insert must not fail (a duplicate key once failed a person's creation, through the old outbox)."""
     client = new_client(mongo_url)
     db = client[f"wenzheng_test_mongo_{run_id}"]
     try:

@@ -4,6 +4,7 @@ and what reaches the public topic."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -11,7 +12,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import httpx
 import pytest
 
 from harness.people import TEST_PASSWORD, create_person, sign_in
+from services.common.mongo import new_client
 from services.common.workdays import SHANGHAI
 from services.intake.accounts_store import AccountsStore
 from services.intake.people import AccountsService
@@ -94,6 +96,20 @@ async def test_five_failures_lock_the_name_with_retry_after(intake: Intake, know
         assert after.status_code == (200 if known else 401)
     finally:
         intake.clock.offset -= timedelta(minutes=16)
+
+
+async def test_failures_recorded_at_the_same_moment_for_a_new_name_all_land(mongo_url, run_id) -> None:
+    """The first failed sign-in of a name creates its failure record: concurrent ones race to insert it, and the
+    loser must not fail (it would turn a wrong password into a 500)."""
+    client = new_client(mongo_url)
+    store = AccountsStore(client[f"wenzheng_intake_race_{run_id}"])
+    try:
+        for name in range(20):
+            await asyncio.gather(*(store.record_failure(f"race.{name}", datetime.now(UTC), []) for _ in range(8)))
+            assert len(await store.failures_of(f"race.{name}")) == 1
+    finally:
+        await client.drop_database(f"wenzheng_intake_race_{run_id}")
+        await client.close()
 
 
 async def test_too_many_attempts_from_one_address_are_rate_limited(intake: Intake) -> None:
