@@ -67,9 +67,6 @@ class AccountsStore:
         docs = await cursor.skip(skip).limit(limit).to_list()
         return docs, await self.people.count_documents(query)
 
-    async def people_of_unit(self, unit_id: str) -> list[dict[str, Any]]:
-        return await self.people.find({"unit_id": unit_id}, PERSON_LIST_PROJECTION).to_list()
-
     async def update_person(self, person_id: str, changes: dict[str, Any],
                             outbox: list[dict[str, Any]] | None = None) -> bool:
         if not outbox:

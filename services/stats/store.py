@@ -205,11 +205,6 @@ class StatsStore:
     async def ledger_size(self) -> int:
         return await self.ledger.estimated_document_count()
 
-    async def scan_states(self, batch_size: int = 5000):
-        cursor = self.ledger.find({}, {"s": 1}, batch_size=batch_size)
-        async for doc in cursor:
-            yield doc
-
     async def browse(self, flt: dict[str, Any], skip: int, limit: int,
                      seconds: float | None = None) -> list[dict[str, Any]]:
         """A filtered page of the ledger: a scan of every case on the local server (it indexes ``_id`` only),
