@@ -50,6 +50,7 @@ from aiokafka.structs import TopicPartition
 
 from services.common.config import TopicSettings, common_settings
 from services.common.events import Event, EventValidationError, parse_event
+from services.common.kafka import EventPublisher, new_consumer, new_producer
 from services.common.logging import get_logger
 from services.common.metrics import ConsumerHealth
 
@@ -245,8 +246,6 @@ class ConsumerLoop:
             raise ValueError("a transactional loop makes its own consumer and producer")
         if states and not group_id:
             raise ValueError("keyed state needs a consumer group (it follows the group's assignment)")
-        from services.common.kafka import EventPublisher  # kafka.py's consume_events wraps this module
-
         self.sources = {s.topic: s for s in sources}
         keys = {s.expected_key for s in sources}
         self._fallback_key = keys.pop() if len(keys) == 1 else None  # a record of a topic not named above
@@ -428,7 +427,6 @@ class ConsumerLoop:
             return
         if self.states:
             await ensure_changelogs(self.bootstrap, self.state_topic, [s.changelog for s in self.states])
-        from services.common.kafka import new_consumer, new_producer
 
         producer_options: dict[str, Any] = {}
         if self.transactional_id:

@@ -1,13 +1,13 @@
-"""aiokafka helpers: a producer of validated events and a consumer that dead-letters what it cannot read."""
+"""aiokafka helpers: producers and consumers with the platform's settings, and the publisher of validated events
+and dead letters (the consumer loop itself is :mod:`services.common.consumer`)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.structs import TopicPartition
 
 from services.common.config import TopicSettings, common_settings, topics
 from services.common.events import (
@@ -98,41 +98,3 @@ class EventPublisher:
         await self.publish(letter)
         log.warning("dead_lettered", topic=record.topic, partition=record.partition,
                     offset=record.offset, reason=str(error)[:300])
-
-
-EventHandler = Callable[[Event, ConsumerRecord], Awaitable[None]]
-
-
-async def consume_events(
-    consumer: AIOKafkaConsumer,
-    handler: EventHandler,
-    *,
-    publisher: EventPublisher,
-    service: str,
-    expected_topic_key: str | None = None,
-    on_dead_letter: Callable[[ConsumerRecord, Exception], None] | None = None,
-    stop: asyncio.Event | None = None,
-    concurrent_keys: int = 1,
-) -> None:
-    """The one consumer loop (:class:`services.common.consumer.ConsumerLoop`) over a consumer the caller
-    started, with a per-record handler: a malformed record is dead-lettered with the reason, a handler error
-    is not swallowed (nothing of that poll is committed), offsets are committed after each poll.
-
-    With ``concurrent_keys`` > 1, the records of a batch are handled in order within each key (one case)
-    while up to that many keys are handled at once.
-    """
-    from services.common.consumer import ConsumerLoop, KeyedConcurrency, Source
-
-    sources = [Source(topic, expected_topic_key) for topic in sorted(consumer.subscription())]
-    loop = ConsumerLoop(sources or [Source("", expected_topic_key)], KeyedConcurrency(handler, concurrent_keys),
-                        service=service, group_id=None, consumer=consumer, producer=publisher.producer,
-                        source_name=publisher.source, names=publisher.names, on_dead_letter=on_dead_letter)
-    loop.publisher = publisher
-    await loop.run(stop)
-
-
-async def end_offsets_lag(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
-    """Messages not yet consumed, per assigned partition (for the lag gauge)."""
-    from services.common.consumer import end_offsets_lag as lag
-
-    return await lag(consumer)

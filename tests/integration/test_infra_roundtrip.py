@@ -9,6 +9,7 @@ import pytest
 from pymongo import ASCENDING, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
+from services.common.consumer import ConsumerLoop, KeyedConcurrency, Source
 from services.common.events import SPEC_BY_MODEL, make_event, parse_event
 from services.common.kafka import EventPublisher, new_consumer, new_producer
 from services.common.mongo import new_client
@@ -141,9 +142,8 @@ async def test_one_update_command_may_carry_more_statements_than_the_server_has_
 
 
 async def test_consuming_several_cases_at_once_keeps_each_cases_order(kafka_bootstrap, test_topics, run_id):
-    """consume_events(concurrent_keys=N): different keys interleave, one key's events stay in order, a
-    malformed record is dead-lettered, and the batch is committed only when every key is done."""
-    from services.common.kafka import consume_events
+    """The consumer loop with KeyedConcurrency(N): different keys interleave, one key's events stay in order,
+    a malformed record is dead-lettered, and the batch is committed only when every key is done."""
 
     producer = new_producer(kafka_bootstrap)
     await producer.start()
@@ -185,10 +185,10 @@ async def test_consuming_several_cases_at_once_keeps_each_cases_order(kafka_boot
     await producer.start()
     try:
         async with asyncio.timeout(60):
-            await consume_events(consumer, handler, publisher=EventPublisher(producer, source="/tests",
-                                                                             names=test_topics),
-                                 service="tests", stop=stop, concurrent_keys=8,
-                                 on_dead_letter=on_dead_letter)
+            loop = ConsumerLoop([Source(test_topics.case_events, None)], KeyedConcurrency(handler, 8),
+                                service="tests", group_id=None, consumer=consumer, producer=producer,
+                                source_name="/tests", names=test_topics, on_dead_letter=on_dead_letter)
+            await loop.run(stop)
     finally:
         await consumer.stop()
         await producer.stop()
