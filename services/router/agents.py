@@ -126,12 +126,15 @@ def create_app(settings: RouterSettings | None = None, names: TopicSettings | No
     @app.on_partitions_assigned.connect
     async def partitions_assigned(sender, assigned, **kwargs) -> None:
         assigned_at["monotonic"] = time.monotonic()
+        mismatch = False
         for topic in (names.case_events, names.case_contacts, own["posters"]):
             found = app.consumer.topic_partitions(topic)
-            if found is not None and found != settings.partitions:
+            # 0 or None: a topic faust has just created is not in the metadata yet, which is no mismatch
+            if found and found != settings.partitions:
                 # rows would go to other partitions than their keys' messages: refuse to be ready
-                worker_state["partitions_mismatch"] = True
+                mismatch = True
                 log.error("router_partitions_mismatch", topic=topic, partitions=found, expected=settings.partitions)
+        worker_state["partitions_mismatch"] = mismatch
 
     def report_restore(table) -> None:
         async def restored() -> None:
