@@ -80,7 +80,7 @@ async def client_loop(url: str, stop_at: float, warm_until: float, latencies: li
                 if code == 201:
                     latencies.append(elapsed)
             if code == 503:
-                await asyncio.sleep(retry_after_seconds(response))
+                await asyncio.sleep(retry_after_seconds(response.headers))
 
 
 async def _reading_at(when: float, url: str, process: psutil.Process) -> Reading:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -27,10 +28,10 @@ async def db_commands(url: str) -> int | None:
     return db_commands_in(response.text) if response.status_code == 200 else None
 
 
-def cpu_seconds(process: psutil.Process) -> float:
-    """User + system CPU of the process and its children (uvicorn's workers)."""
+def cpu_seconds(process: psutil.Process, children: bool = True) -> float:
+    """User + system CPU of the process and, unless told not to, its children (uvicorn's workers)."""
     total = sum(process.cpu_times()[:2])
-    for child in process.children(recursive=True):
+    for child in process.children(recursive=True) if children else ():
         try:
             total += sum(child.cpu_times()[:2])
         except psutil.Error:
@@ -55,9 +56,10 @@ def cost_per_post(before: Reading, after: Reading, accepted: int) -> dict[str, f
             "db_commands_per_post": None if commands is None else round(commands / per, 3)}
 
 
-def retry_after_seconds(response: httpx.Response, default: float = 1.0) -> float:
-    """A 503's or 429's Retry-After, in seconds (the header's integer form; the date form is not used here)."""
+def retry_after_seconds(headers: Mapping[str, str], default: float = 1.0) -> float:
+    """A 503's or 429's Retry-After, in seconds (the header's integer form; the date form is not used here).
+    ``headers``: any client's case-insensitive response headers (httpx's or aiohttp's)."""
     try:
-        return max(0.0, float(response.headers.get("Retry-After", default)))
+        return max(0.0, float(headers.get("Retry-After", default)))
     except ValueError:
         return default

@@ -26,6 +26,6 @@ def test_cost_per_post() -> None:
 
 
 def test_retry_after() -> None:
-    assert retry_after_seconds(httpx.Response(503, headers={"Retry-After": "2"})) == 2
-    assert retry_after_seconds(httpx.Response(503)) == 1
-    assert retry_after_seconds(httpx.Response(503, headers={"Retry-After": "soon"})) == 1
+    assert retry_after_seconds(httpx.Response(503, headers={"Retry-After": "2"}).headers) == 2
+    assert retry_after_seconds(httpx.Response(503).headers) == 1
+    assert retry_after_seconds(httpx.Response(503, headers={"Retry-After": "soon"}).headers) == 1
