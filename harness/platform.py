@@ -21,6 +21,8 @@ from services.common.config import TopicSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES_TABLE = ROOT / "deploy" / "local" / "services.txt"
+TEST_SHED_BOUNDS = {"shed_max_write_seconds": "60", "shed_max_outbox_age_seconds": "300",
+                    "shed_max_loop_lag_seconds": "30"}
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,9 @@ class Platform:
             "WENZHENG_INTAKE_PASSWORD_PARALLELISM": "1",
             "PYTHONUNBUFFERED": "1",
         })
+        # tests and chaos run on a loaded machine: a stalled second there must not turn their posts into 503s
+        # (the load bench sets the production bounds again: bench/platform_load.py)
+        env.update({f"WENZHENG_INTAKE_{name.upper()}": value for name, value in TEST_SHED_BOUNDS.items()})
         env.update({f"WENZHENG_TOPIC_{key.upper()}": name for key, name in self.topics.model_dump().items()})
         # every service's database, suffixed with the run id
         for service in self.specs:

@@ -50,6 +50,8 @@ class IntakeSettings(BaseSettings):
     shed_max_queued_writes: int = Field(1000, ge=0, description="requests waiting for the outbox's next group")
     shed_max_write_seconds: float = Field(1.0, gt=0, description="how long one group of writes may take")
     shed_max_outbox_age_seconds: float = Field(10, gt=0, description="the oldest unpublished event's age")
+    shed_max_loop_lag_seconds: float = Field(0.2, gt=0, description="how late the event loop may run its timers "
+                                             "(the wait before a request's handler starts)")
     shed_retry_after_seconds: int = Field(1, ge=1, le=60, description="the Retry-After of a shed post")
 
     contact_retention_days: float = Field(

@@ -238,12 +238,15 @@ class IntakeService:
         self.accounts: Any = None  # the AccountsService (audit, unit settings, templates), wired by the app
         self.in_flight_posts = 0
         self.shed_bounds = ShedBounds(settings.shed_max_in_flight_posts, settings.shed_max_queued_writes,
-                                      settings.shed_max_write_seconds, settings.shed_max_outbox_age_seconds)
+                                      settings.shed_max_write_seconds, settings.shed_max_outbox_age_seconds,
+                                      settings.shed_max_loop_lag_seconds)
         self.outbox_age: Callable[[], float] = lambda: 0.0  # the relay's reading, wired by the app
+        self.loop_lag: Callable[[], float] = lambda: 0.0  # the event loop's lateness, wired by the app
 
     def load(self) -> Load:
         return Load(in_flight_posts=self.in_flight_posts, queued_writes=self.store.outbox.queued,
-                    write_seconds=self.store.outbox.write_seconds(), outbox_age_seconds=self.outbox_age())
+                    write_seconds=self.store.outbox.write_seconds(), outbox_age_seconds=self.outbox_age(),
+                    loop_lag_seconds=self.loop_lag())
 
     def _check_load(self) -> None:
         """Refuse a new post at once while this process is past a bound (never staff commands)."""

@@ -15,6 +15,8 @@ PUBLISHED = Counter(metric_name("intake", "outbox_published"), "Events the relay
 RELAY_ERRORS = Counter(metric_name("intake", "relay_errors"), "Relay failures (producer recreated)")
 SHED = Counter(metric_name("intake", "shed_posts"), "Posts refused with 503 because intake was overloaded, by the "
                "bound passed", ["reason"])
+LOOP_LAG = Gauge(metric_name("intake", "event_loop_lag", "seconds"),
+                 "How late the event loop ran a timer over the last second (requests wait that long to start)")
 DECISIONS = Counter(metric_name("intake", "routing_decisions"), "Routing decisions by outcome", ["outcome"])
 CONSUMER = ConsumerHealth("intake")
 CONTACTS_ERASED = Counter(metric_name("intake", "contacts_erased"),

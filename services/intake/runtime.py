@@ -17,6 +17,7 @@ from services.common.config import CommonSettings, TopicSettings
 from services.common.logging import get_logger
 from services.common.mongo import new_client
 from services.common.reference import ReferenceData
+from services.intake import metrics
 from services.intake.accounts_store import AccountsStore
 from services.intake.auth import Credentials
 from services.intake.case_follower import CaseFollower
@@ -27,6 +28,7 @@ from services.intake.outbox import OutboxWriter, new_writer_id
 from services.intake.people import AccountsService
 from services.intake.relay import OutboxRelay
 from services.intake.retention import ContactEraser
+from services.intake.shedding import LoopLag
 from services.intake.store import CaseStore
 
 log = get_logger(__name__)
@@ -82,6 +84,9 @@ async def start_runtime(runtime: Runtime) -> None:
     runtime.service = IntakeService(runtime.store, settings, runtime.clock, runtime.reference,
                                     topic_names=runtime.names, on_commit=runtime.relay.notify)
     runtime.service.outbox_age = runtime.relay.falling_behind_seconds
+    lag = LoopLag()
+    runtime.service.loop_lag = lambda: lag.seconds(time.monotonic())
+    runtime.tasks.append(asyncio.create_task(watch_loop_lag(lag), name="loop-lag"))
     accounts_store = AccountsStore(runtime.client[settings.database], runtime.store.outbox)
     await accounts_store.ensure_indexes()
     runtime.accounts = AccountsService(accounts_store, settings, runtime.clock, runtime.reference,
@@ -100,6 +105,14 @@ async def start_runtime(runtime: Runtime) -> None:
         runtime.tasks.append(asyncio.create_task(runtime.consumer.run(), name="decision-consumer"))
     log.info("intake_started", database=settings.database, reference=runtime.reference.version,
              started_at=datetime.now(UTC).isoformat())
+
+
+async def watch_loop_lag(lag: LoopLag) -> None:
+    while True:
+        asked = time.monotonic()
+        await asyncio.sleep(lag.interval)
+        lag.tick(asked, time.monotonic())
+        metrics.LOOP_LAG.set(lag.seconds(time.monotonic()))
 
 
 async def load_list_index(runtime: Runtime) -> None:
