@@ -111,7 +111,7 @@ async def submit_stage(client: aiohttp.ClientSession, rate: float, seconds: floa
                 async with client.post("/v1/posts", json=post) as response:
                     status, headers = response.status, response.headers
                     body = await response.json() if status == 201 else None
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 record.errors[type(exc).__name__] = record.errors.get(type(exc).__name__, 0) + 1
                 return
             elapsed = time.monotonic() - t0
