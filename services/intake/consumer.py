@@ -66,7 +66,9 @@ class DecisionConsumer:
                 [Source(self.names.routing_decisions, "routing_decisions")],
                 KeyedConcurrency(self.handle, CONCURRENT_CASES),
                 service="intake", group_id=self.group_id, bootstrap=self.bootstrap, names=self.names,
-                health=metrics.CONSUMER, on_dead_letter=self._count_dead_letter, source_name=self.source)
+                health=metrics.CONSUMER, on_dead_letter=self._count_dead_letter, source_name=self.source,
+                # decisions are keyed by case: a poll's partitions share the reads and the outbox's groups
+                concurrent_partitions=True)
             try:
                 await self.loop.run(self.stop_event)
                 backoff = 0.5

@@ -113,6 +113,36 @@ async def test_dead_letters_with_reason_commits_after_the_batch_and_resumes_afte
     assert len(letters) == 2
 
 
+async def test_concurrent_partitions_handles_a_polls_partitions_side_by_side_each_in_order(
+        kafka_bootstrap, test_topics, run_id):
+    topic = test_topics.case_events
+    await publish(kafka_bootstrap, topic, [signed(f"c-{i % 6}", i + 1) for i in range(30)])
+
+    async def run(concurrent: bool) -> tuple[int, dict[int, list[int]]]:
+        active, most, offsets = 0, 0, defaultdict(list)
+
+        async def handle(batch: Batch) -> None:
+            nonlocal active, most
+            active += 1
+            most = max(most, active)
+            await asyncio.sleep(0.05)  # a database round trip: the other partitions' batches may start meanwhile
+            offsets[batch.partition].extend(record.offset for _, record in batch.items)
+            active -= 1
+
+        running = Running(ConsumerLoop([Source(topic, "case_events")], handle, service="tests",
+                                       group_id=f"g-{run_id}-{concurrent}", bootstrap=kafka_bootstrap,
+                                       names=test_topics, concurrent_partitions=concurrent))
+        await until(lambda: sum(map(len, offsets.values())) == 30, "every record handled")
+        await running.finish()
+        return most, offsets
+
+    sequential, _ = await run(False)
+    side_by_side, offsets = await run(True)
+    assert sequential == 1
+    assert side_by_side > 1  # the records of several partitions came in one poll
+    assert len(offsets) > 1 and all(o == sorted(o) for o in offsets.values())
+
+
 async def test_a_handler_error_is_raised_and_nothing_of_its_poll_is_committed(kafka_bootstrap, test_topics, run_id):
     topic = test_topics.case_events
     await publish(kafka_bootstrap, topic, [signed("c-1", v) for v in (1, 2, 3)])
