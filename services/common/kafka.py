@@ -22,14 +22,20 @@ from services.common.logging import get_logger
 log = get_logger(__name__)
 
 
+# every producer of the platform batches like this (faust's too: services/router/agents.py): a few
+# milliseconds of waiting turn a message per request into a request per poll
+PRODUCER_LINGER_MS = 5
+PRODUCER_MAX_BATCH_BYTES = 256 * 1024
+
+
 def new_producer(bootstrap: str | None = None, **overrides: Any) -> AIOKafkaProducer:
     """acks=all and idempotence on: a retried send never duplicates or reorders within a partition."""
     options: dict[str, Any] = {
         "bootstrap_servers": bootstrap or common_settings().kafka_bootstrap,
         "acks": "all",
         "enable_idempotence": True,
-        "linger_ms": 5,
-        "max_batch_size": 256 * 1024,
+        "linger_ms": PRODUCER_LINGER_MS,
+        "max_batch_size": PRODUCER_MAX_BATCH_BYTES,
         "compression_type": None,
         "request_timeout_ms": 30000,
     }

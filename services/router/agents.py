@@ -34,6 +34,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from services.common.config import CommonSettings, TopicSettings, common_settings, topics
 from services.common.errors import error_body
 from services.common.events import Contract, EventValidationError, dead_letter_for, make_event, parse_event
+from services.common.kafka import PRODUCER_LINGER_MS, PRODUCER_MAX_BATCH_BYTES
 from services.common.logging import get_logger
 from services.common.metrics import METRICS_CONTENT_TYPE, render_metrics
 from services.common.mongo import new_client, ping
@@ -97,6 +98,10 @@ def create_app(settings: RouterSettings | None = None, names: TopicSettings | No
         web_port=settings.port,
         web_host="0.0.0.0",
         producer_acks=-1,
+        # faust sends each message in a request of its own unless told to wait (its default linger is 0):
+        # the router's changelog, repartition and decision messages of one poll then went out one by one
+        producer_linger=PRODUCER_LINGER_MS / 1000,
+        producer_max_batch_size=PRODUCER_MAX_BATCH_BYTES,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
         table_cleanup_interval=600,
