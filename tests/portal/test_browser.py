@@ -122,7 +122,12 @@ def test_citizen_posts_on_a_phone_and_follows_the_case_to_a_reply_and_a_rating(p
     page.get_by_label("详细地址").fill("水西镇某某小区东门")
     page.get_by_label("手机号码 *").fill(PHONE)
     page.get_by_label("不匿名").check()
+    assert page.locator("#photos-chosen").inner_text() == "未选择照片"
     page.set_input_files("#photos", files=[{"name": "lamp.png", "mimeType": "image/png", "buffer": tiny_png()}])
+    # the browser's own file button says "Choose Files": ours stands in front of it, and says what was chosen
+    assert page.get_by_text("选择照片", exact=True).is_visible()
+    assert page.locator("#photos-chosen").inner_text() == "已选择 1 张：lamp.png"
+    assert page.locator("#photos").bounding_box()["width"] <= 1
     shot(page, "citizen-03-post-filled-375")
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 375, f"the post form is {width}px wide on a 375-px phone"

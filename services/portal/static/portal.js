@@ -63,11 +63,26 @@
     });
   }
 
+  // photos: the native file button is labelled in the browser's language, so it is hidden behind ours and
+  // what was chosen is said in Chinese (without scripts the native control shows, and works)
+  function filePickers() {
+    document.querySelectorAll("input[type=file][data-file-picker]").forEach(function (input) {
+      var chosen = document.getElementById(input.getAttribute("data-file-picker"));
+      if (!chosen) { return; }
+      function sync() {
+        var names = Array.prototype.map.call(input.files || [], function (f) { return f.name; });
+        chosen.textContent = names.length ? "已选择 " + names.length + " 张：" + names.join("、") : "未选择照片";
+      }
+      input.addEventListener("change", sync);
+      sync();
+    });
+  }
+
   // the error summary gets the focus, so keyboard and screen-reader users start there
   function focusSummary() {
     var summary = document.getElementById("error-summary");
     if (summary) { summary.focus(); }
   }
 
-  onReady(function () { townshipPickers(); templatePickers(); unitFilters(); focusSummary(); });
+  onReady(function () { townshipPickers(); templatePickers(); unitFilters(); filePickers(); focusSummary(); });
 })();
