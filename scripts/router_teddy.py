@@ -4,7 +4,8 @@ into the repository, never used to train the shipped model).
     python scripts/router_teddy.py sample [--model services/router/models/default]
         macro-F1 of a model on the organisers' sample (title and body) and on the dev set, with the category
         pairs it confuses most (counts only) and its speed
-    python scripts/router_teddy.py cv [--seeds 1,2,3] [--nb-smoothing 0.1] [--neighbours 10] [--c 1.0]
+    python scripts/router_teddy.py cv [--seeds 1,2,3] [--nb-smoothing 0.1] [--neighbours 5] [--neighbour-power 1]
+                                      [--neighbour-weight 0.6] [--c 1.0]
         the Teddy recipe: 5-fold cross-validation on the dev set for each seed (vocabulary, IDF and model
         fitted inside each fold), the mean of the seeds, and posts/s of a model trained on all of dev
 
@@ -69,7 +70,8 @@ def sample(args: argparse.Namespace) -> None:
 def cv(args: argparse.Namespace) -> None:
     texts, labels = read(args.eval_dir / "teddy2020_dev.csv", ("text",))
     keywords = load_taxonomy(REFERENCE_DIR / TAXONOMY_FILE).keywords_by_category()
-    recipe = {**TEDDY_RECIPE, "nb_smoothing": args.nb_smoothing, "neighbours": args.neighbours, "c": args.c}
+    recipe = {**TEDDY_RECIPE, "nb_smoothing": args.nb_smoothing, "neighbours": args.neighbours,
+              "neighbour_power": args.neighbour_power, "neighbour_weight": args.neighbour_weight, "c": args.c}
     scores = []
     for seed in args.seeds:
         result = cross_validate(texts, labels, keywords, TrainingParams(**recipe, seed=seed), folds=args.folds)
@@ -92,8 +94,10 @@ def main() -> None:
     on_cv.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 3])
     on_cv.add_argument("--folds", type=int, default=5)
     on_cv.add_argument("--nb-smoothing", type=float, default=0.1)
-    on_cv.add_argument("--neighbours", type=int, default=10)
-    on_cv.add_argument("--c", type=float, default=1.0)
+    on_cv.add_argument("--neighbours", type=int, default=TrainingParams.neighbours)
+    on_cv.add_argument("--neighbour-power", type=float, default=TrainingParams.neighbour_power)
+    on_cv.add_argument("--neighbour-weight", type=float, default=TrainingParams.neighbour_weight)
+    on_cv.add_argument("--c", type=float, default=TrainingParams.c)
     args = parser.parse_args()
     {"sample": sample, "cv": cv}[args.command](args)
 

@@ -4,7 +4,7 @@ corrections and history, import history, and manage the registered models (``ser
 Every command prints one JSON object on stdout (and, for people, a summary in Chinese on stderr).
 
     train --data CSV [--data CSV ...] --text-column text [--text-column title ...] --label-column label
-          --out DIR [--weight FILE=W ...] [--corrections CSV] [--cv 5] [--neighbours 10]
+          --out DIR [--weight FILE=W ...] [--corrections CSV] [--cv 5] [--neighbours 5]
           [--head-weight 0.5] [--head-chars 30] [--nb-smoothing 0.1]
     evaluate (--model DIR | --keywords-only) --data CSV --text-column text --label-column label
           [--label-map YAML] [--exclude-overlap CSV [--exclude-text-column text]]
