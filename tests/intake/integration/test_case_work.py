@@ -126,7 +126,7 @@ async def test_inbox_counts_agree_with_the_bucket_lists(intake: Intake) -> None:
         await intake.decide(accepted["tracking_number"], department_id=unit, deadline=deadline)
         await intake.wait_status(accepted["tracking_number"], "assigned")
     counts = (await intake.client.get("/v1/inbox/counts", headers=dept)).json()
-    assert min(counts[b] for b in ("to_sign", "handling", "due_soon", "overdue", "awaiting_rating")) >= 1
+    assert min(counts[b] for b in ("to_sign", "handling", "due_soon", "overdue", "awaiting_rating")) >= 1, counts
     for bucket in ("to_sign", "handling", "due_soon", "overdue", "reopened", "awaiting_rating"):
         listed = (await intake.client.get("/v1/cases", headers=dept, params={"bucket": bucket})).json()
         assert listed["total"] == counts[bucket], bucket
