@@ -118,12 +118,7 @@ async def submit_stage(client: aiohttp.ClientSession, rate: float, seconds: floa
             if status in (429, 503) and "Retry-After" in headers:
                 record.shed += 1
                 if attempt < RETRIES_AFTER_SHEDDING:
-                    # a citizen waiting to try again holds no connection: the slot serves other posts meanwhile
-                    in_flight.release()
-                    try:
-                        await asyncio.sleep(retry_after_seconds(headers))
-                    finally:
-                        await in_flight.acquire()
+                    await asyncio.sleep(retry_after_seconds(headers))
                 continue
             if status == 201:
                 tracking = body["tracking_number"]

@@ -711,7 +711,7 @@ class IntakeService:
     # ------------------------------------------------------------------ routing decisions
     async def apply_decision(self, decision: ev.RoutingDecision) -> str:
         """Returns what happened: applied, ignored (duplicate/outdated) or raises MalformedDecision."""
-        doc = await self.store.get_just_posted(decision.case_id)
+        doc = await self.store.get(decision.case_id)
         if doc is None:
             raise domain.MalformedDecision(f"unknown case {decision.case_id}")
         try:

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import dataclasses
 import weakref
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -113,27 +111,6 @@ class CaseLocks:
             yield
 
 
-class JustPosted:
-    """The last ``limit`` new cases as inserted, until their first change: most of intake's reads were of a
-    post it had just written, for the router's decision."""
-
-    def __init__(self, limit: int = 5000) -> None:
-        self.limit = limit
-        self._docs: OrderedDict[str, dict[str, Any]] = OrderedDict()
-
-    def put(self, doc: dict[str, Any]) -> None:
-        self._docs[doc["_id"]] = {k: v for k, v in doc.items() if k not in ("write_refs", "outbox")}
-        while len(self._docs) > self.limit:
-            self._docs.popitem(last=False)
-
-    def get(self, case_id: str) -> dict[str, Any] | None:
-        doc = self._docs.get(case_id)
-        return copy.deepcopy(doc) if doc is not None else None  # handlers add to what they read
-
-    def forget(self, case_id: str) -> None:
-        self._docs.pop(case_id, None)
-
-
 class CaseStore:
     def __init__(self, db: AsyncDatabase, outbox: OutboxWriter | None = None) -> None:
         self.db = db
@@ -149,7 +126,6 @@ class CaseStore:
         self.outbox = outbox or OutboxWriter(db, new_writer_id())
         self.outbox_log = OutboxLog(db)
         self.reads = GroupRead(self.cases, {"write_refs": 0, "outbox": 0})
-        self.just_posted = JustPosted()
         # the lists' read model: loaded at start (load_index), then put after every write that succeeds
         self.index = CaseIndex()
 
@@ -167,12 +143,6 @@ class CaseStore:
         await self.attachments.create_index("case_id")
 
     # ------------------------------------------------------------------ reads
-    async def get_just_posted(self, case_id: str) -> dict[str, Any] | None:
-        """The case as this process stored it moments ago, unchanged since, without a read (the router's
-        decision for a new post comes a second later); else read. A copy that another replica changed in
-        between is refused by the version check of the write, which then reads again."""
-        return self.just_posted.get(case_id) or await self.get(case_id)
-
     async def get(self, case_id: str) -> dict[str, Any] | None:
         """A case by id; concurrent lookups share one ``$in`` read."""
         return await self.reads.get(case_id)
@@ -261,7 +231,6 @@ class CaseStore:
             pointers.append(("idempotency_keys", {"_id": key, "case_id": doc["_id"]}))
         await self.outbox.write(Write(events, holder="cases", doc_id=doc["_id"], insert=doc, pointers=pointers))
         self.index.put(summary_from_doc(doc))
-        self.just_posted.put(doc)
 
     async def insert_batch(self, docs: list[dict[str, Any]]) -> dict[int, Exception]:
         """Cases that emit no events (a benchmark's or an import's past cases), then their pointers; the
@@ -286,7 +255,6 @@ class CaseStore:
         }
         if replies:
             update["$push"]["replies"] = {"$each": replies}
-        self.just_posted.forget(case.case_id)
         async with self.locks.holding([case.case_id]):
             stored = await self.outbox.write(Write(outbox, holder="cases", doc_id=case.case_id,
                                                    guard={"_id": case.case_id, "version": expected_version},

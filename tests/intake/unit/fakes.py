@@ -43,8 +43,6 @@ class FakeCaseStore:
         doc = self.cases.get(case_id)
         return copy.deepcopy(doc) if doc is not None else None
 
-    get_just_posted = get
-
     async def commit(self, case: Case, expected_version: int, *, outbox: list[dict[str, Any]],
                      timeline: list[dict[str, Any]], replies: list[dict[str, Any]], now: datetime,
                      also_set: dict[str, Any] | None = None) -> bool:
