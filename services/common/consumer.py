@@ -56,6 +56,7 @@ from services.common.metrics import ConsumerHealth
 
 log = get_logger(__name__)
 V = TypeVar("V")
+TRANSACTIONAL_FETCH = {"fetch_min_bytes": 64 * 1024, "fetch_max_wait_ms": 100}
 
 
 @dataclass(frozen=True)
@@ -502,9 +503,6 @@ class ConsumerLoop:
                     self.health.lag.labels(topic).set(n)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.lag_seconds)
-
-
-TRANSACTIONAL_FETCH = {"fetch_min_bytes": 64 * 1024, "fetch_max_wait_ms": 100}
 
 
 async def end_offsets_lag(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:

@@ -261,21 +261,19 @@ class BodyLimits:
         try:
             parsed = json.loads(text)
         except json.JSONDecodeError as exc:
-            too_deep, path = self._too_deep(text)
-            if too_deep:
-                return "json_too_deep", f"JSON nested deeper than {self.max_depth} levels", json_path(path) or "body"
+            path, deepest = _scan_json(text, max_depth=self.max_depth)
+            if deepest > self.max_depth:
+                return self._too_deep(json_path(path))
             return "invalid_json", f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})", \
                 json_error_path(text, exc.pos)
         except RecursionError:
-            return "json_too_deep", f"JSON nested deeper than {self.max_depth} levels", "body"
+            return self._too_deep(None)
         if _depth(parsed) > self.max_depth:
-            return ("json_too_deep", f"JSON nested deeper than {self.max_depth} levels",
-                    json_path(self._too_deep(text)[1]) or "body")
+            return self._too_deep(json_path(_scan_json(text, max_depth=self.max_depth)[0]))
         return None
 
-    def _too_deep(self, text: str) -> tuple[bool, list[str | int]]:
-        path, deepest = _scan_json(text, max_depth=self.max_depth)
-        return deepest > self.max_depth, path
+    def _too_deep(self, path: str | None) -> tuple[str, str, str]:
+        return "json_too_deep", f"JSON nested deeper than {self.max_depth} levels", path or "body"
 
 
 def _depth(value: Any) -> int:
